@@ -1,0 +1,343 @@
+"""Exit machinery shared by every multi-exit SelfCon model.
+
+Self-Contrastive Learning (SelfCon, Bae et al., AAAI 2023, arXiv 2106.15499) attaches non-shared
+sub-networks ("exits") to intermediate stages of one backbone; each exit ends in a vector of the
+backbone's feature width, and in this package each exit and the backbone have their own linear
+classifier.
+
+A model family plugs in by mixing in :class:`MultiExitMixin` and implementing four small methods:
+
+- ``_forward_stem(x)``: input -> the feature map of ``feature_info`` index 0,
+- ``_forward_stage(index, x)``: feature map of index ``index - 1`` -> feature map of ``index``,
+- ``_forward_norm(x)``: the last stage's map -> ``forward_features`` output (final norm, or identity),
+- ``forward_head(x, pre_logits=False)``: timm's pooled head.
+
+and by owning ``exits`` / ``exit_heads`` (``nn.ModuleList``, depth order) and ``exit_stages``.
+The mixin then provides the multi-exit API (``forward_exits``, ``forward_ensemble``,
+``forward_early_exit``), timm's ``forward_intermediates`` and a ``forward`` that returns the
+ensemble of all heads, the paper's multi-exit inference.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import get_device_dtype
+from timm.models._features import feature_take_indices
+
+SUB_NETWORKS = ("same", "small", "fc")
+ENSEMBLE_AVERAGES = ("logits", "probs")
+
+
+def validate_exit_stages(exit_stages: Iterable[int] | int | None, valid: Sequence[int], family: str) -> tuple[int, ...]:
+    """Check and normalise ``exit_stages`` to a sorted tuple of unique stage indices.
+
+    Args:
+        exit_stages: stage indices in timm's ``feature_info`` numbering (an int is one exit; None or () no exit).
+        valid: the indices an exit may follow for this model (never the last stage).
+        family: model family name for the error message.
+    """
+    if exit_stages is None:
+        return ()
+    if isinstance(exit_stages, bool) or not isinstance(exit_stages, (int, Iterable)) or isinstance(exit_stages, str):
+        raise TypeError(f"exit_stages must be an int or a sequence of ints, got {exit_stages!r}")
+    stages = (exit_stages,) if isinstance(exit_stages, int) else tuple(exit_stages)
+    for stage in stages:
+        if isinstance(stage, bool) or not isinstance(stage, int):
+            raise TypeError(f"exit_stages must contain ints, got {stage!r} in {exit_stages!r}")
+        if stage not in valid:
+            raise ValueError(
+                f"exit stage {stage} is out of range for {family}: an exit may follow stages "
+                f"{list(valid)} (timm feature_info numbering; never the last stage)"
+            )
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"exit_stages has duplicates: {exit_stages!r}")
+    return tuple(sorted(stages))
+
+
+def validate_sub_network(sub_network: str) -> str:
+    """Check ``sub_network`` is one of ``same``, ``small`` or ``fc``."""
+    if sub_network not in SUB_NETWORKS:
+        raise ValueError(f"unknown sub_network {sub_network!r}; expected one of {list(SUB_NETWORKS)}")
+    return sub_network
+
+
+class FcExit(nn.Module):
+    """The ``fc`` sub-network: global average pool, then one Linear to the backbone width.
+
+    Input ``[B, C_in, H, W]`` (or ``[B, N, C_in]`` tokens with ``pool='token'``), output ``[B, out_features]``.
+    """
+
+    def __init__(self, in_chs: int, out_features: int, pool: str = "avg", norm: nn.Module | None = None,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        self.pool = pool
+        self.norm = norm if norm is not None else nn.Identity()
+        self.fc = nn.Linear(in_chs, out_features, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        x = pool_features(x, self.pool)
+        return self.fc(x)
+
+
+class StageExit(nn.Module):
+    """The ``same`` / ``small`` sub-network: fresh, unshared stages, then global pooling.
+
+    Input: the feature map (or tokens) at the exit stage; output ``[B, C_final]``.
+    """
+
+    def __init__(self, stages: nn.Sequential, pool: str = "avg", norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.stages = stages
+        self.norm = norm if norm is not None else nn.Identity()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(x)
+        x = self.norm(x)
+        return pool_features(x, self.pool)
+
+
+def pool_features(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """Pool ``[B, C, H, W]`` maps (``avg``) or ``[B, N, C]`` tokens (``token``: first token, ``avg_tokens``)."""
+    if pool == "avg":
+        return x.mean((2, 3)) if x.ndim == 4 else x.mean(1)
+    if pool == "token":
+        return x[:, 0]
+    if pool == "avg_tokens":
+        return x.mean(1)
+    raise ValueError(f"unknown exit pooling {pool!r}; expected 'avg', 'token' or 'avg_tokens'")
+
+
+def make_linear_head(num_features: int, num_classes: int, device=None, dtype=None) -> nn.Module:
+    """``Linear(num_features, num_classes)``, or ``Identity`` when ``num_classes == 0``."""
+    if num_classes > 0:
+        return nn.Linear(num_features, num_classes, device=device, dtype=dtype)
+    return nn.Identity()
+
+
+def halve_blocks(stages: nn.Sequential) -> nn.Sequential:
+    """The ``small`` sub-network rule: keep the first ``max(1, n // 2)`` blocks of each stage.
+
+    Stages are ``nn.Sequential`` of blocks, or modules with a ``blocks`` ``nn.Sequential``; the first
+    block carries the stride and width change, so keeping a prefix keeps the shapes.
+    """
+    for stage in stages:
+        blocks = stage if isinstance(stage, nn.Sequential) else getattr(stage, "blocks", None)
+        if isinstance(blocks, nn.Sequential) and len(blocks) > 1:
+            for idx in range(len(blocks) - 1, max(1, len(blocks) // 2) - 1, -1):
+                del blocks[idx]
+    return stages
+
+
+class MultiExitMixin:
+    """Multi-exit API for timm-style models; see the module docstring for the contract."""
+
+    exit_stages: tuple[int, ...]
+    exits: nn.ModuleList
+    exit_heads: nn.ModuleList
+    num_classes: int
+    num_features: int
+    num_stages: int  # feature_info indices 1..num_stages are stages; 0 is the stem
+    backbone_classifier_name: str = "fc"
+    grad_checkpointing: bool
+
+    # ---- contract implemented by each family -------------------------------------------------
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward_norm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- construction helpers ----------------------------------------------------------------
+    def _init_exit_heads(self, device=None, dtype=None) -> None:
+        self.exit_heads = nn.ModuleList(
+            [make_linear_head(self.num_features, self.num_classes, device, dtype) for _ in self.exit_stages]
+        )
+
+    def _reset_exit_heads(self) -> None:
+        dd = get_device_dtype(self)
+        self._init_exit_heads(**dd)
+        for head in self.exit_heads:
+            head.train(self.training)
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.exit_stages)
+
+    @torch.jit.ignore
+    def classifier_names(self) -> tuple[str, ...]:
+        """State-dict prefixes of every linear classifier, backbone first (timm ``pretrained_cfg['classifier']``)."""
+        return (self.backbone_classifier_name, *[f"exit_heads.{i}" for i in range(self.num_exits)])
+
+    # ---- tapped forward ------------------------------------------------------------------------
+    def _run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return torch.utils.checkpoint.checkpoint(self._forward_stage, index, x, use_reentrant=False)
+        return self._forward_stage(index, x)
+
+    @torch.jit.ignore
+    def _forward_with_exit_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One pass: ``(forward_features output, [feature map at each exit stage])``."""
+        exit_maps = []
+        x = self._forward_stem(x)
+        for index in range(1, self.num_stages + 1):
+            x = self._run_stage(index, x)
+            if index in self.exit_stages:
+                exit_maps.append(x)
+        return self._forward_norm(x), exit_maps
+
+    @torch.jit.ignore
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pooled features, one ``[B, num_features]`` tensor per exit in depth order, backbone last."""
+        features, exit_maps = self._forward_with_exit_maps(x)
+        exit_feats = [exit_(m) for exit_, m in zip(self.exits, exit_maps)]
+        return [*exit_feats, self.forward_head(features, pre_logits=True)]
+
+    @torch.jit.ignore
+    def forward_exit_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits ``[B, num_classes]`` of every head: one per exit in depth order, backbone last."""
+        features, exit_maps = self._forward_with_exit_maps(x)
+        logits = [head(exit_(m)) for exit_, head, m in zip(self.exits, self.exit_heads, exit_maps)]
+        return [*logits, self.forward_head(features)]
+
+    @torch.jit.ignore
+    def forward_ensemble(self, x: torch.Tensor, average: str = "logits") -> torch.Tensor:
+        """The multi-exit ensemble in one forward pass: ``[B, num_classes]``.
+
+        ``average="logits"`` averages the heads' logits (the paper's ensemble); ``"probs"`` averages
+        their softmax probabilities and returns probabilities.
+        """
+        if average not in ENSEMBLE_AVERAGES:
+            raise ValueError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
+        self._check_has_classifier("forward_ensemble")
+        logits = torch.stack(self.forward_exit_logits(x))
+        if average == "probs":
+            return logits.softmax(-1).mean(0)
+        return logits.mean(0)
+
+    @torch.jit.ignore
+    def forward_early_exit(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Early-exit inference: each image stops at the first exit whose softmax confidence reaches ``threshold``.
+
+        Images that pass no exit get the full model's output (the ensemble of all heads, as ``forward``).
+        Only the images still running are computed further, so compute really is saved; call
+        ``model.eval()`` first (BatchNorm in train mode would see shrinking batches).
+
+        Returns:
+            logits ``[B, num_classes]`` and ``exit_index`` ``[B]`` (long): ``k`` for exit ``k`` in depth
+            order, ``num_exits`` for the full model.
+        """
+        self._check_has_classifier("forward_early_exit")
+        batch = x.shape[0]
+        out = None
+        exit_index = torch.full((batch,), self.num_exits, dtype=torch.long, device=x.device)
+        active = torch.arange(batch, device=x.device)
+        running_logits: list[torch.Tensor] = []
+        h = self._forward_stem(x)
+        exit_pos = 0
+        for index in range(1, self.num_stages + 1):
+            h = self._forward_stage(index, h)
+            if index not in self.exit_stages:
+                continue
+            logits = self.exit_heads[exit_pos](self.exits[exit_pos](h))
+            if out is None:
+                out = logits.new_zeros((batch, logits.shape[-1]))
+            running_logits.append(logits)
+            done = logits.softmax(-1).amax(-1) >= threshold
+            out[active[done]] = logits[done]
+            exit_index[active[done]] = exit_pos
+            keep = ~done
+            active, h = active[keep], h[keep]
+            running_logits = [lg[keep] for lg in running_logits]
+            exit_pos += 1
+            if active.numel() == 0:
+                return out, exit_index
+        final = self.forward_head(self._forward_norm(h))
+        ensemble = torch.stack([*running_logits, final]).mean(0)
+        if out is None:
+            return ensemble, exit_index
+        out[active] = ensemble
+        return out, exit_index
+
+    def _check_has_classifier(self, what: str) -> None:
+        if self.num_classes == 0:
+            raise ValueError(f"{what} needs classifiers, but the model has num_classes=0; "
+                             "use forward_exits for features or reset_classifier(n)")
+
+    def _ensemble_active(self) -> bool:
+        return self.num_exits > 0 and self.num_classes > 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """With exits and classifiers: the average of all heads' logits ``[B, num_classes]``.
+
+        Otherwise as timm: ``forward_head(forward_features(x))`` (with ``num_classes=0`` that is the
+        backbone's pooled feature, the one used for linear evaluation).
+        """
+        if self._ensemble_active():
+            return self._forward_ensemble_logits(x)
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def _forward_ensemble_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.forward_exit_logits(x)).mean(0)
+
+    # ---- timm feature API ----------------------------------------------------------------------
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: taps at ``feature_info`` indices (0 = stem)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' for this model, got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
+        intermediates = []
+        x = self._forward_stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        last = max_index if stop_early else self.num_stages
+        for index in range(1, last + 1):
+            x = self._run_stage(index, x)
+            if index in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return self._forward_norm(x), intermediates
+
+    def _drop_exits(self) -> None:
+        """Remove every exit (and its classifier): the model becomes a plain backbone."""
+        self.exit_stages = ()
+        self.exits = nn.ModuleList()
+        self.exit_heads = nn.ModuleList()
+
+    def plain_encoder(self) -> nn.Module:
+        """A copy of this model with the exits and their classifiers removed, backbone weights intact.
+
+        The result is the same class with ``exit_stages=()``: ``forward`` is then the backbone's
+        prediction (or pooled feature with ``num_classes=0``), ready for fine-tuning or export.
+        """
+        plain = copy.deepcopy(self)
+        plain._drop_exits()
+        if hasattr(plain, "_model_args"):
+            plain._model_args = {**plain._model_args, "exit_stages": ()}
+        return plain
+
+
+def ensemble_from_logits(logits: Sequence[torch.Tensor], average: str = "logits") -> torch.Tensor:
+    """Ensemble of precomputed head logits ``[B, C]`` each: mean logits, or mean softmax probabilities."""
+    if average not in ENSEMBLE_AVERAGES:
+        raise ValueError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
+    stacked = torch.stack(list(logits))
+    return F.softmax(stacked, -1).mean(0) if average == "probs" else stacked.mean(0)
