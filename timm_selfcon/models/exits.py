@@ -71,7 +71,7 @@ class FcExit(nn.Module):
     Input ``[B, C_in, H, W]`` (or ``[B, N, C_in]`` tokens with ``pool='token'``), output ``[B, out_features]``.
     """
 
-    def __init__(self, in_chs: int, out_features: int, pool: str = "avg", norm: nn.Module | None = None,
+    def __init__(self, in_chs: int, out_features: int, pool: str | nn.Module = "avg", norm: nn.Module | None = None,
                  device=None, dtype=None) -> None:
         super().__init__()
         self.pool = pool
@@ -90,7 +90,7 @@ class StageExit(nn.Module):
     Input: the feature map (or tokens) at the exit stage; output ``[B, C_final]``.
     """
 
-    def __init__(self, stages: nn.Sequential, pool: str = "avg", norm: nn.Module | None = None) -> None:
+    def __init__(self, stages: nn.Sequential, pool: str | nn.Module = "avg", norm: nn.Module | None = None) -> None:
         super().__init__()
         self.stages = stages
         self.norm = norm if norm is not None else nn.Identity()
@@ -102,8 +102,13 @@ class StageExit(nn.Module):
         return pool_features(x, self.pool)
 
 
-def pool_features(x: torch.Tensor, pool: str) -> torch.Tensor:
-    """Pool ``[B, C, H, W]`` maps (``avg``) or ``[B, N, C]`` tokens (``token``: first token, ``avg_tokens``)."""
+def pool_features(x: torch.Tensor, pool: str | nn.Module) -> torch.Tensor:
+    """Pool ``[B, C, H, W]`` maps (``avg``) or ``[B, N, C]`` tokens (``token``: first token, ``avg_tokens``).
+
+    A module as ``pool`` is called instead (e.g. a token pooling that skips prefix tokens).
+    """
+    if isinstance(pool, nn.Module):
+        return pool(x)
     if pool == "avg":
         return x.mean((2, 3)) if x.ndim == 4 else x.mean(1)
     if pool == "token":
@@ -187,9 +192,8 @@ class MultiExitMixin:
     def _forward_with_exit_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One pass: ``(forward_features output, [feature map at each exit stage])``."""
         exit_maps = []
-        x = self._forward_stem(x)
-        for index in range(1, self.num_stages + 1):
-            x = self._run_stage(index, x)
+        for index in range(self.num_stages + 1):
+            x = self._forward_stem(x) if index == 0 else self._run_stage(index, x)
             if index in self.exit_stages:
                 exit_maps.append(x)
         return self._forward_norm(x), exit_maps
@@ -241,10 +245,10 @@ class MultiExitMixin:
         exit_index = torch.full((batch,), self.num_exits, dtype=torch.long, device=x.device)
         active = torch.arange(batch, device=x.device)
         running_logits: list[torch.Tensor] = []
-        h = self._forward_stem(x)
+        h = x
         exit_pos = 0
-        for index in range(1, self.num_stages + 1):
-            h = self._forward_stage(index, h)
+        for index in range(self.num_stages + 1):
+            h = self._forward_stem(h) if index == 0 else self._forward_stage(index, h)
             if index not in self.exit_stages:
                 continue
             logits = self.exit_heads[exit_pos](self.exits[exit_pos](h))
