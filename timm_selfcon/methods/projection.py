@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ProjectionHead", "ProjectedModel", "with_projection_heads"]
+__all__ = ["ProjectedModel", "ProjectionHead", "with_projection_heads"]
 
 
 class ProjectionHead(nn.Module):

@@ -32,7 +32,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
 from .exits import FcExit, MultiExitMixin, StageExit, halve_blocks, validate_exit_stages, validate_sub_network
 
-__all__ = ["SelfConResNet", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "SelfConResNet"]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)  # the SupCon / SelfCon code's values
