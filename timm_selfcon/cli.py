@@ -1,0 +1,65 @@
+"""``timm-selfcon`` command line: each sub-command parses its arguments and calls the Python function of the same job."""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict, values parsed as Python literals when they are (``3``, ``(2,)``, ``True``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.model, num_images=args.num_images, **parse_overrides(args.model_kwargs))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    import timm
+
+    import timm_selfcon  # noqa: F401  (registers the models)
+
+    for name in sorted(set(timm.list_models("*selfcon*") + timm.list_models("*mixco*"))):
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="timm-selfcon", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="build a multi-exit model and run it on shipped CIFAR-10 test images")
+    demo.add_argument("--model", default="selfcon_resnet18_cifar")
+    demo.add_argument("--num-images", type=int, default=8)
+    demo.add_argument("model_kwargs", nargs="*", help="model kwargs as key=value, e.g. sub_network=same")
+    demo.set_defaults(func=_demo)
+    models = sub.add_parser("models", help="list the registered models")
+    models.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as err:
+        print(f"timm-selfcon {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
