@@ -5,7 +5,10 @@ import argparse
 import ast
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+QUICKSTART_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"  # the repository's recipes/
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -29,6 +32,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .engine.train import train
+
+    train(resolve_config(args.recipe, args.overrides))
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .engine.train import train
+
+    train(resolve_config(QUICKSTART_RECIPE, args.overrides))
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     import timm
 
@@ -47,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-images", type=int, default=8)
     demo.add_argument("model_kwargs", nargs="*", help="model kwargs as key=value, e.g. sub_network=same")
     demo.set_defaults(func=_demo)
+    train = sub.add_parser("train", help="train from a YAML recipe through Accelerate")
+    train.add_argument("recipe", help="path to a recipe YAML (see recipes/README.md)")
+    train.add_argument("overrides", nargs="*", help="recipe keys as key=value, e.g. epochs=10 lr=0.1")
+    train.set_defaults(func=_train)
+    quick = sub.add_parser("quickstart", help="SelfCon on the shipped CIFAR-10 subset, then a probe vs random init")
+    quick.add_argument("overrides", nargs="*", help="recipe keys as key=value")
+    quick.set_defaults(func=_quickstart)
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=_models)
     return parser

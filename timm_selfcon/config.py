@@ -1,0 +1,155 @@
+"""One schema for training recipes: YAML files under ``recipes/`` plus ``key=value`` overrides.
+
+A recipe may name a ``base:`` recipe (a path relative to itself) whose keys it overrides, so each
+setting is a small file on top of a shared base. Every key is a field of :class:`TrainConfig`
+(documented in ``recipes/README.md``); an unknown key is an error naming the nearest valid one.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHOD_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every recipe key, with its default. ``batch_size`` is global (all processes together)."""
+
+    provenance: str = "ours"
+    model: str = "selfcon_resnet18_cifar"
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method: str = "selfcon"
+    method_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    temperature: float = 0.1
+    base_temperature: float = 0.07
+    projection_dim: int = 128
+    queue_size: int = 65536
+    moco_momentum: float = 0.999
+    mix_temperature: float = 0.05
+    mix_weight: float = 1.0
+    gather: bool = True
+    data: str = "uoft-cs/cifar10"
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_column: str | None = None
+    label_column: str | None = None
+    class_list: list[str] | None = None
+    streaming: bool = False
+    strict_data: bool = False
+    augmentation: str = "supcon"
+    image_size: int = 32
+    num_workers: int = 2
+    epochs: int = 1000
+    max_steps: int | None = None
+    batch_size: int = 1024
+    gradient_accumulation_steps: int = 1
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.001
+    warmup_epochs: int = 10
+    warmup_from: float = 0.01
+    precision: str = "fp32"
+    channels_last: bool = False
+    output_dir: str = "runs/selfcon"
+    save_every_steps: int = 500
+    log_every_steps: int = 10
+    seed: int = 0
+    resume: bool = False
+    probe: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHOD_NAMES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
+        for key in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "gradient_accumulation_steps"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
+            raise ValueError(f"max_steps must be a positive int or null, got {self.max_steps!r}")
+        from .engine.schedule import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
+        if self.mix_weight < 0:
+            raise ValueError(f"mix_weight must be >= 0, got {self.mix_weight}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+COMMON_ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "temp": "temperature",
+                  "arch": "model", "dataset": "data", "num_epochs": "epochs", "amp": "precision"}
+
+
+def _check_keys(keys: Sequence[str], where: str) -> None:
+    for key in keys:
+        if key == "base":
+            continue
+        if key not in FIELD_NAMES:
+            nearest = [COMMON_ALIASES[key]] if key in COMMON_ALIASES else difflib.get_close_matches(key, FIELD_NAMES, n=1)
+            hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(FIELD_NAMES)}"
+            raise ValueError(f"unknown recipe key {key!r} in {where}{hint}")
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The merged key/value mapping of a recipe file and its chain of ``base:`` files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe {str(path)!r} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"recipe {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
+    _check_keys(list(raw), str(path))
+    merged: dict[str, Any] = {}
+    if raw.get("base"):
+        merged.update(read_recipe(path.parent / raw["base"]))
+    merged.update({k: v for k, v in raw.items() if k != "base"})
+    return merged
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``; values are YAML (``3``, ``0.5``, ``true``, ``[2]``, ``{a: 1}``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and value.startswith("("):
+        value = list(ast.literal_eval(value))
+    return key, value
+
+
+def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """Recipe file (or defaults) + overrides -> a validated :class:`TrainConfig`.
+
+    ``model_kwargs.exit_stages=[1,2]`` style dotted keys update one entry of a dict-valued key.
+    """
+    values = read_recipe(recipe) if recipe is not None else {}
+    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
+    for key, value in items:
+        top, _, sub = key.partition(".")
+        _check_keys([top], "the overrides")
+        if sub:
+            values[top] = {**(values.get(top) or {}), sub: value}
+        else:
+            values[key] = value
+    return TrainConfig(**values).validate()

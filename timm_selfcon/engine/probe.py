@@ -1,0 +1,109 @@
+"""A fast linear probe (``linear_fast``) on frozen, cached features.
+
+The papers' protocol (SelfCon arXiv 2106.15499 section 3.2 of our notes; MixCo arXiv 2010.06300)
+trains a linear classifier for 100 epochs with crop + flip augmentation on a frozen encoder in eval
+mode. ``linear_fast`` deviates on purpose: it extracts the encoder's pooled backbone features once,
+without augmentation, and trains the linear classifier on that cache. Numbers from it are labelled
+``linear_fast`` and are not comparable with the papers' tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, loader: DataLoader, *, desc: str = "features",
+                     show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled backbone features ``[N, D]`` (float32, CPU) and labels ``[N]`` of every batch of ``loader``.
+
+    The encoder runs in eval mode (BatchNorm running statistics), as in the papers' linear evaluation.
+    Batches are the data package's dicts with ``image`` ``[B, 1, C, H, W]`` and ``label`` ``[B]``.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    feats, labels = [], []
+    for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
+        images = batch["image"][:, 0].to(device)
+        pooled = encoder.forward_head(encoder.forward_features(images), pre_logits=True)
+        feats.append(pooled.float().cpu())
+        labels.append(batch["label"].cpu())
+    encoder.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@dataclass
+class ProbeResult:
+    """Top-1 accuracy (percent) of the last epoch on the evaluation features, and the classifier."""
+
+    top1: float
+    classifier: nn.Linear
+
+
+def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                       *, epochs: int = 100, lr: float = 0.1, batch_size: int = 256, weight_decay: float = 0.0,
+                       seed: int = 0) -> ProbeResult:
+    """Train ``Linear(D, C)`` on cached features with SGD (momentum 0.9, cosine lr); report last-epoch top-1.
+
+    Features are standardised with the training set's mean and std (folded into the classifier returned).
+    """
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"expected features [N, D] with the same D, got {tuple(train_x.shape)} and {tuple(test_x.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    xs, xt = (train_x - mean) / std, (test_x - mean) / std
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    classifier = nn.Linear(xs.shape[1], num_classes)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps_per_epoch = max(1, (len(xs) + batch_size - 1) // batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(len(xs), generator=generator)
+        for start in range(0, len(xs), batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(classifier(xs[idx]), train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    with torch.no_grad():
+        top1 = (classifier(xt).argmax(-1) == test_y).float().mean().item() * 100
+        # fold the standardisation into the weights so the classifier applies to raw features
+        folded = nn.Linear(xs.shape[1], num_classes)
+        folded.weight.copy_(classifier.weight / std)
+        folded.bias.copy_(classifier.bias - (classifier.weight * (mean / std)).sum(1))
+    return ProbeResult(top1=top1, classifier=folded)
+
+
+def probe_trained_vs_random(encoder: nn.Module, model_name: str, model_kwargs: dict, data: str, *, train_split: str,
+                            eval_split: str, image_size: int, mean, std, epochs: int = 100, batch_size: int = 256,
+                            seed: int = 0, num_workers: int = 0) -> dict[str, float]:
+    """``linear_fast`` top-1 of ``encoder`` beside a randomly initialised encoder of the same architecture.
+
+    Trains on ``train_split`` and reports on the held-out ``eval_split`` (no augmentation: ``eval`` pipeline).
+    """
+    import timm
+
+    from ..data import ContrastiveImageDataset, build_eval_loader, build_transform, load_image_dataset, resolve_columns
+
+    transform = build_transform("eval", image_size, mean, std)
+    loaders = {}
+    for split in (train_split, eval_split):
+        hf = load_image_dataset(data, split)
+        image_column, label_column = resolve_columns(hf, None, None, data=data)
+        dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=seed)
+        loaders[split] = build_eval_loader(dataset, batch_size, num_workers)
+    torch.manual_seed(seed)
+    random_encoder = timm.create_model(model_name, num_classes=0, **model_kwargs)
+    results = {}
+    for name, net in (("trained", encoder), ("random_init", random_encoder)):
+        train_x, train_y = extract_features(net, loaders[train_split], desc=f"{name} features ({train_split})")
+        test_x, test_y = extract_features(net, loaders[eval_split], desc=f"{name} features ({eval_split})")
+        results[name] = train_linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, seed=seed).top1
+    return results

@@ -1,0 +1,269 @@
+"""The training loop: a recipe, one method, Hugging Face Accelerate (one CPU to many GPUs / nodes).
+
+Short and linear on purpose, like Accelerate's examples: build data, model and method; then for each
+step set the lr, ask the method for a loss, backward, optimizer step, ``method.after_optimizer_step()``
+(the MoCo momentum update), log and checkpoint. The engine knows nothing of any one method.
+
+Reproducibility: the data order depends only on (seed, epoch) and each sample's augmentation only on
+(seed, epoch, index) (``timm_selfcon.data``); the rest of the randomness comes from the RNG states that
+Accelerate saves with every checkpoint. A run killed after any checkpoint and resumed with
+``resume=true`` therefore ends with the same weights as an unbroken run (CPU, fp32).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from timm.optim import create_optimizer_v2
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data import (
+    CIFAR10_SUBSET,
+    NORMALIZATION,
+    ContrastiveImageDataset,
+    ResumableDistributedSampler,
+    build_train_loader,
+    build_transform,
+    class_names,
+    load_image_dataset,
+    resolve_columns,
+)
+from ..methods import METHODS, build_method
+from .checkpoint import read_trainer_state, resolve_checkpoint, save_checkpoint
+from .probe import probe_trained_vs_random
+from .schedule import lr_at
+
+CONTRASTIVE = ("supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
+MIXCO = ("simclr_mixco", "moco_mixco")
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """Accelerator for the config's precision; fp16 needs a GPU (CPUs autocast in bf16)."""
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
+    log_with = "tensorboard" if _has_tensorboard() else None
+    return Accelerator(mixed_precision=mixed, log_with=log_with, project_dir=config.output_dir,
+                       gradient_accumulation_steps=config.gradient_accumulation_steps)
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
+    """The per-process batch size, or a ValueError before any training happens."""
+    accum = config.gradient_accumulation_steps
+    if accum > 1 and config.method in CONTRASTIVE:
+        raise ValueError(f"gradient_accumulation_steps={accum} is refused for the contrastive method {config.method!r}: "
+                         "it would silently change the negatives each loss sees; lower batch_size instead")
+    if config.batch_size % (num_processes * accum) != 0:
+        raise ValueError(f"batch_size={config.batch_size} must divide by processes x accumulation steps "
+                         f"= {num_processes} x {accum}")
+    per_process = config.batch_size // (num_processes * accum)
+    if config.method in MIXCO and per_process % 2:
+        raise ValueError(f"MixCo needs an even per-process batch, got batch_size={config.batch_size} over "
+                         f"{num_processes} processes = {per_process}")
+    return per_process
+
+
+def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
+    """What a reader of the run needs to trust it: versions, commit, processes, precision actually used."""
+    import accelerate
+    import datasets
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    from .. import __version__
+
+    return dict(
+        num_processes=accelerator.num_processes, device=str(accelerator.device),
+        precision=config.precision, mixed_precision=accelerator.mixed_precision,
+        versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
+                      accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
+        git_commit=commit,
+    )
+
+
+def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
+    """Dataset, sampler and loader for this process."""
+    hf = load_image_dataset(resolve_data(config.data), config.train_split, image_column=config.image_column,
+                            label_column=config.label_column, streaming=False)
+    image_column, label_column = resolve_columns(hf, config.image_column, config.label_column, data=config.data)
+    mean, std = NORMALIZATION.get(_stats_key(config.data), NORMALIZATION["imagenet"])
+    transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
+    dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
+                                      strict_data=config.strict_data)
+    sampler = ResumableDistributedSampler(len(dataset), config.batch_size, num_replicas=num_processes, rank=rank,
+                                          seed=config.seed, drop_last=True)
+    loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, config.num_workers)
+    return hf, dataset, sampler, loader, class_names(hf, label_column)
+
+
+def resolve_data(data: str) -> str:
+    """``builtin:cifar10_subset`` names the CIFAR-10 subset shipped with the package; other values pass through."""
+    if data == "builtin:cifar10_subset":
+        return str(CIFAR10_SUBSET)
+    return data
+
+
+def _stats_key(data: str) -> str:
+    lowered = str(data).lower()
+    if "cifar100" in lowered or "cifar-100" in lowered:
+        return "cifar100"
+    if "cifar" in lowered:
+        return "cifar10"
+    return "imagenet"
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train ``config.model`` with ``config.method``; returns the run summary (also written to ``summary.json``)."""
+    accelerator = make_accelerator(config)
+    check_batch_layout(config, accelerator.num_processes)
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+
+    _, dataset, sampler, loader, names = build_data(config, METHODS[config.method].views_required,
+                                                    accelerator.num_processes, accelerator.process_index)
+    num_classes = 0
+    if config.method == "ce":
+        num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
+    model = timm.create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+    method = build_method(config.method, model, **method_kwargs(config))
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(method.trainable_parameters(), opt=config.optimizer, lr=config.lr,
+                                    momentum=config.momentum, weight_decay=config.weight_decay)
+    method, optimizer = accelerator.prepare(method, optimizer)
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    step = 0
+    if config.resume and (output_dir / "last").exists():
+        checkpoint = resolve_checkpoint(output_dir)
+        accelerator.load_state(str(checkpoint))
+        step = read_trainer_state(checkpoint)["step"]
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    if accelerator.is_main_process:
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
+    if accelerator.trackers == [] and accelerator.log_with:
+        accelerator.init_trackers("train")
+
+    substituted: set[int] = set()
+    metrics_path = output_dir / "metrics.jsonl"
+    progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    method.train()
+    last_loss = math.nan
+    while step < total_steps:
+        epoch, start = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)
+        sampler.set_start_step(start)
+        tick = time.perf_counter()
+        for batch in loader:
+            lr = lr_at(step, steps_per_epoch, epochs=config.epochs, lr=config.lr, schedule=config.schedule,
+                       min_lr_ratio=config.min_lr_ratio, warmup_epochs=config.warmup_epochs,
+                       warmup_from=config.warmup_from)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            views = batch["image"].to(accelerator.device)
+            if config.channels_last:
+                views = views.contiguous(memory_format=torch.channels_last) if views.ndim == 4 else views
+            labels = batch["label"].to(accelerator.device)
+            substituted.update(batch["index"][batch["substituted"]].tolist())
+            with accelerator.autocast():
+                loss, logs = method(views, labels)
+            _stop_if_not_finite(accelerator, loss, step)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.unwrap_model(method).after_optimizer_step()
+            step += 1
+            last_loss = float(loss.detach())
+            seconds = time.perf_counter() - tick
+            tick = time.perf_counter()
+            images_per_s = config.batch_size / max(seconds, 1e-9)
+            progress.update(1)
+            progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
+            if step % config.log_every_steps == 0 or step == total_steps:
+                record = dict(step=step, epoch=epoch, loss=last_loss, lr=lr, images_per_s=images_per_s,
+                              **{k: float(v) for k, v in logs.items()})
+                accelerator.log(record, step=step)
+                if accelerator.is_main_process:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if step % config.save_every_steps == 0 or step == total_steps:
+                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch))
+            if step >= total_steps:
+                break
+    progress.close()
+    accelerator.end_training()
+    summary = dict(steps=step, final_loss=last_loss, substituted_images=sorted(substituted),
+                   output_dir=str(output_dir), last=str(output_dir / "last"))
+    if substituted:
+        warnings.warn(f"{len(substituted)} undecodable images were replaced by substitutes: {sorted(substituted)[:20]}",
+                      stacklevel=2)
+    if config.probe.get("enabled") and accelerator.is_main_process:
+        summary["probe"] = run_probe(config, accelerator.unwrap_model(method).encoder)
+    if accelerator.is_main_process:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
+    """The quickstart's ending: ``linear_fast`` probe of the trained encoder beside a random one, printed."""
+    mean, std = NORMALIZATION.get(_stats_key(config.data), NORMALIZATION["imagenet"])
+    top1 = probe_trained_vs_random(
+        encoder, config.model, config.model_kwargs, resolve_data(config.data), train_split=config.train_split,
+        eval_split=config.eval_split, image_size=config.image_size, mean=mean, std=std,
+        epochs=int(config.probe.get("epochs", 100)), seed=config.seed)
+    print(f"linear_fast probe (frozen features, no augmentation; not the papers' protocol), "
+          f"trained on '{config.train_split}', top-1 on held-out '{config.eval_split}':")
+    print(f"  trained encoder ({config.method}): {top1['trained']:.2f}%")
+    print(f"  randomly initialised encoder:      {top1['random_init']:.2f}%")
+    return dict(protocol="linear_fast", split=config.eval_split, top1=top1)
+
+
+def _stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:
+    """Stop every process together when any sees a non-finite loss; ``last`` keeps the last good checkpoint."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=accelerator.device)
+    if float(accelerator.reduce(bad, reduction="sum")) > 0:
+        raise FloatingPointError(f"non-finite loss at step {step + 1} (on at least one process); "
+                                 "'last' still points at the last good checkpoint")
+
+
+def method_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """The recipe keys each method takes (methods ignore none silently: unknown kwargs raise)."""
+    common: dict[str, Any] = {}
+    if config.method != "ce":
+        common.update(temperature=config.temperature, out_dim=config.projection_dim, gather=config.gather)
+    if config.method in ("supcon", "supcon_s", "selfcon", "selfcon_m"):
+        common.update(base_temperature=config.base_temperature)
+    if config.method in ("moco", "moco_mixco"):
+        common.update(queue_size=config.queue_size, momentum=config.moco_momentum)
+    if config.method in MIXCO:
+        common.update(mix_temperature=config.mix_temperature, mix_weight=config.mix_weight)
+    return {**common, **config.method_kwargs}
