@@ -109,6 +109,8 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
     hf = load_image_dataset(resolve_data(config.data), config.train_split, image_column=config.image_column,
                             label_column=config.label_column, streaming=False)
     image_column, label_column = resolve_columns(hf, config.image_column, config.label_column, data=config.data)
+    if config.class_list:
+        hf = select_classes(hf, label_column, config.class_list)
     mean, std = NORMALIZATION.get(_stats_key(config.data), NORMALIZATION["imagenet"])
     transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
     dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
@@ -117,6 +119,22 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
                                           seed=config.seed, drop_last=True)
     loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, config.num_workers)
     return hf, dataset, sampler, loader, class_names(hf, label_column)
+
+
+def select_classes(hf, label_column: str, class_list: list[str]):
+    """Keep the rows of ``class_list`` (e.g. ImageNet-100's wnids) and relabel them 0..len-1 in that order."""
+    import datasets
+
+    names = class_names(hf, label_column)
+    if names is None:
+        raise ValueError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
+    missing = [c for c in class_list if c not in names]
+    if missing:
+        raise ValueError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
+    new_label = {names.index(c): i for i, c in enumerate(class_list)}
+    hf = hf.filter(lambda label: label in new_label, input_columns=label_column)
+    hf = hf.map(lambda label: {label_column: new_label[label]}, input_columns=label_column)
+    return hf.cast_column(label_column, datasets.ClassLabel(names=list(class_list)))
 
 
 def resolve_data(data: str) -> str:
