@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .supcon import _autocast_disabled, _check_temperature, _compute_dtype
+from .supcon import _autocast_disabled, _check_temperature, _compute_dtype, contrast_logsumexp
 
 __all__ = ["MixCoLoss", "mixco_loss"]
 
@@ -71,24 +71,30 @@ def mixco_loss(
     if not isinstance(lam, Tensor):
         raise TypeError(f"lam must be a torch.Tensor, got {type(lam).__name__}")
     if lam.shape != (num_mixed,):
-        raise ValueError(f"lam must have shape [M] = [{num_mixed}] (one λ per mixed image), got {tuple(lam.shape)}")
-    contrast_parts = [keys]
+        raise ValueError(
+            f"lam must have shape [M] = [{num_mixed}] (one λ per mixed image), got {tuple(lam.shape)}"
+        )
+    embeddings = [keys]
     if queue is not None:
         _check_matrix("queue", queue)
         if queue.shape[1] != dim:
             raise ValueError(
                 f"queue must have shape [K, {dim}] (same embedding dim as q_mix), got {tuple(queue.shape)}"
             )
-        contrast_parts.append(queue)
+        embeddings.append(queue)
 
     with _autocast_disabled(q_mix.device):
-        dtype = _compute_dtype(q_mix, *contrast_parts)
+        dtype = _compute_dtype(q_mix, *embeddings)
         q_mix = q_mix.to(dtype)
         keys = keys.to(dtype)
         lam = lam.to(device=q_mix.device, dtype=dtype)
-        contrast = keys if queue is None else torch.cat([keys, queue.to(dtype)], dim=0)  # [N + K, D]
         q_scaled = q_mix / temperature
-        log_denominator = torch.logsumexp(q_scaled @ contrast.T, dim=1)  # [M]
+        log_denominator = contrast_logsumexp(q_scaled, keys)  # [M]
+        if queue is not None:
+            # Combining two logsumexps instead of concatenating [keys; queue] keeps the backward from
+            # computing a [K, D] gradient for a queue that (in MoCo) does not require one.
+            queue_log_sum = contrast_logsumexp(q_scaled, queue.to(dtype))
+            log_denominator = torch.logaddexp(log_denominator, queue_log_sum)
         logit_first = (q_scaled * keys[:num_mixed]).sum(dim=1)  # column i
         logit_second = (q_scaled * keys[num_mixed:]).sum(dim=1)  # column i + M
         target_logit = lam * logit_first + (1.0 - lam) * logit_second

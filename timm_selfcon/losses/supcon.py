@@ -27,7 +27,12 @@ __all__ = ["SelfConLoss", "SupConLoss", "selfcon_loss", "supcon_loss"]
 
 
 def _check_temperature(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
@@ -50,7 +55,12 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
 
 
 def _check_alpha(alpha: float) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not math.isfinite(alpha)
+        or alpha < 0
+    ):
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
 
 
@@ -59,12 +69,15 @@ def _check_features(features: Tensor) -> None:
         raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
     if features.dim() != 3:
         raise ValueError(
-            f"features must be 3-D [batch, views, dim], got shape {tuple(features.shape)} ({features.dim()}-D)"
+            f"features must be 3-D [batch, views, dim], "
+            f"got shape {tuple(features.shape)} ({features.dim()}-D)"
         )
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating-point tensor, got dtype {features.dtype}")
     if features.shape[0] == 0 or features.shape[1] == 0:
-        raise ValueError(f"features must have at least one sample and one view, got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"features must have at least one sample and one view, got shape {tuple(features.shape)}"
+        )
 
 
 def _check_ids(name: str, ids: Tensor, expected: int, what: str) -> None:
@@ -81,25 +94,24 @@ def _compact_groups(ids: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _ContrastLogSumExp(torch.autograd.Function):
-    """``lse_a = log sum_{c != self(a)} exp(anchors_a . contrast_c)`` for ``anchors [A, D]``, ``contrast [C, D]``.
+    """``lse_a = log sum_{c != self(a)} exp(anchors_a . contrast_c)``; anchors [A, D], contrast [C, D].
 
-    ``self_columns [A]`` is the column of each anchor's own entry, excluded from its sum; ``None`` means
-    anchor ``a`` is contrast row ``a`` (the diagonal). Anchors come already divided by the temperature.
+    ``self_columns [A]`` is the column of each anchor's own entry, excluded from its sum (``None``: no
+    exclusion). Anchors come already divided by the temperature.
 
     Autograd through ``logsumexp`` keeps the ``[A, C]`` logits and rebuilds the softmax in the backward with
     three more ``[A, C]`` passes. Here the forward keeps ``exp(logits - row_max)`` instead and the backward
     folds the per-row normalisation into the small ``[A, D]`` operands, so it is two matmuls and nothing
-    else of size ``[A, C]``.
+    else of size ``[A, C]``. The backward also runs with autocast off, so calling ``backward()`` inside an
+    autocast region does not turn those matmuls into half precision.
     """
 
     @staticmethod
     def forward(ctx: Any, anchors: Tensor, contrast: Tensor, self_columns: Tensor | None) -> Tensor:
         logits = anchors @ contrast.T  # [A, C]
-        if self_columns is None:
-            logits.fill_diagonal_(float("-inf"))
-        else:
+        if self_columns is not None:
             logits.scatter_(1, self_columns.unsqueeze(1), float("-inf"))
-        row_max = logits.amax(dim=1, keepdim=True)  # finite: every row has >= 1 other column
+        row_max = logits.amax(dim=1, keepdim=True)  # finite: every row keeps >= 1 column
         unnormalised = logits.sub_(row_max).exp_()  # in place: no second [A, C] buffer
         row_sum = unnormalised.sum(dim=1)
         ctx.save_for_backward(anchors, contrast, unnormalised, row_sum)
@@ -109,14 +121,24 @@ class _ContrastLogSumExp(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         anchors, contrast, unnormalised, row_sum = ctx.saved_tensors
-        # d lse_a / d logit_ac = softmax_ac = unnormalised_ac / row_sum_a
-        row_weight = (grad_output / row_sum).unsqueeze(1)  # [A, 1]
         grad_anchors = grad_contrast = None
-        if ctx.needs_input_grad[0]:
-            grad_anchors = (unnormalised @ contrast) * row_weight
-        if ctx.needs_input_grad[1]:
-            grad_contrast = unnormalised.T @ (anchors * row_weight)
+        with _autocast_disabled(grad_output.device):
+            # d lse_a / d logit_ac = softmax_ac = unnormalised_ac / row_sum_a
+            row_weight = (grad_output / row_sum).unsqueeze(1)  # [A, 1]
+            if ctx.needs_input_grad[0]:
+                grad_anchors = (unnormalised @ contrast) * row_weight
+            if ctx.needs_input_grad[1]:
+                grad_contrast = unnormalised.T @ (anchors * row_weight)
         return grad_anchors, grad_contrast, None
+
+
+def contrast_logsumexp(anchors: Tensor, contrast: Tensor, self_columns: Tensor | None = None) -> Tensor:
+    """``log sum_c exp(anchors_a . contrast_c)`` per anchor, ``[A]``, skipping column ``self_columns[a]``.
+
+    Shared by the SupCon and MixCo losses; ``anchors [A, D]`` (already divided by the temperature),
+    ``contrast [C, D]``, ``self_columns [A]`` (long) or ``None``.
+    """
+    return _ContrastLogSumExp.apply(anchors, contrast, self_columns)
 
 
 def _contrastive_loss(
@@ -145,12 +167,10 @@ def _contrastive_loss(
     else:
         anchors = features[:, :num_anchor_views].reshape(num_rows * num_anchor_views, dim)
 
-    if num_anchor_views == num_views:
-        self_columns = None
-    else:
-        rows = torch.arange(num_rows, device=features.device).unsqueeze(1) * num_views
-        self_columns = (rows + torch.arange(num_anchor_views, device=features.device)).reshape(-1)
-    log_denominator = _ContrastLogSumExp.apply(anchors / temperature, contrast, self_columns)  # [A]
+    # Anchor (row r, view v) is contrast column r * num_views + v: excluded from its own denominator.
+    rows = torch.arange(num_rows, device=features.device).unsqueeze(1) * num_views
+    self_columns = (rows + torch.arange(num_anchor_views, device=features.device)).reshape(-1)
+    log_denominator = contrast_logsumexp(anchors / temperature, contrast, self_columns)  # [A]
 
     # sum_{q in P(a)} z_a . z_q = z_a . (sum of z over a's group - z_a): O(A * D) instead of an [A, C] mask.
     per_row_sum = features.sum(dim=1)  # [R, D]
@@ -212,7 +232,7 @@ def supcon_loss(
         labels: ``[B]`` class labels, or ``None`` for the self-supervised form.
         sample_ids: ``[B]`` image ids, only without ``labels``; default ``arange(B)``.
         temperature: :math:`\tau > 0`.
-        base_temperature: :math:`\tau_{base} > 0`; the loss is multiplied by ``temperature / base_temperature``.
+        base_temperature: :math:`\tau_{base} > 0`; the loss is scaled by ``temperature / base_temperature``.
 
     Returns:
         Scalar loss, float32 for half/bf16 inputs (computed in float32 with autocast disabled).
@@ -298,7 +318,11 @@ def selfcon_loss(
         )
     num_images = num_rows // 2 if multiview else num_rows
     if labels is not None:
-        what = "one label per image, features.shape[0] // 2 with multiview" if multiview else "one label per image"
+        what = (
+            "one label per image, features.shape[0] // 2 with multiview"
+            if multiview
+            else "one label per image"
+        )
         _check_ids("labels", labels, num_images, what)
         labels = labels.to(features.device)
     if alpha > 0 and num_outputs < 2:
@@ -355,7 +379,9 @@ class SupConLoss(nn.Module):
         self.temperature = float(temperature)
         self.base_temperature = float(base_temperature)
 
-    def forward(self, features: Tensor, labels: Tensor | None = None, sample_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self, features: Tensor, labels: Tensor | None = None, sample_ids: Tensor | None = None
+    ) -> Tensor:
         return supcon_loss(
             features,
             labels,

@@ -1,0 +1,124 @@
+"""Loader throughput (images/s) on the shipped CIFAR-10 subset, side by side for several worker counts.
+
+Default: SupCon augmentation (Khosla et al. 2020, as used by SelfCon) at 32 px, batch 64, num_workers 0/1/2.
+Each configuration runs a warm-up over a few batches (worker start-up excluded: workers persist), then
+times ``--epochs`` full epochs and reports the best one (the least disturbed by other load on the machine).
+Also measures, in-process, what the per-sample RNG isolation costs compared with
+applying the same transform without it.
+
+    .venv/bin/python benchmarks/bench_loader.py [--views 2] [--workers 0 1 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from timm_selfcon.data import (
+    CIFAR10_SUBSET,
+    NORMALIZATION,
+    ContrastiveImageDataset,
+    ResumableDistributedSampler,
+    build_train_loader,
+    build_transform,
+    load_image_dataset,
+)
+from timm_selfcon.data.datasets import _decode_rgb
+
+
+def time_loader(dataset: ContrastiveImageDataset, batch_size: int, num_workers: int, epochs: int) -> list[float]:
+    """Images per second of each of ``epochs`` full epochs, after a short warm-up."""
+    sampler = ResumableDistributedSampler(len(dataset), batch_size, seed=0)
+    loader = build_train_loader(dataset, sampler, batch_size, num_workers, pin_memory=False)
+    sampler.set_epoch(0)
+    for step, _ in enumerate(loader):
+        if step >= 2 * max(num_workers, 1):
+            break
+    rates = []
+    for epoch in range(1, epochs + 1):
+        sampler.set_epoch(epoch)
+        images = 0
+        start = time.perf_counter()
+        for batch in loader:
+            images += batch["image"].shape[0]
+        rates.append(images / (time.perf_counter() - start))
+    return rates
+
+
+def time_in_process(dataset: ContrastiveImageDataset, samples: int) -> dict[str, float]:
+    """Images per second of decode + transform, with and without the per-sample RNG isolation."""
+    cells = dataset.hf_dataset[:samples][dataset.image_column]
+    start = time.perf_counter()
+    for cell in cells:
+        dataset.transform(_decode_rgb(cell))
+    plain = samples / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for first in range(0, samples, 64):  # the loader's path: one Arrow read per batch
+        dataset.__getitems__([(index, 0) for index in range(first, min(first + 64, samples))])
+    seeded = samples / (time.perf_counter() - start)
+    return {"plain_transform": plain, "seeded_getitems": seeded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", default="supcon")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--views", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration; the best counts")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    hf = load_image_dataset(CIFAR10_SUBSET, "train")
+    transform = build_transform(args.pipeline, args.image_size, *NORMALIZATION["cifar10"], views=args.views)
+    dataset = ContrastiveImageDataset(hf, transform, seed=0)
+
+    print(
+        f"{args.pipeline} {args.image_size}px, views={args.views}, batch {args.batch_size}, {len(dataset)} images; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, main-process threads {torch.get_num_threads()}"
+    )
+    epoch_rates: dict[str, list[float]] = {}
+    for num_workers in args.workers:
+        epoch_rates[f"num_workers={num_workers}"] = time_loader(dataset, args.batch_size, num_workers, args.epochs)
+    results = {name: max(rates) for name, rates in epoch_rates.items()}
+    reference = results[f"num_workers={args.workers[0]}"]
+    print(f"{'configuration':<18}{'images/s':>10}{'ratio':>8}   (best of {args.epochs} epochs)")
+    for name, rate in results.items():
+        print(f"{name:<18}{rate:>10.0f}{rate / reference:>8.2f}")
+
+    overhead = time_in_process(dataset, 1000)
+    print(
+        f"in-process, per sample: plain decode+transform {overhead['plain_transform']:.0f} images/s, "
+        f"seeded __getitems__ {overhead['seeded_getitems']:.0f} images/s "
+        f"(ratio {overhead['seeded_getitems'] / overhead['plain_transform']:.2f})"
+    )
+    if args.json is not None:
+        report = {
+            "benchmark": "bench_loader",
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "images_per_second": results,
+            "images_per_second_per_epoch": epoch_rates,
+            "in_process_images_per_second": overhead,
+            "environment": {
+                "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "python": platform.python_version(),
+            },
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        temporary = args.json.with_name(args.json.name + ".tmp")
+        temporary.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(temporary, args.json)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Supervised methods: the CE baseline, SupCon, SupCon-S, SelfCon-S and SelfCon-M.
+
+- SelfCon: Bae, Kim, Ko, Lee, Noh, Yun, "Self-Contrastive Learning: Single-viewed Supervised Contrastive
+  Framework using Sub-network", AAAI 2023, arXiv 2106.15499. The contrastive "views" are the outputs of the
+  exits and of the backbone, each through its own projection head: ``[g_1, ..., g_K, f]`` on dim 1.
+- SupCon: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, arXiv 2004.11362.
+
+Defaults follow the SelfCon CIFAR scripts: ``temperature=0.1``, ``base_temperature=0.07`` (the loss is scaled by
+``temperature / base_temperature``), 128-d projections. Projections (and labels) are all-gathered across
+processes with their gradient, so the loss sees the global batch as in the official ``DataParallel`` runs
+(``gather=False`` keeps them local).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..losses import SelfConLoss, SupConLoss
+from .base import BackboneProjection, TrainingMethod, autocast_disabled, check_nonnegative, check_positive, warn_unused_exits
+from .distributed import all_gather_no_grad, all_gather_with_grad
+from .projection import ProjectedModel, with_projection_heads
+
+__all__ = ["CrossEntropy", "SelfCon", "SelfConM", "SupCon", "SupConS"]
+
+
+class CrossEntropy(TrainingMethod):
+    """``ce``: cross-entropy on the model's **backbone** logits ``forward_head(forward_features(x))``.
+
+    The SelfCon paper's CE baseline is a plain network (``main_ce.py --method ce``: backbone + one linear
+    classifier), so exits of a multi-exit model, if any, are not trained (a warning says so; use a model with
+    ``exit_stages=()``). The model needs ``num_classes > 0``. No gathering: the loss is a per-process mean, and
+    DDP's gradient average equals the global-batch gradient. Single crop, labels required.
+
+    Logs: ``loss_ce``, ``acc1`` (top-1 training accuracy of the batch).
+    """
+
+    name = "ce"
+    views_required = 1
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        num_classes = getattr(model, "num_classes", 0)
+        if not num_classes:
+            raise ValueError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
+                             "create it with num_classes=<number of classes>")
+        warn_unused_exits(model, self.name)
+        self.model = model
+        self.needs_labels = True
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model
+
+    def forward(
+        self, views: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views, labels = self.check_inputs(views, labels)
+        logits = self.model.forward_head(self.model.forward_features(views[:, 0]))
+        with autocast_disabled(logits.device):
+            loss = F.cross_entropy(logits.float(), labels)
+        acc1 = (logits.detach().argmax(dim=1) == labels).float().mean()
+        return loss, {"loss_ce": loss.detach(), "acc1": acc1}
+
+
+class _SupConBase(TrainingMethod):
+    """Shared set-up of SupCon and SupCon-S: one projection head on the pooled backbone feature."""
+
+    def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
+                 base_temperature: float = 0.07, gather: bool = True) -> None:
+        super().__init__(model)
+        warn_unused_exits(model, self.name)
+        self.projector = BackboneProjection(model, out_dim)
+        self.criterion = SupConLoss(check_positive("temperature", temperature),
+                                    check_positive("base_temperature", base_temperature))
+        self.gather = bool(gather)
+        self.needs_labels = True
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.projector.model
+
+    def _loss(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.gather:
+            features, labels = all_gather_with_grad(features), all_gather_no_grad(labels)
+        loss = self.criterion(features, labels)
+        return loss, {"loss_supcon": loss.detach()}
+
+
+class SupCon(_SupConBase):
+    """``supcon``: two crops, backbone projections ``[B, 2, D]``, SupCon L_out with labels.
+
+    Both crops go through the encoder in one pass (``cat(crop1, crop2)``, as SupContrast/SelfCon do). Logs:
+    ``loss_supcon``.
+
+    Args:
+        model: a timm model (a plain backbone; exits would get no gradient).
+        out_dim: projection width. temperature, base_temperature: of the SupCon loss.
+        gather: all-gather projections (with gradient) and labels across processes.
+    """
+
+    name = "supcon"
+    views_required = 2
+
+    def forward(
+        self, views: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views, labels = self.check_inputs(views, labels)
+        batch = views.shape[0]
+        projections = self.projector(torch.cat([views[:, 0], views[:, 1]]))  # [2B, D]
+        features = torch.stack([projections[:batch], projections[batch:]], dim=1)  # [B, 2, D]
+        return self._loss(features, labels)
+
+
+class SupConS(_SupConBase):
+    """``supcon_s``: one crop, backbone projections ``[B, 1, D]``, SupCon with labels.
+
+    Anchors whose class is alone in the (global) batch have no positive and are dropped from the mean (the
+    SelfCon repo's ``supcon_s=True``). Logs: ``loss_supcon``. Arguments as :class:`SupCon`.
+    """
+
+    name = "supcon_s"
+    views_required = 1
+
+    def forward(
+        self, views: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views, labels = self.check_inputs(views, labels)
+        features = self.projector(views[:, 0]).unsqueeze(1)  # [B, 1, D]
+        return self._loss(features, labels)
+
+
+class _SelfConBase(TrainingMethod):
+    multiview: bool = False
+
+    def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
+                 base_temperature: float = 0.07, alpha: float = 0.0, supervised: bool = True,
+                 gather: bool = True) -> None:
+        super().__init__(model)
+        self.projector: ProjectedModel = with_projection_heads(model, out_dim)
+        self.criterion = SelfConLoss(check_positive("temperature", temperature),
+                                     check_positive("base_temperature", base_temperature),
+                                     alpha=check_nonnegative("alpha", alpha), multiview=self.multiview)
+        self.gather = bool(gather)
+        self.needs_labels = bool(supervised)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.projector.model
+
+    def _loss(self, features: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = self.criterion(features, labels)
+        return loss, {"loss_selfcon": loss.detach()}
+
+
+class SelfCon(_SelfConBase):
+    """``selfcon`` (SelfCon-S): one crop; projections of every exit and the backbone ``[B, K+1, D]``.
+
+    ``loss = SelfConLoss(forward_projections(x), labels)``: SupCon over all ``(K+1) * B`` outputs, where the same
+    image's other exits are positives too. With ``alpha > 0`` the FG-excluded SelfCon-S* variant. With
+    ``supervised=False`` (SelfCon-SU) labels are ignored and each image's outputs are its only positives.
+    Nothing is detached: exit gradients reach the shared early layers. Logs: ``loss_selfcon``.
+
+    Args:
+        model: a multi-exit timm model (``forward_exits``); without exits this is SupCon-S.
+        out_dim: projection width (one MLP head per exit and for the backbone).
+        temperature, base_temperature: of the loss; alpha: weight of the FG-excluded term (0 = SelfCon).
+        supervised: use labels. gather: all-gather projections (with gradient) and labels across processes.
+    """
+
+    name = "selfcon"
+    views_required = 1
+
+    def forward(
+        self, views: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views, labels = self.check_inputs(views, labels)
+        features = self.projector.forward_projections(views[:, 0])  # [B, K+1, D]
+        if self.gather:
+            features = all_gather_with_grad(features)
+            labels = None if labels is None else all_gather_no_grad(labels)
+        return self._loss(features, labels)
+
+
+class SelfConM(_SelfConBase):
+    """``selfcon_m`` (SelfCon-M): two crops concatenated on the batch axis, ``[2B, K+1, D]``, labels shared.
+
+    Both crops go through the encoder in one pass. Rows ``i`` and ``i + B`` are the two crops of image ``i``
+    (after gathering: first every process's first crops, then every process's second crops). Without labels
+    (``supervised=False``) the two crops of an image are positives of each other (see
+    :func:`timm_selfcon.losses.selfcon_loss`). ``alpha > 0``: SelfCon-M*. Logs: ``loss_selfcon``. Arguments
+    as :class:`SelfCon`.
+    """
+
+    name = "selfcon_m"
+    views_required = 2
+    multiview = True
+
+    def forward(
+        self, views: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views, labels = self.check_inputs(views, labels)
+        batch = views.shape[0]
+        features = self.projector.forward_projections(torch.cat([views[:, 0], views[:, 1]]))  # [2B, K+1, D]
+        first, second = features[:batch], features[batch:]
+        if self.gather:
+            first, second = all_gather_with_grad(first), all_gather_with_grad(second)
+            labels = None if labels is None else all_gather_no_grad(labels)
+        return self._loss(torch.cat([first, second]), labels)
