@@ -48,6 +48,43 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .engine.evaluate import EvalConfig, evaluate
+
+    report = evaluate(args.source, EvalConfig(**_typed_overrides(EvalConfig, args.overrides)))
+    print(json.dumps({k: report[k] for k in ("protocol", "results", "early_exit") if k in report} if "protocol" in report
+                     else {p: r.get("results") for p, r in report.items()}, indent=2))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .engine.finetune import FinetuneConfig, finetune
+
+    finetune(args.source, FinetuneConfig(**_typed_overrides(FinetuneConfig, args.overrides)))
+    return 0
+
+
+def _typed_overrides(config_cls: type, items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` items for a dataclass config; an unknown key names the nearest valid one."""
+    import dataclasses
+    import difflib
+
+    from .config import parse_override
+
+    valid = [f.name for f in dataclasses.fields(config_cls)]
+    out = {}
+    for item in items:
+        key, value = parse_override(item)
+        if key not in valid:
+            nearest = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(valid)}"
+            raise ValueError(f"unknown key {key!r}{hint}")
+        out[key] = value
+    return out
+
+
 def _models(args: argparse.Namespace) -> int:
     import timm
 
@@ -73,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     quick = sub.add_parser("quickstart", help="SelfCon on the shipped CIFAR-10 subset, then a probe vs random init")
     quick.add_argument("overrides", nargs="*", help="recipe keys as key=value")
     quick.set_defaults(func=_quickstart)
+    evaluate = sub.add_parser("eval", help="linear probe / kNN / per-exit, ensemble and early-exit accuracy")
+    evaluate.add_argument("source", help="checkpoint dir, training output_dir (its 'last'), or a timm model name")
+    evaluate.add_argument("overrides", nargs="*", help="data=... protocol=linear_fast|linear|knn|early_exit|all ...")
+    evaluate.set_defaults(func=_eval)
+    fine = sub.add_parser("finetune", help="fine-tune the encoder (exits removed) on a datasets dataset")
+    fine.add_argument("source", help="checkpoint dir, training output_dir, or a timm model name")
+    fine.add_argument("overrides", nargs="*", help="data=... epochs=... lr=... layer_decay=0.75 ...")
+    fine.set_defaults(func=_finetune)
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=_models)
     return parser

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,13 @@ class TrainConfig:
     probe: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
+        for key in FLOAT_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
+                value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+                setattr(self, key, value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
         if self.method not in METHOD_NAMES:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHOD_NAMES)}")
         if self.precision not in PRECISIONS:
@@ -94,6 +103,9 @@ class TrainConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+FLOAT_KEYS = ("temperature", "base_temperature", "moco_momentum", "mix_temperature", "mix_weight", "lr", "momentum",
+              "weight_decay", "min_lr_ratio", "warmup_from")
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 COMMON_ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "temp": "temperature",
                   "arch": "model", "dataset": "data", "num_epochs": "epochs", "amp": "precision"}
 
@@ -103,7 +115,9 @@ def _check_keys(keys: Sequence[str], where: str) -> None:
         if key == "base":
             continue
         if key not in FIELD_NAMES:
-            nearest = [COMMON_ALIASES[key]] if key in COMMON_ALIASES else difflib.get_close_matches(key, FIELD_NAMES, n=1)
+            # a misspelt alias ("learning_rte") is nearer to the alias than to any key
+            candidates = FIELD_NAMES + tuple(COMMON_ALIASES)
+            nearest = [COMMON_ALIASES.get(m, m) for m in difflib.get_close_matches(key, candidates, n=1)]
             hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(FIELD_NAMES)}"
             raise ValueError(f"unknown recipe key {key!r} in {where}{hint}")
 
@@ -133,6 +147,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
+        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
     if isinstance(value, str) and value.startswith("("):
         value = list(ast.literal_eval(value))
     return key, value

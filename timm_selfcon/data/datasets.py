@@ -87,6 +87,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HFDataset = datasets.Dataset | datasets.IterableDataset
 
 
+#: Datasets that ship with the package, usable as ``data="builtin:<name>"``.
+BUILTIN_DATASETS = {"builtin:cifar10_subset": Path(__file__).resolve().parent / "cifar10_subset"}
+
+
 class CorruptImageWarning(UserWarning):
     """An image could not be decoded and was replaced by a substitute."""
 
@@ -187,6 +191,10 @@ def load_image_dataset(
     """
     cache = None if cache_dir is None else str(cache_dir)
     text = os.fspath(data)
+    if text.startswith("builtin:"):
+        if text not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown built-in dataset {text!r}; expected one of {sorted(BUILTIN_DATASETS)}")
+        text = str(BUILTIN_DATASETS[text])
     path = Path(text).expanduser()
     if path.exists():
         builder, builder_kwargs = _local_builder(path, split)

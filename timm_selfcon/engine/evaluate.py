@@ -378,10 +378,6 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     image_size = config.image_size or cfg["input_size"][-1]
     mean, std = cfg.get("mean", NORMALIZATION["imagenet"][0]), cfg.get("std", NORMALIZATION["imagenet"][1])
     data = config.data
-    if data == "builtin:cifar10_subset":
-        from ..data import CIFAR10_SUBSET
-
-        data = str(CIFAR10_SUBSET)
     train_hf = load_image_dataset(data, config.train_split, image_column=config.image_column,
                                   label_column=config.label_column)
     image_col, label_col = resolve_columns(train_hf, config.image_column, config.label_column, data=data)

@@ -11,6 +11,7 @@ Accelerate saves with every checkpoint. A run killed after any checkpoint and re
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -24,13 +25,13 @@ import timm
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.state import AcceleratorState
+from accelerate.utils import gather_object, set_seed
 from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data import (
-    CIFAR10_SUBSET,
     NORMALIZATION,
     ContrastiveImageDataset,
     ResumableDistributedSampler,
@@ -54,6 +55,11 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     if config.precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed) != mixed:
+        # Accelerate keeps one process-wide state and refuses a second precision; a later train() call in the
+        # same process (Python API, notebooks) with another precision resets it (the process group is kept).
+        AcceleratorState._reset_state(reset_partial_state=False)
     log_with = "tensorboard" if _has_tensorboard() else None
     return Accelerator(mixed_precision=mixed, log_with=log_with, project_dir=config.output_dir,
                        gradient_accumulation_steps=config.gradient_accumulation_steps)
@@ -65,6 +71,15 @@ def _has_tensorboard() -> bool:
     except ImportError:
         return False
     return True
+
+
+def timm_optimizer_name(optimizer: str) -> str:
+    """The ``create_optimizer_v2`` name of a recipe's ``optimizer``.
+
+    timm's ``sgd`` is Nesterov SGD; the official SelfCon / SupCon / MoCo code uses plain momentum SGD
+    (``torch.optim.SGD(momentum=0.9)``), which timm calls ``momentum``. ``nesterov`` stays available by name.
+    """
+    return "momentum" if optimizer.lower() == "sgd" else optimizer
 
 
 def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
@@ -106,7 +121,7 @@ def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
 
 def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
     """Dataset, sampler and loader for this process."""
-    hf = load_image_dataset(resolve_data(config.data), config.train_split, image_column=config.image_column,
+    hf = load_image_dataset(config.data, config.train_split, image_column=config.image_column,
                             label_column=config.label_column, streaming=False)
     image_column, label_column = resolve_columns(hf, config.image_column, config.label_column, data=config.data)
     if config.class_list:
@@ -137,13 +152,6 @@ def select_classes(hf, label_column: str, class_list: list[str]):
     return hf.cast_column(label_column, datasets.ClassLabel(names=list(class_list)))
 
 
-def resolve_data(data: str) -> str:
-    """``builtin:cifar10_subset`` names the CIFAR-10 subset shipped with the package; other values pass through."""
-    if data == "builtin:cifar10_subset":
-        return str(CIFAR10_SUBSET)
-    return data
-
-
 def _stats_key(data: str) -> str:
     lowered = str(data).lower()
     if "cifar100" in lowered or "cifar-100" in lowered:
@@ -171,8 +179,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     method = build_method(config.method, model, **method_kwargs(config))
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(method.trainable_parameters(), opt=config.optimizer, lr=config.lr,
-                                    momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = create_optimizer_v2(method.trainable_parameters(), opt=timm_optimizer_name(config.optimizer),
+                                    lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     method, optimizer = accelerator.prepare(method, optimizer)
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
@@ -185,6 +193,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         accelerator.load_state(str(checkpoint))
         step = read_trainer_state(checkpoint)["step"]
         accelerator.print(f"resumed from {checkpoint} at step {step}")
+        if accelerator.is_main_process:
+            _drop_metrics_after(output_dir / "metrics.jsonl", step)
     if accelerator.is_main_process:
         (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
@@ -212,10 +222,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 views = views.contiguous(memory_format=torch.channels_last) if views.ndim == 4 else views
             labels = batch["label"].to(accelerator.device)
             substituted.update(batch["index"][batch["substituted"]].tolist())
-            with accelerator.autocast():
-                loss, logs = method(views, labels)
-            _stop_if_not_finite(accelerator, loss, step)
-            accelerator.backward(loss)
+            loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps, step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             accelerator.unwrap_model(method).after_optimizer_step()
@@ -239,6 +246,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 break
     progress.close()
     accelerator.end_training()
+    if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
+        substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
     summary = dict(steps=step, final_loss=last_loss, substituted_images=sorted(substituted),
                    output_dir=str(output_dir), last=str(output_dir / "last"))
     if substituted:
@@ -255,7 +264,7 @@ def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
     """The quickstart's ending: ``linear_fast`` probe of the trained encoder beside a random one, printed."""
     mean, std = NORMALIZATION.get(_stats_key(config.data), NORMALIZATION["imagenet"])
     top1 = probe_trained_vs_random(
-        encoder, config.model, config.model_kwargs, resolve_data(config.data), train_split=config.train_split,
+        encoder, config.model, config.model_kwargs, config.data, train_split=config.train_split,
         eval_split=config.eval_split, image_size=config.image_size, mean=mean, std=std,
         epochs=int(config.probe.get("epochs", 100)), seed=config.seed)
     print(f"linear_fast probe (frozen features, no augmentation; not the papers' protocol), "
@@ -265,12 +274,45 @@ def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
     return dict(protocol="linear_fast", split=config.eval_split, top1=top1)
 
 
+def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,
+                      accumulation_steps: int, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward and backward of one optimizer step's per-process batch ``views [B, V, C, H, W]``, ``labels [B]``.
+
+    With ``accumulation_steps = A > 1`` (CE only) the batch is cut into ``A`` micro-batches of ``B / A``
+    images; ``accelerator.backward`` divides each loss by ``A`` and DDP synchronises only on the last one, so
+    the gradient is that of the mean loss over the micro-batches. Returns the mean loss and mean logs.
+    """
+    losses, summed_logs = [], {}
+    micro_views, micro_labels = views.chunk(accumulation_steps), labels.chunk(accumulation_steps)
+    for index, (micro_view, micro_label) in enumerate(zip(micro_views, micro_labels, strict=True)):
+        last = index == accumulation_steps - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(method):
+            with accelerator.autocast():
+                loss, logs = method(micro_view, micro_label)
+            _stop_if_not_finite(accelerator, loss, step)
+            accelerator.backward(loss)
+        losses.append(loss.detach())
+        for key, value in logs.items():
+            summed_logs[key] = summed_logs.get(key, 0.0) + value.detach().float() / accumulation_steps
+    return torch.stack(losses).float().mean(), summed_logs
+
+
 def _stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:
     """Stop every process together when any sees a non-finite loss; ``last`` keeps the last good checkpoint."""
     bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=accelerator.device)
     if float(accelerator.reduce(bad, reduction="sum")) > 0:
         raise FloatingPointError(f"non-finite loss at step {step + 1} (on at least one process); "
                                  "'last' still points at the last good checkpoint")
+
+
+def _drop_metrics_after(metrics_path: Path, step: int) -> None:
+    """Keep the metric records of steps <= ``step``: a killed run may have logged steps it will now repeat."""
+    if not metrics_path.is_file():
+        return
+    lines = metrics_path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        metrics_path.write_text("".join(line + "\n" for line in kept))
 
 
 def method_kwargs(config: TrainConfig) -> dict[str, Any]:

@@ -16,9 +16,15 @@ and by owning ``exits`` / ``exit_heads`` (``nn.ModuleList``, depth order) and ``
 The mixin then provides the multi-exit API (``forward_exits``, ``forward_ensemble``,
 ``forward_early_exit``), timm's ``forward_intermediates`` and a ``forward`` that returns the
 ensemble of all heads, the paper's multi-exit inference.
-"""
-from __future__ import annotations
 
+TorchScript and torch.fx (timm's tests script and trace every model): ``forward``, including the
+ensemble path, is compiled, so the four contract methods and ``_ensemble_active`` must be
+scriptable: no ``super()``, no ``getattr(self, f"layer{index}")`` (branch on ``index``, or loop
+over an ``nn.Sequential`` comparing indices), no branch on tensor shapes (fx). Python-only API
+(``forward_exits``, ``forward_ensemble``, ``forward_early_exit``, ...) is ``@torch.jit.ignore``.
+This module has no ``from __future__ import annotations``: torch.fx copies ``forward``'s
+annotations into the traced code, where a string ``'torch.Tensor'`` cannot be scripted.
+"""
 import copy
 from collections.abc import Iterable, Sequence
 
@@ -65,22 +71,51 @@ def validate_sub_network(sub_network: str) -> str:
     return sub_network
 
 
+EXIT_POOLS = ("avg", "token", "avg_tokens")
+
+
+class ExitPool(nn.Module):
+    """An exit's global pooling, fixed at construction (no shape-dependent branch: fx-traceable, scriptable).
+
+    ``avg``: ``[B, C, H, W]`` maps -> spatial mean ``[B, C]``; ``token``: ``[B, N, C]`` -> first token;
+    ``avg_tokens``: ``[B, N, C]`` -> mean over tokens.
+    """
+
+    def __init__(self, pool_type: str = "avg") -> None:
+        super().__init__()
+        if pool_type not in EXIT_POOLS:
+            raise ValueError(f"unknown exit pooling {pool_type!r}; expected one of {list(EXIT_POOLS)}")
+        self.pool_type = pool_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "token":
+            return x[:, 0]
+        if self.pool_type == "avg_tokens":
+            return x.mean(1)
+        return x.mean((2, 3))
+
+
+def as_pool_module(pool: str | nn.Module) -> nn.Module:
+    """A pooling module: ``pool`` itself, or the :class:`ExitPool` of that name."""
+    return pool if isinstance(pool, nn.Module) else ExitPool(pool)
+
+
 class FcExit(nn.Module):
     """The ``fc`` sub-network: global average pool, then one Linear to the backbone width.
 
-    Input ``[B, C_in, H, W]`` (or ``[B, N, C_in]`` tokens with ``pool='token'``), output ``[B, out_features]``.
+    Input ``[B, C_in, H, W]`` (or ``[B, N, C_in]`` tokens with a token ``pool``), output ``[B, out_features]``.
     """
 
     def __init__(self, in_chs: int, out_features: int, pool: str | nn.Module = "avg", norm: nn.Module | None = None,
                  device=None, dtype=None) -> None:
         super().__init__()
-        self.pool = pool
+        self.pool = as_pool_module(pool)
         self.norm = norm if norm is not None else nn.Identity()
         self.fc = nn.Linear(in_chs, out_features, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        x = pool_features(x, self.pool)
+        x = self.pool(x)
         return self.fc(x)
 
 
@@ -94,28 +129,12 @@ class StageExit(nn.Module):
         super().__init__()
         self.stages = stages
         self.norm = norm if norm is not None else nn.Identity()
-        self.pool = pool
+        self.pool = as_pool_module(pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(x)
         x = self.norm(x)
-        return pool_features(x, self.pool)
-
-
-def pool_features(x: torch.Tensor, pool: str | nn.Module) -> torch.Tensor:
-    """Pool ``[B, C, H, W]`` maps (``avg``) or ``[B, N, C]`` tokens (``token``: first token, ``avg_tokens``).
-
-    A module as ``pool`` is called instead (e.g. a token pooling that skips prefix tokens).
-    """
-    if isinstance(pool, nn.Module):
-        return pool(x)
-    if pool == "avg":
-        return x.mean((2, 3)) if x.ndim == 4 else x.mean(1)
-    if pool == "token":
-        return x[:, 0]
-    if pool == "avg_tokens":
-        return x.mean(1)
-    raise ValueError(f"unknown exit pooling {pool!r}; expected 'avg', 'token' or 'avg_tokens'")
+        return self.pool(x)
 
 
 def make_linear_head(num_features: int, num_classes: int, device=None, dtype=None) -> nn.Module:
@@ -140,16 +159,17 @@ def halve_blocks(stages: nn.Sequential) -> nn.Sequential:
 
 
 class MultiExitMixin:
-    """Multi-exit API for timm-style models; see the module docstring for the contract."""
+    """Multi-exit API for timm-style models; see the module docstring for the contract.
 
-    exit_stages: tuple[int, ...]
-    exits: nn.ModuleList
-    exit_heads: nn.ModuleList
-    num_classes: int
-    num_features: int
-    num_stages: int  # feature_info indices 1..num_stages are stages; 0 is the stem
-    backbone_classifier_name: str = "fc"
-    grad_checkpointing: bool
+    Attributes a family sets (not declared as class annotations: TorchScript would read them as
+    attribute types and rejects ``nn.ModuleList`` / ``tuple[int, ...]``):
+    ``exit_stages: tuple[int, ...]``, ``exits: nn.ModuleList``, ``exit_heads: nn.ModuleList``,
+    ``num_classes: int``, ``num_features: int``, ``num_stages: int`` (``feature_info`` indices
+    1..num_stages are stages, 0 is the stem), ``grad_checkpointing: bool`` and, as a class
+    attribute, ``backbone_classifier_name: str``.
+    """
+
+    backbone_classifier_name = "fc"
 
     # ---- contract implemented by each family -------------------------------------------------
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,8 +190,7 @@ class MultiExitMixin:
     def _reset_exit_heads(self) -> None:
         dd = get_device_dtype(self)
         self._init_exit_heads(**dd)
-        for head in self.exit_heads:
-            head.train(self.training)
+        self.exit_heads.train(self.training)  # the new ModuleList container too, not only the heads
 
     @property
     def num_exits(self) -> int:
@@ -188,13 +207,19 @@ class MultiExitMixin:
             return torch.utils.checkpoint.checkpoint(self._forward_stage, index, x, use_reentrant=False)
         return self._forward_stage(index, x)
 
-    @torch.jit.ignore
+    def _is_exit_stage(self, index: int) -> bool:
+        # a loop, not ``in`` or ``any(...)``: TorchScript has neither for tuples nor generators
+        for stage in self.exit_stages:  # noqa: SIM110
+            if stage == index:
+                return True
+        return False
+
     def _forward_with_exit_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One pass: ``(forward_features output, [feature map at each exit stage])``."""
-        exit_maps = []
+        exit_maps: list[torch.Tensor] = []
         for index in range(self.num_stages + 1):
             x = self._forward_stem(x) if index == 0 else self._run_stage(index, x)
-            if index in self.exit_stages:
+            if self._is_exit_stage(index):
                 exit_maps.append(x)
         return self._forward_norm(x), exit_maps
 
@@ -205,12 +230,14 @@ class MultiExitMixin:
         exit_feats = [exit_(m) for exit_, m in zip(self.exits, exit_maps)]
         return [*exit_feats, self.forward_head(features, pre_logits=True)]
 
-    @torch.jit.ignore
     def forward_exit_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits ``[B, num_classes]`` of every head: one per exit in depth order, backbone last."""
         features, exit_maps = self._forward_with_exit_maps(x)
-        logits = [head(exit_(m)) for exit_, head, m in zip(self.exits, self.exit_heads, exit_maps)]
-        return [*logits, self.forward_head(features)]
+        logits: list[torch.Tensor] = []
+        for k, (exit_, head) in enumerate(zip(self.exits, self.exit_heads)):
+            logits.append(head(exit_(exit_maps[k])))
+        logits.append(self.forward_head(features))
+        return logits
 
     @torch.jit.ignore
     def forward_ensemble(self, x: torch.Tensor, average: str = "logits") -> torch.Tensor:
@@ -277,7 +304,8 @@ class MultiExitMixin:
                              "use forward_exits for features or reset_classifier(n)")
 
     def _ensemble_active(self) -> bool:
-        return self.num_exits > 0 and self.num_classes > 0
+        """Whether ``forward`` is the ensemble (compiled by TorchScript: families override it without ``super()``)."""
+        return len(self.exit_stages) > 0 and self.num_classes > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """With exits and classifiers: the average of all heads' logits ``[B, num_classes]``.
@@ -289,7 +317,6 @@ class MultiExitMixin:
             return self._forward_ensemble_logits(x)
         return self.forward_head(self.forward_features(x))
 
-    @torch.jit.ignore
     def _forward_ensemble_logits(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack(self.forward_exit_logits(x)).mean(0)
 

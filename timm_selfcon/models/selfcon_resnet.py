@@ -106,14 +106,14 @@ class SelfConResNet(MultiExitMixin, nn.Module):
 
         if stem == "cifar":
             self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False, **dd)
-            self.maxpool = nn.Identity()
             stem_reduction = 1
         else:
             self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False, **dd)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
             stem_reduction = 2
         self.bn1 = nn.BatchNorm2d(64, **dd)
         self.act1 = nn.ReLU(inplace=True)
+        # registered after act1: FeatureListNet runs children in registration order, and tap 0 (act1) is before it
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
         self.feature_info = [dict(num_chs=64, reduction=stem_reduction, module="act1")]
 
         in_chs, reduction = 64, stem_reduction * (1 if stem == "cifar" else 2)
@@ -185,15 +185,23 @@ class SelfConResNet(MultiExitMixin, nn.Module):
         self._reset_exit_heads()
 
     def _ensemble_active(self) -> bool:
-        return super()._ensemble_active() and self.global_pool.pool_type != ""
+        # no super(): TorchScript compiles this method (see exits.py)
+        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool.pool_type != ""
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv1(x)))
 
     def _forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        # explicit branches, not getattr(self, f"layer{index}"): TorchScript compiles this (see exits.py)
         if index == 1:
-            x = self.maxpool(x)
-        return getattr(self, f"layer{index}")(x)
+            return self.layer1(self.maxpool(x))
+        if index == 2:
+            return self.layer2(x)
+        if index == 3:
+            return self.layer3(x)
+        if index == 4:
+            return self.layer4(x)
+        raise ValueError("SelfConResNet stage index must be in 1..4")
 
     def _forward_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x

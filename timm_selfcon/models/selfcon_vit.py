@@ -94,14 +94,19 @@ class SelfConVisionTransformer(MultiExitMixin, VisionTransformer):
         self._reset_exit_heads()
 
     def _ensemble_active(self) -> bool:
-        return super()._ensemble_active() and self.global_pool != ""
+        # no super(): TorchScript compiles this method (see exits.py)
+        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool != ""
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
         return self.blocks[0](x)
 
     def _forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks[index](x)
+        # TorchScript indexes an nn.Sequential only with constants: pick the block in a loop
+        for block_index, block in enumerate(self.blocks):
+            if block_index == index:
+                return block(x)
+        raise ValueError("SelfConVisionTransformer stage index is out of range")
 
     def _forward_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
@@ -117,9 +122,6 @@ class SelfConVisionTransformer(MultiExitMixin, VisionTransformer):
             self._drop_exits()
             self.num_stages = len(self.blocks) - 1
         return take_indices
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # one input only: exits take no attention mask
-        return MultiExitMixin.forward(self, x)
 
 
 def _create_selfcon_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:

@@ -176,13 +176,21 @@ class SelfConWideResNet(MultiExitMixin, nn.Module):
         self._reset_exit_heads()
 
     def _ensemble_active(self) -> bool:
-        return super()._ensemble_active() and self.global_pool.pool_type != ""
+        # no super(): TorchScript compiles this method (see exits.py)
+        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool.pool_type != ""
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(x)
 
     def _forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return getattr(self, f"layer{index}")(x)
+        # explicit branches, not getattr(self, f"layer{index}"): TorchScript compiles this (see exits.py)
+        if index == 1:
+            return self.layer1(x)
+        if index == 2:
+            return self.layer2(x)
+        if index == 3:
+            return self.layer3(x)
+        raise ValueError("SelfConWideResNet stage index must be in 1..3")
 
     def _forward_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(x))

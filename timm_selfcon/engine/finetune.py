@@ -1,0 +1,148 @@
+"""Downstream fine-tuning: the encoder with its exits removed, a new classifier, timm's optimizer and scheduler.
+
+``timm-selfcon finetune SOURCE data=... [key=value ...]`` (or :func:`finetune`) takes a training checkpoint,
+a training ``output_dir`` or any timm model name (``hf-hub:``/``local-dir:`` included), drops the exits
+(``plain_encoder``), puts a fresh ``num_classes`` classifier on it and trains every weight with
+``timm.optim.create_optimizer_v2`` (optional layer-wise lr decay through the model's ``group_matcher``) and
+``timm.scheduler.create_scheduler_v2``, through Accelerate. Writes ``<output_dir>/model.safetensors``,
+``config.json`` (timm's, via ``save_for_hf``) and ``report.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from timm.models import save_for_hf
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm.auto import tqdm
+
+from ..data import (
+    ContrastiveImageDataset,
+    ResumableDistributedSampler,
+    build_eval_loader,
+    build_train_loader,
+    build_transform,
+    class_names,
+    load_image_dataset,
+    resolve_columns,
+)
+from .evaluate import load_encoder, topk
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning keys (``key=value`` on the command line)."""
+
+    data: str = "uoft-cs/cifar10"
+    train_split: str = "train"
+    split: str = "test"
+    image_column: str | None = None
+    label_column: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    layer_decay: float | None = None
+    scheduler: str = "cosine"
+    warmup_epochs: int = 1
+    augmentation: str = "ce"
+    image_size: int | None = None
+    precision: str = "fp32"
+    num_workers: int = 2
+    max_steps: int | None = None
+    seed: int = 0
+    output_dir: str = "runs/finetune"
+
+
+def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
+    """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
+    config = config or FinetuneConfig(**overrides)
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
+    accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision])
+    set_seed(config.seed)
+    encoder, info = load_encoder(source)
+    model = encoder.plain_encoder() if hasattr(encoder, "plain_encoder") else encoder
+    train_hf = load_image_dataset(config.data, config.train_split, image_column=config.image_column,
+                                  label_column=config.label_column)
+    image_col, label_col = resolve_columns(train_hf, config.image_column, config.label_column, data=config.data)
+    if label_col is None:
+        raise ValueError(f"fine-tuning needs labels; {config.data!r} has columns {train_hf.column_names}")
+    names = class_names(train_hf, label_col)
+    num_classes = len(names) if names else int(max(train_hf[label_col])) + 1
+    model.reset_classifier(num_classes)
+    cfg = model.pretrained_cfg
+    image_size = config.image_size or cfg["input_size"][-1]
+    mean, std = cfg["mean"], cfg["std"]
+    train_set = ContrastiveImageDataset(train_hf, build_transform(config.augmentation, image_size, mean, std),
+                                        image_col, label_col, seed=config.seed)
+    sampler = ResumableDistributedSampler(len(train_set), config.batch_size, num_replicas=accelerator.num_processes,
+                                          rank=accelerator.process_index, seed=config.seed)
+    train_loader = build_train_loader(train_set, sampler, sampler.per_replica_batch_size, config.num_workers)
+    test_hf = load_image_dataset(config.data, config.split, image_column=image_col, label_column=label_col)
+    test_set = ContrastiveImageDataset(test_hf, build_transform("eval", image_size, mean, std), image_col, label_col,
+                                       seed=config.seed)
+    test_loader = build_eval_loader(test_set, config.batch_size, config.num_workers)
+
+    optimizer = create_optimizer_v2(model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                                    layer_decay=config.layer_decay)
+    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=config.scheduler, num_epochs=config.epochs,
+                                                warmup_epochs=config.warmup_epochs,
+                                                updates_per_epoch=sampler.steps_per_epoch)
+    model, optimizer, test_loader = accelerator.prepare(model, optimizer, test_loader)
+    history, step = [], 0
+    for epoch in range(num_epochs):
+        model.train()
+        sampler.set_epoch(epoch)
+        for batch in tqdm(train_loader, desc=f"finetune epoch {epoch}", disable=not accelerator.is_main_process,
+                          leave=False):
+            with accelerator.autocast():
+                loss = F.cross_entropy(model(batch["image"][:, 0].to(accelerator.device)),
+                                       batch["label"].to(accelerator.device))
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            scheduler.step_update(num_updates=step)
+            if config.max_steps and step >= config.max_steps:
+                break
+        scheduler.step(epoch + 1)
+        history.append(dict(epoch=epoch + 1, **_evaluate(model, test_loader, accelerator)))
+        accelerator.print(f"epoch {epoch + 1}: test top-1 {history[-1]['top1']:.2f}%")
+        if config.max_steps and step >= config.max_steps:
+            break
+    report = dict(source=str(source), model=info["model"], data=config.data, split=config.split,
+                  num_classes=num_classes, hyperparameters=asdict(config), history=history,
+                  result=dict(last=history[-1]))
+    if accelerator.is_main_process:
+        out = Path(config.output_dir)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.pretrained_cfg = {**unwrapped.pretrained_cfg, "label_names": names, "num_classes": num_classes}
+        model_args = dict(getattr(unwrapped, "_model_args", None) or info.get("model_kwargs") or {},
+                          num_classes=num_classes)
+        if hasattr(unwrapped, "exit_stages"):
+            model_args["exit_stages"] = ()
+        save_for_hf(unwrapped, out, model_args=model_args, safe_serialization=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict[str, float]:
+    model.eval()
+    logits_all, labels_all = [], []
+    for batch in loader:
+        logits = model(batch["image"][:, 0])
+        logits, labels = accelerator.gather_for_metrics((logits, batch["label"]))
+        logits_all.append(logits.float().cpu())
+        labels_all.append(labels.cpu())
+    return topk(torch.cat(logits_all), torch.cat(labels_all))
