@@ -288,12 +288,14 @@ default_cfgs = generate_default_cfgs({
     "selfcon_resnet18.untrained": _cfg(),
     "selfcon_resnet34.untrained": _cfg(),
     "selfcon_resnet50.untrained": _cfg(),
+    "selfcon_resnet10_cifar.untrained": _cifar_cfg(),
     "selfcon_resnet18_cifar.untrained": _cifar_cfg(),
     "selfcon_resnet34_cifar.untrained": _cifar_cfg(),
     "selfcon_resnet50_cifar.untrained": _cifar_cfg(),
 })
 
 _ARCHS = {
+    "resnet10": dict(block="basic", layers=(1, 1, 1, 1)),
     "resnet18": dict(block="basic", layers=(2, 2, 2, 2)),
     "resnet34": dict(block="basic", layers=(3, 4, 6, 3)),
     "resnet50": dict(block="bottleneck", layers=(3, 4, 6, 3)),
@@ -321,6 +323,12 @@ def selfcon_resnet34(pretrained: bool = False, **kwargs) -> SelfConResNet:
 def selfcon_resnet50(pretrained: bool = False, **kwargs) -> SelfConResNet:
     """SelfCon ResNet-50, ImageNet stem, ``same`` exit after layer2."""
     return _create("selfcon_resnet50", "resnet50", pretrained, kwargs)
+
+
+@register_model
+def selfcon_resnet10_cifar(pretrained: bool = False, **kwargs) -> SelfConResNet:
+    """SelfCon ResNet-10 (one block per stage; ours, not in the paper), CIFAR stem, ``fc`` exit: 4.96M parameters."""
+    return _create("selfcon_resnet10_cifar", "resnet10", pretrained, kwargs)
 
 
 @register_model

@@ -1,0 +1,138 @@
+"""The reproduction report's CPU-scale runs, as a resumable queue.
+
+Each run trains with a recipe through ``timm_selfcon.engine.train``, evaluates the encoder with the
+``linear_fast`` probe (per exit and ensemble), kNN and, for multi-exit models, early exit, and writes
+``benchmarks/results/runs/<name>.json``. A run whose JSON exists is skipped, so the report can be built over
+several sittings (``python benchmarks/report_runs.py [--only NAME ...] [--commit]``); ``--commit`` commits each
+finished JSON with git.
+
+Data: real CIFAR-10 from ``../shared/data/cifar10`` (``--data``): the train split trains the encoder and the
+probes (10% of it held out as the probe's validation split), the test split only gives the reported numbers.
+Budget: at most about 10 minutes of training per run on 2 CPU cores (``--train-images`` images per epoch,
+``--epochs`` epochs, the same for every method).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "runs"
+SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+
+SELFCON_MODEL = "selfcon_resnet10_cifar"  # 4.96M parameters with its fc exit (<= 5M)
+COMMON = dict(image_size=32, precision="bf16", channels_last=True, warmup_epochs=0, batch_size=256, lr=0.2,
+              weight_decay=1e-4, temperature=0.1, base_temperature=0.07, num_workers=1, save_every_steps=10**6,
+              log_every_steps=10)
+
+
+def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
+    """Run name -> recipe overrides (and the methods' comparison group)."""
+    specs: dict[str, dict] = {}
+    for seed in seeds:
+        specs[f"ce_seed{seed}"] = dict(method="ce", model=SELFCON_MODEL, model_kwargs={"exit_stages": []},
+                                       augmentation="ce", seed=seed)
+        specs[f"supcon_seed{seed}"] = dict(method="supcon", model=SELFCON_MODEL, model_kwargs={"exit_stages": []},
+                                           seed=seed)
+        specs[f"selfcon_seed{seed}"] = dict(method="selfcon", model=SELFCON_MODEL,
+                                            model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=seed)
+    for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
+        simclr = method.startswith("simclr")
+        specs[f"{method}_seed0"] = dict(
+            method=method, model="mixco_resnet18_cifar", model_kwargs={}, seed=0, queue_size=4096,
+            augmentation="simclr" if simclr else "moco_v2", temperature=0.5 if simclr else 0.2,
+            mix_temperature=0.5 if simclr else 0.05, mix_weight=1.0, lr=0.06)
+    return specs
+
+
+def train_and_evaluate(name: str, overrides: dict, args: argparse.Namespace) -> dict:
+    import timm_selfcon  # noqa: F401
+    from timm_selfcon.config import resolve_config
+    from timm_selfcon.engine.evaluate import evaluate
+    from timm_selfcon.engine.train import train
+
+    out_dir = Path(args.work_dir) / name
+    values = {**COMMON, **overrides, "data": str(args.train_data), "epochs": args.epochs,
+              "output_dir": str(out_dir), "provenance": "ours: CPU-scale reproduction report run"}
+    config = resolve_config(None, values)
+    start = time.perf_counter()
+    summary = train(config)
+    train_seconds = time.perf_counter() - start
+    eval_common = dict(data=str(args.eval_data), train_split="train", split="test", val_fraction=0.1,
+                       epochs=args.probe_epochs, num_workers=1, batch_size=512)
+    results = dict(name=name, recipe=config.to_dict(), train_seconds=train_seconds, train_summary=summary)
+    for protocol in ("linear_fast", "knn") + (("early_exit",) if overrides["method"] == "selfcon" else ()):
+        report = evaluate(out_dir, protocol=protocol, **eval_common)
+        results[protocol] = {k: report.get(k) for k in ("results", "hyperparameters", "early_exit", "history")}
+    results["load_average"] = os.getloadavg()
+    return results
+
+
+def subset_dataset(source: Path, target: Path, train_images: int) -> Path:
+    """A class-balanced prefix of the shared train split (``train_images`` rows) plus the full test split."""
+    import datasets
+
+    if (target / "train.parquet").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    train = datasets.load_dataset("parquet", data_files=str(source / "train.parquet"), split="train")
+    per_class = train_images // 10
+    seen: dict[int, int] = {}
+    keep = []
+    for i, label in enumerate(train["label"]):
+        if seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            keep.append(i)
+        if len(keep) == per_class * 10:
+            break
+    train.select(keep).to_parquet(str(target / "train.parquet"))
+    test = datasets.load_dataset("parquet", data_files=str(source / "test.parquet"), split="train")
+    test.to_parquet(str(target / "test.parquet"))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default=str(SHARED_CIFAR10))
+    parser.add_argument("--train-images", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--probe-epochs", type=int, default=100)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--work-dir", default=str(ROOT / "runs" / "report"))
+    parser.add_argument("--commit", action="store_true")
+    args = parser.parse_args(argv)
+    source = Path(args.data)
+    if not (source / "train.parquet").exists():
+        print(f"no CIFAR-10 parquet at {source}", file=sys.stderr)
+        return 2
+    args.train_data = subset_dataset(source, Path(args.work_dir) / f"cifar10_train{args.train_images}",
+                                     args.train_images)
+    args.eval_data = args.train_data
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name, overrides in run_specs(tuple(args.seeds)).items():
+        if args.only and name not in args.only:
+            continue
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            print(f"skip {name}: {path} exists")
+            continue
+        print(f"run {name}")
+        results = train_and_evaluate(name, overrides, args)
+        results["data"] = dict(source=str(source), train_images=args.train_images, epochs=args.epochs)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2, default=str))
+        os.replace(tmp, path)
+        if args.commit:
+            subprocess.run(["git", "add", str(path)], cwd=ROOT, check=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"Report run {name}"], cwd=ROOT, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
