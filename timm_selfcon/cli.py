@@ -66,6 +66,47 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .hub import export
+
+    result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
+                    exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
+                    base_model=args.base_model)
+    for note in result.notes:
+        print(f"note: {note}")
+    heads = "encoder only (num_classes=0)" if result.encoder_only else (
+        f"{result.num_classes} classes, classifiers from eval/{result.classifiers_protocol}")
+    print(f"exported {result.architecture} ({heads}; {'with' if result.with_exits else 'without'} exits) to "
+          f"{result.out_dir}: {', '.join(result.files)}")
+    print(f"suggested repository: ORG/{result.suggested_name}; next: timm-selfcon push {result.out_dir} "
+          f"--repo-id ORG/{result.suggested_name}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import HubPushError, push
+
+    try:
+        result = push(args.out_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
+                      create_pr=args.create_pr, commit_message=args.commit_message, dry_run=args.dry_run)
+    except HubPushError as err:
+        print(f"timm-selfcon push: error: {err}", file=sys.stderr)
+        return 2
+    if not result.dry_run:
+        print(f"pushed {', '.join(result.files)} to {result.url}" + (f" ({result.commit_url})" if result.commit_url
+                                                                      else ""))
+    return 0
+
+
+def _convert_official(args: argparse.Namespace) -> int:
+    from .hub import convert_official
+
+    out = convert_official(args.checkpoint, args.out_dir, model=args.model, data=args.data)
+    print(f"converted {args.checkpoint} to {out} (config.yaml, ckpt-0/, last); next: timm-selfcon eval {out} "
+          f"protocol=linear, then timm-selfcon export {out} OUT_DIR")
+    return 0
+
+
 def _typed_overrides(config_cls: type, items: Sequence[str]) -> dict[str, Any]:
     """``key=value`` items for a dataclass config; an unknown key names the nearest valid one."""
     import dataclasses
@@ -120,6 +161,34 @@ def build_parser() -> argparse.ArgumentParser:
     fine.set_defaults(func=_finetune)
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=_models)
+    exp = sub.add_parser("export", help="write a timm Hub folder (config.json, model.safetensors, model card)")
+    exp.add_argument("checkpoint", help="training checkpoint dir, training output_dir (its 'last'), or finetune output")
+    exp.add_argument("out_dir", help="folder to write")
+    exp.add_argument("--protocol", default=None, help="eval protocol whose classifiers to include: linear, "
+                     "early_exit or linear_fast (default: the first found; none found = encoder only)")
+    exp.add_argument("--encoder-only", action="store_true", help="no classifiers (num_classes=0)")
+    exp.add_argument("--no-exits", action="store_true", help="remove the exits and their classifiers")
+    exp.add_argument("--eval-dir", default=None, help="folder holding <protocol>/ evaluations (default <run>/eval)")
+    exp.add_argument("--repo-id", default=None, help="ORG/NAME for the card's usage snippet")
+    exp.add_argument("--license", default="apache-2.0")
+    exp.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from")
+    exp.set_defaults(func=_export)
+    push = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub (HfApi)")
+    push.add_argument("out_dir", help="a folder written by `timm-selfcon export`")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` token)")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None)
+    push.add_argument("--create-pr", action="store_true")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument("--dry-run", action="store_true", help="print the files and the card; no network")
+    push.set_defaults(func=_push)
+    conv = sub.add_parser("convert-official", help="convert an official SelfCon checkpoint to this package's format")
+    conv.add_argument("checkpoint", help="official .pth file ({'opt', 'model', ...})")
+    conv.add_argument("out_dir", help="training output_dir to write (config.yaml, ckpt-0/, last)")
+    conv.add_argument("--model", default=None, help="this package's model name (default: from the official options)")
+    conv.add_argument("--data", default=None, help="recipe data (default: from the official --dataset)")
+    conv.set_defaults(func=_convert_official)
     return parser
 
 

@@ -1,0 +1,85 @@
+"""Helpers for the publishing tests: tiny training runs written in this package's checkpoint format, tiny data.
+
+A "run" is what ``timm-selfcon train`` leaves (``config.yaml``, ``ckpt-<step>/model.safetensors`` holding the
+method's state dict, ``trainer_state.json``, ``last``), written directly from a freshly built method with
+randomised BatchNorm statistics, so no training loop has to run.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import timm
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import save_file
+
+import timm_selfcon  # noqa: F401  (registers the models)
+from timm_selfcon.config import TrainConfig
+from timm_selfcon.engine.train import method_kwargs
+from timm_selfcon.methods import build_method
+
+SMALL_RESNET = [1, 1, 1, 1]
+NUM_CLASSES = 4
+CLASS_NAMES = ["red", "green", "blue", "grey"]
+STEP = 3
+
+
+def randomise_batchnorm(module: torch.nn.Module, seed: int) -> None:
+    """Non-trivial running statistics, so an export that dropped BatchNorm buffers would be caught."""
+    generator = torch.Generator().manual_seed(seed)
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
+            sub.running_mean.copy_(torch.randn(sub.running_mean.shape, generator=generator) * 0.1)
+            sub.running_var.copy_(torch.rand(sub.running_var.shape, generator=generator) + 0.5)
+            sub.weight.data.copy_(torch.rand(sub.weight.shape, generator=generator) + 0.5)
+            sub.bias.data.copy_(torch.randn(sub.bias.shape, generator=generator) * 0.1)
+            sub.num_batches_tracked.fill_(7)
+
+
+def make_run(root: Path, *, model: str = "selfcon_resnet18_cifar", model_kwargs: dict[str, Any] | None = None,
+             method: str = "selfcon", data: str = "uoft-cs/cifar10", seed: int = 0, **recipe: Any) -> Path:
+    """A training ``output_dir`` with one checkpoint ``ckpt-3`` (and ``last``) of ``method`` around ``model``."""
+    if model_kwargs is None:
+        model_kwargs = {"layers": SMALL_RESNET, "exit_stages": [1, 2], "sub_network": "fc"}
+    config = TrainConfig(model=model, model_kwargs=model_kwargs, method=method, data=data, output_dir=str(root),
+                         image_size=16, batch_size=8, seed=seed,
+                         provenance="a test run written by tests/hub", **recipe).validate()
+    torch.manual_seed(seed)
+    net = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
+    training_method = build_method(config.method, net, **method_kwargs(config))
+    randomise_batchnorm(training_method, seed)
+    checkpoint = root / f"ckpt-{STEP}"
+    checkpoint.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in training_method.state_dict().items()},
+              str(checkpoint / "model.safetensors"))
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": STEP, "epoch": 0}))
+    (root / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (root / "last").symlink_to(checkpoint.name)
+    return root
+
+
+def _png(seed: int, label: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200), (120, 120, 120)][label], dtype=np.int16)
+    pixels = np.clip(base + rng.integers(-40, 41, size=(16, 16, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_data(root: Path, train_rows: int = 40, test_rows: int = 16) -> Path:
+    """A parquet image folder (``train.parquet``, ``test.parquet``): ``img`` 16x16 PNG, ``label`` ClassLabel(4)."""
+    root.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CLASS_NAMES)})
+    for split, rows, offset in (("train", train_rows, 0), ("test", test_rows, 10_000)):
+        labels = [i % NUM_CLASSES for i in range(rows)]
+        images = [{"bytes": _png(offset + i, label), "path": None} for i, label in enumerate(labels)]
+        datasets.Dataset.from_dict({"img": images, "label": labels}, features=features).to_parquet(
+            str(root / f"{split}.parquet"))
+    return root

@@ -1,0 +1,391 @@
+"""Model cards for exported SelfCon / MixCo models: YAML metadata, usage, recipe, results, citations.
+
+Papers: SelfCon (Bae et al., AAAI 2023, arXiv 2106.15499) and MixCo (Kim et al., arXiv 2010.06300).
+
+The card is rendered from ``hub_cards/model_card.md`` (a Jinja template) and the export's
+``export_info.json`` alone, so ``push`` can render it again with the real repository id right before an
+upload. The YAML front matter is built with huggingface_hub's ``ModelCardData``; its ``model-index`` comes
+from the evaluation report (``eval/<protocol>/report.json``) through ``EvalResult``, one metric per head.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = [
+    "CARD_TEMPLATE",
+    "METHOD_DESCRIPTIONS",
+    "PROTOCOL_DESCRIPTIONS",
+    "card_eval_results",
+    "dataset_hub_id",
+    "dataset_short_name",
+    "render_card",
+]
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "model_card.md"
+REPO_ID_PLACEHOLDER = "ORG/NAME"
+
+METHOD_DESCRIPTIONS: dict[str, str] = {
+    "ce": "Supervised cross-entropy training (the baseline of the SelfCon paper).",
+    "supcon": "SupCon: supervised contrastive learning on two augmented views (Khosla et al., 2020).",
+    "supcon_s": "SupCon-S: supervised contrastive learning on a single view.",
+    "selfcon": "SelfCon-S: supervised contrastive learning on a single view, the sub-network exits providing the "
+               "extra views (Bae et al., AAAI 2023).",
+    "selfcon_m": "SelfCon-M: SelfCon on two augmented views, exits and backbone of both views contrasted.",
+    "simclr": "SimCLR: self-supervised contrastive learning on two views.",
+    "moco": "MoCo v2: self-supervised contrastive learning with a momentum key encoder and a queue.",
+    "simclr_mixco": "MixCo on SimCLR: SimCLR plus mix-up semi-positives with soft targets (Kim et al., 2020).",
+    "moco_mixco": "MixCo on MoCo v2: MoCo v2 plus mix-up semi-positives with soft targets (Kim et al., 2020).",
+    "finetune": "Fine-tuning of the whole encoder (exits removed) with a new classifier and cross-entropy "
+                "(`timm-selfcon finetune`).",
+}
+MIXCO_BASE = {"simclr_mixco": "SimCLR", "moco_mixco": "MoCo v2"}
+SUPERVISED_METHODS = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m")
+
+PROTOCOL_DESCRIPTIONS: dict[str, str] = {
+    "linear": "Linear evaluation, the papers' protocol: frozen encoder in eval mode, one linear classifier per output "
+              "(each exit and the backbone) on pooled features, random-resized-crop + flip, SGD with step decay.",
+    "linear_fast": "Linear evaluation, fast variant (a documented deviation from the papers' protocol): features "
+                   "extracted once without augmentation, linear classifiers trained on the cached features.",
+    "early_exit": "Linear classifiers trained as in `linear_fast`, plugged into the model, then early-exit inference "
+                  "over a sweep of confidence thresholds (accuracy and FLOPs per image).",
+    "knn": "Weighted cosine k-nearest-neighbour classification on L2-normalised backbone features.",
+    "finetune": "Fine-tuning of the whole encoder (exits removed) with a new classifier.",
+    "trained": "The classifier trained end to end with the encoder (cross-entropy training).",
+}
+SELECTION_NOTE = {
+    "last": "last probe epoch",
+    "best_val": "epoch chosen on a validation split held out from the training data",
+    "best_test": "epoch chosen on the test split (the papers' protocol; optimistic)",
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_BUILTIN_SOURCES = {"builtin:cifar10_subset": "uoft-cs/cifar10"}
+
+
+def dataset_hub_id(data: str | None) -> str | None:
+    """The Hub dataset id behind a recipe's ``data`` (``uoft-cs/cifar10``), or None for local folders.
+
+    The shipped ``builtin:cifar10_subset`` is a subset of ``uoft-cs/cifar10`` (the card says so).
+    """
+    if not data:
+        return None
+    data = str(data)
+    if data in _BUILTIN_SOURCES:
+        return _BUILTIN_SOURCES[data]
+    if data.startswith(("hf://datasets/", "hf-hub:")):
+        data = data.split(":", 1)[1].removeprefix("//datasets/")
+    if _HUB_ID.match(data) and not Path(data).exists():
+        return data
+    return None
+
+
+def dataset_short_name(data: str | None) -> str:
+    """A tag-friendly dataset name: ``uoft-cs/cifar100`` -> ``cifar100``; ``builtin:cifar10_subset`` unchanged."""
+    if not data:
+        return "unknown"
+    name = str(data).rstrip("/").split(":")[-1]
+    name = Path(name).name if ("/" in name or "\\" in name) else name
+    name = name.split("/")[-1]
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "data"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
+def head_label(name: str, info: Mapping[str, Any]) -> str:
+    """``exit_0`` -> ``exit 0 (after stage 2, fc)``; ``backbone``, ``ensemble`` explained."""
+    if name == "backbone":
+        return "backbone (last stage)"
+    if name == "ensemble":
+        return "ensemble (mean of all heads' logits)"
+    match = re.fullmatch(r"exit_(\d+)", name)
+    exits = info.get("exits") or {}
+    stages = exits.get("stages") or []
+    if match and int(match.group(1)) < len(stages):
+        return f"exit {match.group(1)} (after stage {stages[int(match.group(1))]}, `{exits.get('sub_network')}`)"
+    return name
+
+
+def exported_heads(info: Mapping[str, Any], report: Mapping[str, Any]) -> list[str]:
+    """The report's heads that describe this export: exits and the ensemble only when exits are exported."""
+    names = list((report.get("results") or {}).keys())
+    if info.get("with_exits"):
+        return names
+    return [n for n in names if n == "backbone"]
+
+
+def card_eval_results(info: Mapping[str, Any], protocol: str | None = None) -> list[EvalResult]:
+    """``EvalResult`` entries (one per head and metric) of the evaluation behind the export.
+
+    Linear protocols: top-1 and top-5 (%) of every exported head at the report's ``last`` epoch; kNN: top-1 per
+    ``k``; fine-tuning: top-1 and top-5 of the last epoch. Values are the report's numbers, unrounded.
+    """
+    protocol = protocol or info.get("card_protocol")
+    evaluations = info.get("evaluations") or {}
+    if not protocol or protocol not in evaluations:
+        return []
+    report = evaluations[protocol]
+    dataset = report.get("dataset") or {}
+    data = dataset.get("data") or report.get("data")
+    split = dataset.get("eval_split") or report.get("split")
+    dataset_type = dataset_hub_id(data) or dataset_short_name(data)
+    dataset_name = _dataset_title(data)
+    common = dict(task_type="image-classification", task_name="Image Classification", dataset_type=dataset_type,
+                  dataset_name=dataset_name, dataset_split=split)
+    results: list[EvalResult] = []
+    if protocol == "finetune":
+        last = (report.get("result") or {}).get("last") or {}
+        for metric in ("top1", "top5"):
+            if metric in last:
+                results.append(EvalResult(metric_type="accuracy", metric_value=last[metric],
+                                          metric_name=f"{_metric_title(metric)} (fine-tuned)", **common))
+        return results
+    for head in exported_heads(info, report):
+        entry = report["results"][head]
+        if protocol == "knn":
+            for key, value in entry.items():
+                results.append(EvalResult(metric_type="accuracy", metric_value=value,
+                                          metric_name=f"kNN top-1 ({key.replace('k', 'k=')}), {head}", **common))
+            continue
+        last = entry.get("last") or {}
+        for metric in ("top1", "top5"):
+            if metric in last:
+                results.append(EvalResult(metric_type="accuracy", metric_value=last[metric],
+                                          metric_name=f"{_metric_title(metric)}, {head} ({protocol})", **common))
+    return results
+
+
+def _metric_title(metric: str) -> str:
+    return {"top1": "Top-1 accuracy", "top5": "Top-5 accuracy"}.get(metric, metric)
+
+
+def _dataset_title(data: str | None) -> str:
+    if data == "builtin:cifar10_subset":
+        return "CIFAR-10 (5,000-image subset shipped with timm-selfcon)"
+    hub = dataset_hub_id(data)
+    return hub or dataset_short_name(data)
+
+
+def _evaluation_sections(info: Mapping[str, Any]) -> list[dict[str, Any]]:
+    sections = []
+    exported = info.get("classifiers_protocol")
+    for protocol, report in (info.get("evaluations") or {}).items():
+        dataset = report.get("dataset") or {}
+        section: dict[str, Any] = dict(
+            title=f"Protocol `{protocol}`", description=PROTOCOL_DESCRIPTIONS.get(protocol, ""),
+            exported=protocol == exported and not info.get("encoder_only"),
+            dataset=dataset.get("data") or report.get("data"), train_split=dataset.get("train_split", "train"),
+            eval_split=dataset.get("eval_split") or report.get("split"),
+            num_classes=dataset.get("num_classes") or report.get("num_classes"),
+            hyperparameters=_settings(report.get("hyperparameters")), columns=[], rows=[], early_exit=[])
+        results = report.get("results") or {}
+        if protocol == "finetune":
+            last = (report.get("result") or {}).get("last") or {}
+            section["columns"] = ["model", "top-1 (%)", "top-5 (%)", "epoch"]
+            section["rows"] = [["fine-tuned encoder", _pct(last.get("top1")), _pct(last.get("top5")),
+                                str(last.get("epoch", "-"))]]
+        elif protocol == "knn":
+            ks = sorted({k for entry in results.values() for k in entry}, key=lambda k: int(k.lstrip("k")))
+            section["columns"] = ["head", *[f"top-1 (%), {k.replace('k', 'k=')}" for k in ks]]
+            section["rows"] = [[head_label(h, info), *[_pct(results[h].get(k)) for k in ks]] for h in results]
+        elif results:
+            section["columns"] = ["head", "top-1 (%)", "top-5 (%)", "top-1, best on val (%)",
+                                  "top-1, best on test (%)"]
+            for head, entry in results.items():
+                last, by_val, by_test = entry.get("last") or {}, entry.get("best_val") or {}, entry.get("best_test") or {}
+                section["rows"].append([head_label(head, info), _pct(last.get("top1")), _pct(last.get("top5")),
+                                        _pct(by_val.get("top1")), _pct(by_test.get("top1"))])
+            section["description"] += (" Columns: the last probe epoch (reported in the metadata), the epoch chosen on "
+                                       "a held-out validation split, and the epoch chosen on the test split (the "
+                                       "papers' protocol; optimistic).")
+        for row in report.get("early_exit") or []:
+            section["early_exit"].append(dict(
+                threshold=f"{row['threshold']:g}", top1=_pct(row.get("top1")),
+                mean_mflops=f"{row.get('mean_flops', 0) / 1e6:.1f}", full_mflops=f"{row.get('full_flops', 0) / 1e6:.1f}",
+                exit_fraction=" / ".join(f"{f:.2f}" for f in row.get("exit_fraction") or [])))
+        sections.append(section)
+    return sections
+
+
+def _settings(hyperparameters: Mapping[str, Any] | None) -> str:
+    if not hyperparameters:
+        return ""
+    return "; ".join(f"{key} {value}" for key, value in hyperparameters.items() if value is not None)
+
+
+RECIPE_KEYS = ("model", "model_kwargs", "method", "method_kwargs", "temperature", "base_temperature", "projection_dim",
+               "queue_size", "moco_momentum", "mix_temperature", "mix_weight", "data", "class_list", "augmentation",
+               "image_size", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+               "schedule", "warmup_epochs", "precision", "seed")
+MOCO_KEYS = ("queue_size", "moco_momentum")
+MIXCO_KEYS = ("mix_temperature", "mix_weight")
+CONTRASTIVE_KEYS = ("temperature", "base_temperature", "projection_dim")
+
+
+def _recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
+    method = recipe.get("method", "")
+    rows = []
+    for key in RECIPE_KEYS:
+        if key not in recipe or recipe[key] in (None, {}, []):
+            continue
+        if key in MOCO_KEYS and "moco" not in method:
+            continue
+        if key in MIXCO_KEYS and "mixco" not in method:
+            continue
+        if key in CONTRASTIVE_KEYS and method in ("ce", "finetune"):
+            continue
+        if key == "base_temperature" and method not in ("supcon", "supcon_s", "selfcon", "selfcon_m"):
+            continue
+        value = recipe[key]
+        rows.append((key, f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)))
+    return rows
+
+
+def _method_text(recipe: Mapping[str, Any]) -> str:
+    method = recipe.get("method")
+    text = METHOD_DESCRIPTIONS.get(method, f"Method `{method}`.")
+    if method in MIXCO_BASE:
+        text += (f" Base method: **{MIXCO_BASE[method]}**; mix temperature **{recipe.get('mix_temperature')}**, "
+                 f"mix weight **{recipe.get('mix_weight')}**.")
+    if method and method not in ("ce", "finetune"):
+        text += (" The projection heads used for training are not part of this model (they stay in the training "
+                 "checkpoint).")
+    return text
+
+
+def _summary(info: Mapping[str, Any]) -> str:
+    recipe = info.get("recipe") or {}
+    method = recipe.get("method")
+    family = "MixCo" if method in MIXCO_BASE else ("SelfCon" if info.get("exits") else "timm-selfcon")
+    parts = [f"A {family} `{info['architecture']}` model"]
+    if method == "finetune":
+        parts.append(f"fine-tuned on `{recipe.get('data')}`")
+    elif method:
+        parts.append(f"trained with `{method}` on `{recipe.get('data')}`")
+    text = " ".join(parts) + ", packaged for `timm.create_model`."
+    exits = info.get("exits")
+    if exits and info.get("with_exits"):
+        text += (f" It has {len(exits['stages'])} sub-network exit(s) (`{exits['sub_network']}`) after stage(s) "
+                 f"{', '.join(str(s) for s in exits['stages'])} in timm's `feature_info` numbering, each with its own "
+                 "classifier when classifiers are included, so it supports ensembling and early exit.")
+    elif exits:
+        text += " The exits used in training were removed from this export (backbone only)."
+    if info.get("encoder_only"):
+        text += " This is an **encoder-only** export (`num_classes=0`): `model(x)` returns pooled features."
+    elif info.get("classifiers_protocol") in ("finetune", "trained"):
+        text += f" Its classifier ({info['num_classes']} classes) was trained together with the encoder."
+    else:
+        text += (f" The linear classifier(s) ({info['num_classes']} classes) come from the evaluation protocol "
+                 f"`{info.get('classifiers_protocol')}`.")
+    return text
+
+
+def _details(info: Mapping[str, Any]) -> list[tuple[str, str]]:
+    pre = info.get("preprocessing") or {}
+    exits = info.get("exits")
+    rows = [
+        ("architecture", f"`{info['architecture']}`"),
+        ("parameters", f"{info.get('num_params', 0) / 1e6:.2f} M"),
+        ("classes", str(info.get("num_classes", 0)) + (" (encoder only)" if info.get("encoder_only") else "")),
+        ("exits", "none" if not exits else (
+            f"stages {exits['stages']}, sub-network `{exits['sub_network']}`" if info.get("with_exits")
+            else f"removed (trained with stages {exits['stages']}, `{exits['sub_network']}`)")),
+        ("classifiers", "none" if info.get("encoder_only") else
+         f"{', '.join(f'`{n}`' for n in info.get('classifier_names') or [])} from `{info.get('classifiers_protocol')}`"),
+        ("input", f"{pre.get('input_size')}, crop_pct {pre.get('crop_pct')}, {pre.get('interpolation')}"),
+        ("mean / std", f"{pre.get('mean')} / {pre.get('std')}"),
+    ]
+    if info.get("label_names"):
+        names = info["label_names"]
+        shown = ", ".join(str(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+        rows.append(("labels", shown))
+    source = info.get("source") or {}
+    if source.get("checkpoint"):
+        rows.append(("source checkpoint", f"`{source['checkpoint']}`" + (
+            f" (step {source['step']})" if source.get("step") is not None else "")))
+    if info.get("base_model"):
+        rows.append(("base model", f"[{info['base_model']}](https://huggingface.co/{info['base_model']})"))
+    rows.append(("papers", "SelfCon arXiv:2106.15499; MixCo arXiv:2010.06300"))
+    return rows
+
+
+def _card_data(info: Mapping[str, Any], model_name: str) -> ModelCardData:
+    recipe = info.get("recipe") or {}
+    method = recipe.get("method")
+    tags = ["image-classification", "timm", "timm-selfcon", "contrastive-learning"]
+    tags.append("mixco" if method in MIXCO_BASE else "selfcon")
+    if method == "finetune":
+        tags.append("fine-tuned")
+    elif method in SUPERVISED_METHODS[1:]:
+        tags.append("supervised-contrastive-learning")
+    elif method in METHOD_DESCRIPTIONS and method != "ce":
+        tags.append("self-supervised-learning")
+    if info.get("with_exits") and info.get("exits"):
+        tags += ["multi-exit", "early-exit"]
+    datasets = []
+    for data in (recipe.get("data"), *[(r.get("dataset") or {}).get("data") or r.get("data")
+                                       for r in (info.get("evaluations") or {}).values()]):
+        hub = dataset_hub_id(data)
+        if hub and hub not in datasets:
+            datasets.append(hub)
+    eval_results = card_eval_results(info) or None
+    return ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-feature-extraction" if info.get("encoder_only") else "image-classification",
+        license=info.get("license") or "apache-2.0",
+        tags=list(dict.fromkeys(tags)),
+        datasets=datasets or None,
+        base_model=info.get("base_model") or None,
+        metrics=["accuracy"] if eval_results else None,
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+
+
+def render_card(info: Mapping[str, Any], repo_id: str | None = None,
+                template_path: str | Path | None = None) -> ModelCard:
+    """The model card of an export (``export_info.json`` contents) for ``repo_id`` (``ORG/NAME``).
+
+    Without ``repo_id`` the usage snippet uses the export's suggested name under ``ORG/``.
+    """
+    template_path = Path(template_path or CARD_TEMPLATE)
+    if not template_path.is_file():
+        raise ValueError(f"model card template {str(template_path)!r} not found (expected hub_cards/model_card.md "
+                         "in the timm-selfcon repository)")
+    repo_id = repo_id or f"ORG/{info.get('suggested_name') or info['architecture']}"
+    model_name = repo_id.split("/")[-1]
+    card_data = _card_data(info, model_name)
+    recipe = info.get("recipe") or {}
+    environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                     undefined=jinja2.StrictUndefined, autoescape=False)
+    template = environment.from_string(template_path.read_text(encoding="utf-8"))
+    content = template.render(
+        card_data=card_data.to_yaml(),
+        title=f"{model_name}",
+        summary=_summary(info),
+        notes=list(info.get("notes") or []),
+        repo_id=repo_id,
+        architecture=info["architecture"],
+        has_classifiers=not info.get("encoder_only"),
+        with_exits=bool(info.get("with_exits") and info.get("exits")),
+        num_classes=info.get("num_classes", 0),
+        num_features=info.get("num_features", "D"),
+        details=_details(info),
+        model_args_json=json.dumps(info.get("model_args") or {}),
+        method_description=_method_text(recipe) if recipe else "No training recipe recorded.",
+        provenance=recipe.get("provenance") or (info.get("source") or {}).get("provenance") or "not recorded",
+        recipe_rows=_recipe_rows(recipe),
+        recipe_yaml=yaml.safe_dump(dict(recipe), sort_keys=False).strip() if recipe else "",
+        evaluations=_evaluation_sections(info),
+        version=info.get("timm_selfcon_version", "?"),
+    )
+    return ModelCard(content)

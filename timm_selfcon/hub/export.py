@@ -1,0 +1,389 @@
+"""Export a trained SelfCon / MixCo encoder as a timm Hub folder: ``config.json``, ``model.safetensors``, ``README.md``.
+
+Papers: SelfCon (Bae et al., AAAI 2023, arXiv 2106.15499) and MixCo (Kim et al., arXiv 2010.06300).
+
+``export(CHECKPOINT, OUT_DIR)`` takes a training checkpoint (or a training ``output_dir``, meaning its ``last``)
+and writes what timm's ``hf-hub:`` / ``local-dir:`` loader reads:
+
+- ``config.json`` through timm's ``save_for_hf``: the architecture, ``num_classes``, ``model_args`` with every
+  kwarg that rebuilds the model (``exit_stages``, ``sub_network``, the generic path's ``backbone``, ...), and a
+  ``pretrained_cfg`` with the preprocessing, the label names and ``classifier`` naming every head;
+- ``model.safetensors`` (never a pickle);
+- ``README.md``, the model card (:mod:`timm_selfcon.hub.card`), and ``export_info.json``, the inputs the card is
+  rendered from (recipe, evaluation reports, variant), so ``push`` can render it again for the real repo id.
+
+The linear classifiers come from ``<run>/eval/<protocol>/classifiers.safetensors`` written by
+``timm_selfcon.engine.evaluate`` (``protocol`` names which; by default the first of ``linear``, ``early_exit``,
+``linear_fast`` that exists). A checkpoint without an evaluation gives an encoder-only export (``num_classes=0``)
+and says so. Variants: ``classifiers=False`` (encoder only), ``exits=False`` (the exits and their classifiers
+removed: a plain backbone). A fine-tuning output (``timm-selfcon finetune``) exports too, with its own classifier.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+from timm.models import save_for_hf
+
+from .card import dataset_short_name, render_card
+
+__all__ = [
+    "CLASSIFIER_PROTOCOLS",
+    "EXPORT_INFO",
+    "ExportResult",
+    "classifier_names",
+    "export",
+    "suggested_name",
+]
+
+#: Evaluation protocols that train linear classifiers, in the order ``export`` picks one by default.
+CLASSIFIER_PROTOCOLS = ("linear", "early_exit", "linear_fast")
+EXPORT_INFO = "export_info.json"
+EXPORT_FORMAT = "timm-selfcon-export/1"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
+
+
+@dataclass
+class ExportResult:
+    """What ``export`` wrote."""
+
+    out_dir: Path
+    architecture: str
+    num_classes: int
+    classifiers_protocol: str | None
+    encoder_only: bool
+    with_exits: bool
+    suggested_name: str
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the model's classifiers: every head of a multi-exit model, else timm's ``classifier``."""
+    if hasattr(model, "classifier_names"):
+        return tuple(model.classifier_names())
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "fc"
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def suggested_name(architecture: str, method: str | None, data: str | None) -> str:
+    """The naming scheme of published weights: ``<architecture>.<method>_<dataset>``.
+
+    For example ``selfcon_resnet18_cifar.selfcon_cifar100``; the repository is ``ORG/<that name>``, and the pretrained
+    tag ``<architecture>.<method>_<dataset>`` gets ``hf_hub_id="ORG/<that name>"`` once the weights are published.
+    """
+    tag = "_".join(part for part in (method, dataset_short_name(data) if data else None) if part)
+    return f"{architecture}.{tag}" if tag else architecture
+
+
+def export(
+        source: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        protocol: str | None = None,
+        classifiers: bool = True,
+        exits: bool = True,
+        eval_dir: str | os.PathLike[str] | None = None,
+        repo_id: str | None = None,
+        license: str = "apache-2.0",
+        base_model: str | None = None,
+) -> ExportResult:
+    """Export ``source`` to ``out_dir`` for timm's Hub loader; see the module docstring.
+
+    Args:
+        source: a training checkpoint ``ckpt-<step>``, a training ``output_dir`` (its ``last``), or a
+            ``timm-selfcon finetune`` output directory.
+        out_dir: the folder to write (replaced if it holds an earlier export; refused if it holds anything else).
+        protocol: evaluation protocol whose classifiers to include (``linear``, ``early_exit``, ``linear_fast``);
+            None picks the first that exists, and no evaluation at all gives an encoder-only export.
+        classifiers: False gives an encoder-only export (``num_classes=0``).
+        exits: False removes the exits and their classifiers (a plain backbone).
+        eval_dir: where the ``<protocol>/`` evaluation folders are (default ``<run_dir>/eval``).
+        repo_id: ``ORG/NAME`` for the card's usage snippet (``push`` renders the card again with its own).
+        license: the card's license.
+        base_model: Hub id of the model this one was fine-tuned from (card metadata ``base_model``).
+    """
+    if protocol is not None and protocol not in CLASSIFIER_PROTOCOLS:
+        hint = " (kNN trains no classifiers)" if protocol == "knn" else ""
+        raise ValueError(f"unknown protocol {protocol!r} for export{hint}; expected one of {list(CLASSIFIER_PROTOCOLS)} "
+                         "or None (the first evaluation found)")
+    if repo_id is not None:
+        _check_repo_id(repo_id)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    source_path = Path(source)
+    if (source_path / "config.json").is_file() and (source_path / "report.json").is_file():
+        if protocol is not None or not exits:
+            raise ValueError(f"{str(source_path)!r} is a fine-tuned model with its own classifier and no exits; "
+                             "protocol= and exits=False do not apply to it")
+        model, info = _from_finetune_dir(source_path, classifiers=classifiers, base_model=base_model)
+    else:
+        model, info = _from_training_checkpoint(source, protocol=protocol, classifiers=classifiers, exits=exits,
+                                                eval_dir=eval_dir)
+        info["base_model"] = base_model
+    info.update(license=license, timm_selfcon_version=_version(), format=EXPORT_FORMAT,
+                num_params=sum(p.numel() for p in model.parameters()), num_features=int(model.num_features))
+    for note in info.pop("warnings"):
+        warnings.warn(note, UserWarning, stacklevel=2)
+
+    tmp = out_dir.parent / f".{out_dir.name}.export-tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        _write_timm_files(model, tmp, info)
+        _check_round_trip(model, tmp)
+        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2, default=_json_default))
+        render_card(json.loads((tmp / EXPORT_INFO).read_text()), repo_id).save(str(tmp / "README.md"))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return ExportResult(
+        out_dir=out_dir, architecture=info["architecture"], num_classes=info["num_classes"],
+        classifiers_protocol=None if info["encoder_only"] else info["classifiers_protocol"],
+        encoder_only=info["encoder_only"], with_exits=info["with_exits"], suggested_name=info["suggested_name"],
+        files=sorted(p.name for p in out_dir.iterdir()), notes=list(info["notes"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------ sources
+def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str | None, classifiers: bool, exits: bool,
+                              eval_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, dict[str, Any]]:
+    from ..config import TrainConfig
+    from ..engine.checkpoint import read_trainer_state, resolve_checkpoint
+    from ..engine.evaluate import PROTOCOLS, load_encoder, load_strict
+
+    checkpoint = resolve_checkpoint(source)
+    encoder, loaded = load_encoder(checkpoint)
+    config = TrainConfig(**loaded["recipe"])
+    eval_root = Path(eval_dir) if eval_dir is not None else checkpoint.parent / "eval"
+    reports = {p: json.loads((eval_root / p / "report.json").read_text())
+               for p in PROTOCOLS if (eval_root / p / "report.json").is_file()}
+    warn: list[str] = []  # said as warnings and kept as notes (card, result)
+    notes: list[str] = []  # kept as notes only
+    multi_exit = hasattr(encoder, "exit_stages")
+    trained_exits = list(encoder.exit_stages) if multi_exit else []
+
+    chosen = _choose_protocol(protocol, eval_root, reports, checkpoint) if classifiers else None
+    own_classifier = classifiers and chosen is None and int(getattr(encoder, "num_classes", 0) or 0) > 0
+    head_state: dict[str, torch.Tensor] = {}
+    num_classes, label_names = 0, None
+    if chosen is not None:
+        head_state = load_file(str(eval_root / chosen / "classifiers.safetensors"))
+        backbone_head = classifier_names(encoder)[0]
+        if f"{backbone_head}.weight" not in head_state:
+            raise ValueError(f"{eval_root / chosen / 'classifiers.safetensors'} has no {backbone_head}.weight "
+                             f"(keys: {sorted(head_state)[:6]}); it does not belong to this model")
+        num_classes = int(head_state[f"{backbone_head}.weight"].shape[0])
+        names = (reports.get(chosen, {}).get("dataset") or {}).get("class_names")
+        label_names = list(names) if names and len(names) == num_classes else None
+    elif own_classifier:
+        chosen = "trained"
+        num_classes = int(encoder.num_classes)
+        warn.append("no evaluation found: exporting the classifier trained end to end with the encoder (method "
+                     f"{config.method!r}); no accuracy is reported")
+    elif classifiers:
+        warn.append(f"no evaluation with classifiers found under {str(eval_root)!r} (looked for "
+                     f"{'/'.join(CLASSIFIER_PROTOCOLS)}): this is an encoder-only export (num_classes=0); run "
+                     "`timm-selfcon eval` first to include linear classifiers and results")
+
+    model_args = dict(config.model_kwargs)
+    if multi_exit:
+        model_args["exit_stages"] = trained_exits if exits else []
+        model_args["sub_network"] = encoder.sub_network
+    if hasattr(encoder, "backbone_name"):
+        model_args["backbone"] = encoder.backbone_name
+        if getattr(encoder, "backbone_kwargs", None):
+            model_args["backbone_kwargs"] = dict(encoder.backbone_kwargs)
+    model_args["num_classes"] = num_classes
+    model = timm.create_model(config.model, **model_args)
+
+    drop = tuple(f"{name}." for name in (*classifier_names(encoder), *(() if exits else ("exits", "exit_heads"))))
+    encoder_state, model_keys = encoder.state_dict(), set(model.state_dict())
+    state = {k: v for k, v in encoder_state.items() if not k.startswith(drop)}
+    heads = encoder_state if chosen == "trained" else head_state
+    state.update({k: v for k, v in heads.items() if k in model_keys})
+    load_strict(model, state, what=f"the export of {checkpoint}" + (f" with {chosen} classifiers" if chosen else ""))
+    model.eval()
+
+    info = dict(
+        architecture=config.model,
+        model_args=model_args,
+        num_classes=num_classes,
+        label_names=label_names,
+        classifier_names=list(classifier_names(model)),
+        exits=dict(stages=trained_exits, sub_network=encoder.sub_network) if trained_exits else None,
+        with_exits=bool(exits and trained_exits),
+        encoder_only=num_classes == 0,
+        classifiers_protocol=chosen if num_classes else None,
+        card_protocol=chosen if chosen in reports else _first_report(reports),
+        source=dict(kind="training", checkpoint=checkpoint.name, step=read_trainer_state(checkpoint).get("step"),
+                    run=checkpoint.parent.name, method=config.method),
+        recipe=config.to_dict(),
+        evaluations=reports,
+        preprocessing=_preprocessing(encoder, reports.get(chosen) if chosen else None),
+        suggested_name=suggested_name(config.model, config.method, config.data),
+        notes=notes,
+    )
+    if not exits and trained_exits:
+        notes.append(f"the exits (stages {trained_exits}) were removed: this export is the backbone alone")
+    notes[:0] = warn
+    info["warnings"] = warn
+    return model, info
+
+
+def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, Any], checkpoint: Path) -> str | None:
+    available = [p for p in CLASSIFIER_PROTOCOLS if (eval_root / p / "classifiers.safetensors").is_file()]
+    if protocol is not None:
+        if protocol not in available:
+            raise ValueError(f"no {protocol!r} evaluation with classifiers under {str(eval_root)!r} (found: "
+                             f"{available or 'none'}); run `timm-selfcon eval {checkpoint.parent} protocol={protocol}`")
+        chosen = protocol
+    elif available:
+        chosen = available[0]
+    else:
+        return None
+    evaluated = (reports.get(chosen) or {}).get("checkpoint")
+    if not evaluated or Path(evaluated).name != checkpoint.name:
+        raise ValueError(f"the {chosen!r} classifiers under {str(eval_root)!r} were trained on the features of "
+                         f"{evaluated!r}, not of the checkpoint being exported ({checkpoint.name}); evaluate this "
+                         "checkpoint again or export the evaluated one")
+    return chosen
+
+
+def _first_report(reports: dict[str, Any]) -> str | None:
+    for protocol in (*CLASSIFIER_PROTOCOLS, "knn"):
+        if protocol in reports:
+            return protocol
+    return None
+
+
+def _from_finetune_dir(path: Path, *, classifiers: bool, base_model: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    """A ``timm-selfcon finetune`` output: a timm folder with ``report.json``; its classifier is the fine-tuned one."""
+    config = json.loads((path / "config.json").read_text())
+    report = json.loads((path / "report.json").read_text())
+    model = timm.create_model(f"local-dir:{path}", pretrained=True)
+    num_classes = int(model.num_classes) if classifiers else 0
+    if not classifiers:
+        model.reset_classifier(0)
+    model.eval()
+    model_args = dict(config.get("model_args") or {}, num_classes=num_classes)
+    source = str(report.get("source") or "")
+    if base_model is None and source.startswith("hf-hub:"):
+        base_model = source.removeprefix("hf-hub:").split("@")[0]
+    names = (config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names"))
+    exits = model_args.get("exit_stages")
+    info = dict(
+        architecture=config["architecture"], model_args=model_args, num_classes=num_classes,
+        label_names=list(names) if names and num_classes and len(names) == num_classes else None,
+        classifier_names=list(classifier_names(model)), exits=None, with_exits=bool(exits),
+        encoder_only=num_classes == 0, classifiers_protocol="finetune" if num_classes else None,
+        card_protocol="finetune",
+        source=dict(kind="finetune", checkpoint=path.name, step=None, base=source),
+        recipe=dict(report.get("hyperparameters") or {}, method="finetune", model=config["architecture"],
+                    provenance=f"fine-tuned from {source} with timm-selfcon finetune"),
+        evaluations={"finetune": dict(report, dataset=dict(
+            data=report.get("data"), eval_split=report.get("split"), num_classes=report.get("num_classes")))},
+        preprocessing=_preprocessing(model, None),
+        suggested_name=suggested_name(config["architecture"], "finetune", report.get("data")),
+        base_model=base_model, notes=[] if classifiers else ["encoder-only export of a fine-tuned model"],
+        warnings=[],
+    )
+    return model, info
+
+
+# ------------------------------------------------------------------------------------------ writing
+def _preprocessing(model: nn.Module, report: dict[str, Any] | None) -> dict[str, Any]:
+    """The preprocessing the reported numbers were measured with.
+
+    ``timm_selfcon.engine.evaluate`` resizes to the model's ``input_size`` and normalises with the model's
+    ``pretrained_cfg`` mean / std (a report that records ``preprocessing`` overrides them); crop_pct 1.0, bilinear.
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    recorded = (report or {}).get("preprocessing") or {}
+    input_size = list(cfg.get("input_size", (3, 224, 224)))
+    if recorded.get("image_size"):
+        input_size = [input_size[0], int(recorded["image_size"]), int(recorded["image_size"])]
+    return dict(
+        input_size=input_size,
+        mean=list(recorded.get("mean") or cfg.get("mean")),
+        std=list(recorded.get("std") or cfg.get("std")),
+        crop_pct=float(recorded.get("crop_pct", 1.0)),
+        crop_mode="center",
+        interpolation=recorded.get("interpolation", "bilinear"),
+    )
+
+
+def _write_timm_files(model: nn.Module, folder: Path, info: dict[str, Any]) -> None:
+    pre = info["preprocessing"]
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        "num_classes": info["num_classes"],
+        "label_names": info["label_names"],
+        "classifier": tuple(info["classifier_names"]) if len(info["classifier_names"]) > 1
+        else info["classifier_names"][0],
+        "tag": info["suggested_name"].partition(".")[2] or None,
+        "license": info.get("license"),
+        "description": f"timm-selfcon export ({'encoder only' if info['encoder_only'] else 'with classifiers'})",
+    }
+    model_config = {"label_names": info["label_names"]} if info["label_names"] else None
+    save_for_hf(model, str(folder), model_config=model_config, model_args=info["model_args"],
+                safe_serialization=True,
+                data_config=dict(input_size=tuple(pre["input_size"]), mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                                 crop_pct=pre["crop_pct"], crop_mode=pre["crop_mode"],
+                                 interpolation=pre["interpolation"]))
+    pickles = [p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise RuntimeError(f"save_for_hf wrote pickle files {pickles}; exports must hold safetensors only")
+    if not (folder / "model.safetensors").is_file():
+        raise RuntimeError("save_for_hf wrote no model.safetensors")
+
+
+def _check_round_trip(model: nn.Module, folder: Path) -> None:
+    """Load the folder the way users will (``local-dir:``) and compare every tensor."""
+    loaded = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    own, back = model.state_dict(), loaded.state_dict()
+    if own.keys() != back.keys():
+        raise RuntimeError(f"the export does not load back with timm.create_model: keys differ "
+                           f"({sorted(set(own) ^ set(back))[:6]})")
+    different = [k for k in own if not torch.equal(own[k].cpu(), back[k].cpu())]
+    if different:
+        raise RuntimeError(f"the export loads back with different tensors: {different[:6]}")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).exists())):
+        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not an earlier timm-selfcon export; "
+                         "choose an empty or new folder")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"repo_id must look like 'ORG/NAME', got {repo_id!r}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
