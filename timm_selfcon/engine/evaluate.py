@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class EvalConfig:
     output: str | None = None
     output_dir: str | None = None
     max_train_samples: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> EvalConfig:
@@ -93,29 +95,53 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
     from ..config import TrainConfig
     from ..methods import build_method
     from .checkpoint import resolve_checkpoint
-    from .train import method_kwargs
+    from .train import method_kwargs, training_normalization
 
     path = Path(source)
     if path.exists():
-        checkpoint = resolve_checkpoint(path)
+        if model_kwargs:
+            raise ValueError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
+                             "builds its model from its own config.yaml")
+        checkpoint = resolve_checkpoint(path).resolve()  # ``last`` -> the ckpt-<step> it names, for the report
         run_dir = checkpoint.parent
         import yaml
 
         config = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
-        num_classes = 0
         state = _read_weights(checkpoint)
+        model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
         if config.method == "ce":
-            num_classes = int(next(v for k, v in state.items() if k.endswith("fc.weight")).shape[0])
-        model = timm.create_model(config.model, num_classes=num_classes, **config.model_kwargs)
-        method = build_method(config.method, model, **method_kwargs(config))
+            model.reset_classifier(_checkpoint_num_classes(model, state, checkpoint))
+        with warnings.catch_warnings():
+            # the method is built only to name the checkpoint's keys; its training-time advice does not apply
+            warnings.filterwarnings("ignore", message="method 'ce' trains only the backbone")
+            method = build_method(config.method, model, **method_kwargs(config))
         load_strict(method, state, what=f"checkpoint {checkpoint}")
         encoder = method.encoder
+        # evaluate and export with the normalisation and size the encoder was trained with (e.g. CIFAR-100 stats)
+        mean, std = training_normalization(config.data)
+        size = config.image_size
+        encoder.pretrained_cfg = {**encoder.pretrained_cfg, "mean": tuple(mean), "std": tuple(std),
+                                  "input_size": (3, size, size)}
         info = dict(model=config.model, model_kwargs=config.model_kwargs, checkpoint=str(checkpoint),
                     run_dir=str(run_dir), method=config.method, data=config.data, recipe=config.to_dict())
         return encoder, info
     model = timm.create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
                               **model_kwargs)
     return model, dict(model=str(source), model_kwargs=model_kwargs, checkpoint=None, run_dir=None)
+
+
+def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: Path) -> int:
+    """Classes of a ``ce`` checkpoint: rows of the backbone classifier's weight (``<method attr>.<classifier>.weight``).
+
+    Matched on the exact classifier name, not a suffix: an ``fc`` exit's ``exits.0.fc.weight`` also ends in ``fc.weight``.
+    """
+    names = model.classifier_names() if hasattr(model, "classifier_names") else model.pretrained_cfg.get("classifier", "fc")
+    backbone = names[0] if isinstance(names, (tuple, list)) else names
+    rows = {int(v.shape[0]) for k, v in state.items() if k.partition(".")[2] == f"{backbone}.weight"}
+    if len(rows) != 1:
+        raise ValueError(f"checkpoint {str(checkpoint)!r} of a 'ce' run has no single backbone classifier "
+                         f"'{backbone}.weight' (found {sorted(rows)} sizes); cannot tell its number of classes")
+    return rows.pop()
 
 
 def _read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -370,10 +396,16 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     """
     config = (config or EvalConfig(**overrides)).validate()
     if config.protocol == "all":
-        return {p: evaluate(source, EvalConfig(**{**config.__dict__, "protocol": p}))
-                for p in ("linear_fast", "knn", "early_exit", "linear")}
-    encoder, info = load_encoder(source)
-    encoder.eval()
+        reports = {p: evaluate(source, EvalConfig(**{**config.__dict__, "protocol": p, "output": None}))
+                   for p in ("linear_fast", "knn", "early_exit", "linear")}
+        if config.output:
+            _write_json(Path(config.output), reports)
+        return reports
+    torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
+    encoder, info = load_encoder(source, **config.model_kwargs)
+    if config.protocol == "early_exit" and not getattr(encoder, "num_exits", 0):
+        raise ValueError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
+    encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
     cfg = encoder.pretrained_cfg
     image_size = config.image_size or cfg["input_size"][-1]
     mean, std = cfg.get("mean", NORMALIZATION["imagenet"][0]), cfg.get("std", NORMALIZATION["imagenet"][1])
@@ -421,8 +453,6 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
         classifiers, report = _linear(encoder, config, report, loader, train_hf, val_hf, test_loader, num_classes,
                                       image_size, mean, std)
         if config.protocol == "early_exit":
-            if not getattr(encoder, "num_exits", 0):
-                raise ValueError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
             model = attach_classifiers(encoder, classifiers, num_classes)
             report["early_exit"] = early_exit_sweep(model, test_loader)
         state = classifier_state_dict(encoder, classifiers)
@@ -440,7 +470,10 @@ def _linear(encoder, config, report, loader, train_hf, val_hf, test_loader, num_
     val_feats = val_y = None
     if val_hf is not None:
         val_feats, val_y = extract_exit_features(encoder, loader(val_hf), "val features")
-    train_feats, train_y = extract_exit_features(encoder, loader(train_hf), "train features")
+    train_feats = train_y = None
+    if not faithful:  # the faithful probe recomputes augmented train features every epoch instead
+        train_feats, train_y = extract_exit_features(encoder, loader(train_hf), "train features")
+    device = next(encoder.parameters()).device
 
     def evaluate_heads(heads, norms):
         def run(feats, y):
@@ -466,19 +499,21 @@ def _linear(encoder, config, report, loader, train_hf, val_hf, test_loader, num_
                             collate_fn=test_loader.collate_fn)
             for batch in dl:
                 with torch.no_grad():
-                    feats = [f.float() for f in forward_outputs(encoder, batch["image"][:, 0])]
+                    # the heads train on the CPU, like the cached protocol's (they are tiny)
+                    feats = [f.float().cpu() for f in forward_outputs(encoder, batch["image"][:, 0].to(device))]
                 yield feats, batch["label"]
 
     run = train_heads(None if faithful else train_feats, train_y, num_classes, epochs=epochs, lr=lr,
                       batch_size=config.batch_size, milestones=tuple(config.milestones) if faithful else None,
                       seed=config.seed, evaluate=evaluate_heads, standardise=not faithful,
-                      augmented_batches=augmented, widths=[f.shape[1] for f in train_feats])
+                      augmented_batches=augmented, widths=[f.shape[1] for f in test_feats])
     norms = None if faithful else [(f.mean(0), f.std(0).clamp_min(1e-6)) for f in train_feats]
     heads = fold_standardisation(run.heads, norms)
     names = list(run.history[-1]["test"])
     report["hyperparameters"] = dict(
         epochs=epochs, lr=lr, batch_size=config.batch_size, momentum=0.9, weight_decay=0.0,
-        schedule=f"x0.1 at {list(config.milestones)} of the epochs" if faithful else "cosine per step",
+        schedule=(f"x0.1 after epochs {[int(m * epochs) for m in config.milestones]}" if faithful
+                  else "cosine per step"),
         augmentation="random resized crop + flip" if faithful else "none (features cached once)",
         features="pooled pre-head features of each exit and the backbone, frozen encoder in eval mode",
         standardised_features=not faithful,
@@ -526,11 +561,15 @@ def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, t
         save_file(classifiers, str(tmp), metadata={"protocol": report["protocol"]})
         os.replace(tmp, out_dir / "classifiers.safetensors")
     for path in [out_dir / "report.json", *([Path(output)] if output else [])]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, path)
+        _write_json(path, report)
     plot_report(report, out_dir / "plot.png")
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)
 
 
 def plot_report(report: dict[str, Any], path: Path) -> None:

@@ -61,8 +61,15 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         # same process (Python API, notebooks) with another precision resets it (the process group is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
     log_with = "tensorboard" if _has_tensorboard() else None
+    # cpu=True on a machine without an accelerator: otherwise Accelerate ignores torchrun's WORLD_SIZE on CPUs
+    # and every process trains alone (and they overwrite each other's checkpoints)
     return Accelerator(mixed_precision=mixed, log_with=log_with, project_dir=config.output_dir,
-                       gradient_accumulation_steps=config.gradient_accumulation_steps)
+                       gradient_accumulation_steps=config.gradient_accumulation_steps, cpu=not _has_accelerator_device())
+
+
+def _has_accelerator_device() -> bool:
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, HPU, ...
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
 
 
 def _has_tensorboard() -> bool:
@@ -126,7 +133,7 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
     image_column, label_column = resolve_columns(hf, config.image_column, config.label_column, data=config.data)
     if config.class_list:
         hf = select_classes(hf, label_column, config.class_list)
-    mean, std = NORMALIZATION.get(_stats_key(config.data), NORMALIZATION["imagenet"])
+    mean, std = training_normalization(config.data)
     transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
     dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
                                       strict_data=config.strict_data)
@@ -152,13 +159,14 @@ def select_classes(hf, label_column: str, class_list: list[str]):
     return hf.cast_column(label_column, datasets.ClassLabel(names=list(class_list)))
 
 
-def _stats_key(data: str) -> str:
+def training_normalization(data: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) used for ``data``: CIFAR-10 / CIFAR-100 statistics for those, ImageNet's otherwise."""
     lowered = str(data).lower()
     if "cifar100" in lowered or "cifar-100" in lowered:
-        return "cifar100"
+        return NORMALIZATION["cifar100"]
     if "cifar" in lowered:
-        return "cifar10"
-    return "imagenet"
+        return NORMALIZATION["cifar10"]
+    return NORMALIZATION["imagenet"]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -245,9 +253,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if step >= total_steps:
                 break
     progress.close()
-    accelerator.end_training()
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
+    accelerator.end_training()  # also destroys the process group: no collective after this
     summary = dict(steps=step, final_loss=last_loss, substituted_images=sorted(substituted),
                    output_dir=str(output_dir), last=str(output_dir / "last"))
     if substituted:
@@ -262,7 +270,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
     """The quickstart's ending: ``linear_fast`` probe of the trained encoder beside a random one, printed."""
-    mean, std = NORMALIZATION.get(_stats_key(config.data), NORMALIZATION["imagenet"])
+    mean, std = training_normalization(config.data)
     top1 = probe_trained_vs_random(
         encoder, config.model, config.model_kwargs, config.data, train_split=config.train_split,
         eval_split=config.eval_split, image_size=config.image_size, mean=mean, std=std,
