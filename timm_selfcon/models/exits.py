@@ -363,6 +363,9 @@ class MultiExitMixin:
         plain._drop_exits()
         if hasattr(plain, "_model_args"):
             plain._model_args = {**plain._model_args, "exit_stages": ()}
+        if isinstance(getattr(plain, "pretrained_cfg", None), dict):
+            # timm drops the heads named here when num_classes changes: only the backbone's remains
+            plain.pretrained_cfg = {**plain.pretrained_cfg, "classifier": plain.classifier_names()}
         return plain
 
 

@@ -14,9 +14,7 @@ stages taken from a second, independently initialised backbone, so nothing is sh
 ``small`` (the same with half the blocks of each remaining stage). Because ``backbone`` is a model
 kwarg, exports record it in ``config.json`` and load back with ``timm.create_model``.
 """
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -31,13 +29,13 @@ DEFAULT_BACKBONE = "convnext_atto"
 HEAD_MODULE_NAMES = ("global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "flatten", "pre_logits")
 
 
-def _segment_names(backbone: nn.Module) -> tuple[list[list[str]], list[str]]:
+def _segment_names(backbone: nn.Module, num_taps: int | None = None) -> tuple[list[list[str]], list[str]]:
     """Split the backbone's flattened children at its ``feature_info`` taps.
 
     Returns ``segments`` (segment 0 ends at tap 0, segment i runs from after tap i-1 to tap i) and
     ``norm_names`` (modules after the last tap that belong to ``forward_features``).
     """
-    taps = [info["module"] for info in backbone.feature_info]
+    taps = [info["module"] for info in backbone.feature_info][:num_taps]
     dotted_names = []
     for name, child in backbone.named_children():
         # a Sequential is opened only when taps point inside it (ConvNeXt ``stages.i``), as FeatureListNet does
@@ -65,6 +63,8 @@ def _segment_names(backbone: nn.Module) -> tuple[list[list[str]], list[str]]:
 
 class SelfConTimmNet(MultiExitMixin, nn.Module):
     """A timm CNN (``self.backbone``) with SelfCon exits attached at its ``feature_info`` taps."""
+
+    __jit_unused_properties__: ClassVar[list[str]] = ["backbone_classifier_name"]
 
     def __init__(
             self,
@@ -147,7 +147,7 @@ class SelfConTimmNet(MultiExitMixin, nn.Module):
                 matcher[key] = "|".join(f"^backbone\\.{part.lstrip('^')}" for part in value.split("|"))
             else:
                 matcher[key] = [(f"^backbone\\.{pattern.lstrip('^')}", *rest) for pattern, *rest in value]
-        matcher["exits"] = r"^exit(s|_heads)\.(\d+)"
+        matcher["exits"] = r"^exit(?:s|_heads)\.(\d+)"
         return matcher
 
     @torch.jit.ignore
@@ -174,7 +174,26 @@ class SelfConTimmNet(MultiExitMixin, nn.Module):
         self._reset_exit_heads()
 
     def _ensemble_active(self) -> bool:
-        return super()._ensemble_active() and self.global_pool_type != ""
+        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool_type != ""
+
+    @torch.jit.ignore
+    def _forward_with_exit_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # runs in Python under TorchScript, with self a scripted module: only submodules and attributes here
+        def run(name: str, x: torch.Tensor) -> torch.Tensor:
+            module = self.backbone
+            for part in name.split("."):  # not get_submodule: under TorchScript these are C++ ScriptModules
+                module = getattr(module, part)
+            return module(x) if isinstance(module, nn.Module) else module.forward(x)
+
+        exit_maps = []
+        for index, names in enumerate(self._segments):
+            for name in names:
+                x = run(name, x)
+            if index in self.exit_stages:
+                exit_maps.append(x)
+        for name in self._norm_names:
+            x = run(name, x)
+        return x, exit_maps
 
     def _run_names(self, names: list[str], x: torch.Tensor) -> torch.Tensor:
         for name in names:
@@ -195,9 +214,12 @@ class SelfConTimmNet(MultiExitMixin, nn.Module):
             self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True,
     ) -> list[int]:
         """The backbone's pruning; the exits go with the head or with any pruned stage."""
+        num_taps = len(self.feature_info)
         take_indices = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
-        self._drop_exits()
-        self._segments, self._norm_names = _segment_names(self.backbone)
+        if prune_head or max(take_indices) < num_taps - 1:
+            self._drop_exits()
+        self._segments, self._norm_names = _segment_names(self.backbone, max(take_indices) + 1)
+        self.num_stages = len(self._segments) - 1
         self.num_features = self.backbone.num_features
         self.head_hidden_size = self.backbone.head_hidden_size
         return take_indices
@@ -232,9 +254,10 @@ def _create_selfcon_timm(variant: str, pretrained: bool = False, **kwargs: Any) 
     num_exits = 1 if exit_stages is None else len((exit_stages,) if isinstance(exit_stages, int) else exit_stages)
     overlay = backbone_pretrained_cfg(backbone, num_exits)
     overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    num_taps = len(timm.create_model(backbone, device="meta", **kwargs.get("backbone_kwargs") or {}).feature_info)
     return build_model_with_cfg(
         SelfConTimmNet, variant, pretrained, pretrained_cfg_overlay=overlay,
-        feature_cfg=dict(feature_cls="getter"), **kwargs,
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_taps))), **kwargs,
     )
 
 
