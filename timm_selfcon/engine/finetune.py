@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +61,19 @@ class FinetuneConfig:
     max_steps: int | None = None
     seed: int = 0
     output_dir: str = "runs/finetune"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # for a timm model name (e.g. exit_stages, layers)
 
 
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
+    if config.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown precision {config.precision!r}; expected one of ['fp32', 'bf16', 'fp16']")
     if config.precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
-    accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision])
+    accelerator = _make_accelerator(config.precision)
     set_seed(config.seed)
-    encoder, info = load_encoder(source)
+    encoder, info = load_encoder(source, **config.model_kwargs)
     model = encoder.plain_encoder() if hasattr(encoder, "plain_encoder") else encoder
     train_hf = load_image_dataset(config.data, config.train_split, image_column=config.image_column,
                                   label_column=config.label_column)
@@ -126,7 +129,12 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
     if accelerator.is_main_process:
         out = Path(config.output_dir)
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.pretrained_cfg = {**unwrapped.pretrained_cfg, "label_names": names, "num_classes": num_classes}
+        # the exits are gone: timm reads 'classifier' to drop the heads when loaded with another num_classes
+        classifier = (list(unwrapped.classifier_names()) if hasattr(unwrapped, "classifier_names")
+                      else unwrapped.pretrained_cfg.get("classifier"))
+        unwrapped.pretrained_cfg = {**unwrapped.pretrained_cfg, "label_names": names, "num_classes": num_classes,
+                                    "classifier": classifier[0] if isinstance(classifier, list) and len(classifier) == 1
+                                    else classifier}
         model_args = dict(getattr(unwrapped, "_model_args", None) or info.get("model_kwargs") or {},
                           num_classes=num_classes)
         if hasattr(unwrapped, "exit_stages"):
@@ -134,6 +142,19 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
         save_for_hf(unwrapped, out, model_args=model_args, safe_serialization=True)
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _make_accelerator(precision: str) -> Accelerator:
+    """An Accelerator for ``precision``, even after another precision was used in this process."""
+    from accelerate.state import AcceleratorState
+
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed) != mixed:
+        # Accelerate keeps one process-wide state and refuses a second precision (a training run, then a
+        # fine-tuning in another precision, in one Python session): reset it, keeping the process group
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed)
 
 
 @torch.no_grad()
