@@ -1,0 +1,139 @@
+"""Recipe schema: every shipped recipe resolves, overrides (plain and dotted), and unknown-key errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from timm_selfcon.config import FIELD_NAMES, METHOD_NAMES, TrainConfig, parse_override, read_recipe, resolve_config
+from timm_selfcon.engine.schedule import SCHEDULES
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+ALL_RECIPES = sorted(RECIPES.rglob("*.yaml"))
+
+
+def test_the_recipe_folder_is_found() -> None:
+    assert (RECIPES / "quickstart.yaml").is_file()
+    assert len(ALL_RECIPES) > 50  # selfcon/ and mixco/ recipes and their bases
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
+def test_every_recipe_resolves_to_a_valid_config(recipe: Path) -> None:
+    config = resolve_config(recipe)
+    assert isinstance(config, TrainConfig)
+    assert config.method in METHOD_NAMES and config.schedule in SCHEDULES
+    assert config.provenance, f"{recipe} has no provenance"
+    # the batch layout must be accepted on one process (the engine's check before training)
+    from timm_selfcon.engine.train import check_batch_layout
+
+    assert check_batch_layout(config, 1) == config.batch_size
+
+
+def test_recipes_document_every_key_in_the_readme() -> None:
+    readme = (RECIPES / "README.md").read_text()
+    missing = [key for key in FIELD_NAMES if f"`{key}`" not in readme]
+    assert not missing, f"recipes/README.md does not document {missing}"
+
+
+def test_base_chain_is_merged_and_the_child_wins() -> None:
+    merged = read_recipe(RECIPES / "selfcon" / "cifar10_resnet18_ce.yaml")
+    base = read_recipe(RECIPES / "selfcon" / "base_cifar.yaml")
+    assert merged["lr"] == 0.8 != base["lr"]  # overridden by the child
+    assert merged["weight_decay"] == base["weight_decay"]  # inherited from the base
+    assert "base" not in merged
+
+
+def test_overrides_are_yaml_values_and_win_over_the_recipe() -> None:
+    recipe = RECIPES / "selfcon" / "cifar10_resnet18_selfcon.yaml"
+    config = resolve_config(recipe, ["epochs=3", "lr=0.05", "gather=false", "max_steps=null", "class_list=[a, b]",
+                                     "output_dir=/tmp/x"])
+    assert (config.epochs, config.lr, config.gather, config.max_steps) == (3, 0.05, False, None)
+    assert config.class_list == ["a", "b"] and config.output_dir == "/tmp/x"
+    assert resolve_config(recipe).epochs == 1000  # the file itself is unchanged
+    assert resolve_config(None, {"batch_size": 16}).batch_size == 16  # a mapping works too (Python API)
+
+
+def test_dotted_override_updates_one_entry_of_a_mapping() -> None:
+    recipe = RECIPES / "quickstart.yaml"
+    assert resolve_config(recipe).model_kwargs == {"exit_stages": [2], "sub_network": "fc"}
+    config = resolve_config(recipe, ["model_kwargs.sub_network=same", "probe.epochs=2"])
+    assert config.model_kwargs == {"exit_stages": [2], "sub_network": "same"}
+    assert config.probe == {"enabled": True, "epochs": 2}
+    assert resolve_config(None, ["method_kwargs.alpha=0.5"]).method_kwargs == {"alpha": 0.5}
+
+
+def test_parse_override_values() -> None:
+    assert parse_override("lr=1e-3") == ("lr", 1e-3)  # YAML 1.1 alone would give the string "1e-3"
+    assert parse_override("lr=2E+1") == ("lr", 20.0)
+    assert parse_override("model_kwargs.exit_stages=(1,2)") == ("model_kwargs.exit_stages", [1, 2])
+    assert parse_override("data=builtin:cifar10_subset") == ("data", "builtin:cifar10_subset")
+    with pytest.raises(ValueError, match="expected key=value, got 'epochs'"):
+        parse_override("epochs")
+
+
+@pytest.mark.parametrize(("key", "nearest"), [("learning_rte", "lr"), ("learning_rate", "lr"), ("epoch", "epochs"),
+                                              ("batchsize", "batch_size"), ("save_every_step", "save_every_steps")])
+def test_unknown_override_key_names_the_nearest_valid_one(key: str, nearest: str) -> None:
+    with pytest.raises(ValueError, match=rf"unknown recipe key '{key}' in the overrides; did you mean '{nearest}'\?"):
+        resolve_config(None, [f"{key}=1"])
+
+
+def test_unknown_dotted_key_names_the_mapping_it_resembles() -> None:
+    with pytest.raises(ValueError, match=r"unknown recipe key .model_kwarg. .*did you mean 'model_kwargs'"):
+        resolve_config(None, ["model_kwarg.sub_network=same"])
+
+
+def test_unknown_key_in_a_recipe_file_names_the_file_and_nearest(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("lr: 0.1\nwarmup_epoch: 3\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: base.yaml\nepochs: 2\n")
+    with pytest.raises(ValueError, match=r"unknown recipe key 'warmup_epoch' in .*base\.yaml; did you mean 'warmup_epochs'"):
+        resolve_config(child)
+
+
+def test_a_key_far_from_every_valid_one_lists_the_valid_keys() -> None:
+    with pytest.raises(ValueError, match=r"unknown recipe key .zzzzqqq..*valid keys: provenance, model"):
+        resolve_config(None, ["zzzzqqq=1"])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("method=byol", "unknown method 'byol'"),
+    ("precision=fp8", "unknown precision 'fp8'"),
+    ("schedule=step", "unknown schedule 'step'"),
+    ("batch_size=0", "batch_size must be a positive int, got 0"),
+    ("max_steps=-1", "max_steps must be a positive int or null, got -1"),
+    ("lr=0", "lr must be > 0, got 0"),
+])
+def test_invalid_values_are_rejected_naming_the_value(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_config(None, [override])
+
+
+def test_exponent_notation_in_a_recipe_file_is_a_number(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("weight_decay: 1e-4\nlr: 5e-2\n")
+    config = resolve_config(recipe)
+    assert (config.weight_decay, config.lr) == (1e-4, 5e-2)
+    assert isinstance(config.weight_decay, float)
+
+
+@pytest.mark.parametrize("override", ["temperature=abc", "lr=true", "momentum=.nan"])
+def test_a_numeric_key_with_a_non_number_is_rejected_naming_it(override: str) -> None:
+    key = override.partition("=")[0]
+    with pytest.raises(ValueError, match=f"{key} must be a finite number, got"):
+        resolve_config(None, [override])
+
+
+def test_missing_recipe_file_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_config(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_an_unknown_key_naming_the_nearest(capsys: pytest.CaptureFixture[str]) -> None:
+    from timm_selfcon.cli import main
+
+    assert main(["train", str(RECIPES / "quickstart.yaml"), "epochs=1", "num_worker=0"]) == 2
+    error = capsys.readouterr().err
+    expected = "unknown recipe key 'num_worker' in the overrides; did you mean 'num_workers'?"
+    assert f"timm-selfcon train: error: {expected}" in error

@@ -1,0 +1,324 @@
+"""The training loop end to end on tiny generated data: every method, checkpoints, exact resume, failures.
+
+Each run uses the registered CIFAR ResNet-18 models with one block per stage (``layers=[1, 1, 1, 1]``) on
+16x16 images, batch 8, so a step takes a fraction of a second on one CPU thread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import timm
+import torch
+import yaml
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+
+from timm_selfcon.config import METHOD_NAMES, TrainConfig, resolve_config
+from timm_selfcon.data import CorruptImageWarning
+from timm_selfcon.engine.checkpoint import TRAINER_STATE
+from timm_selfcon.engine.schedule import lr_at
+from timm_selfcon.engine.train import build_data, check_batch_layout, train
+from timm_selfcon.methods import build_method
+
+from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
+
+SMALL_RESNET = [1, 1, 1, 1]
+LOG_KEY = {"ce": "loss_ce", "supcon": "loss_supcon", "supcon_s": "loss_supcon", "selfcon": "loss_selfcon",
+           "selfcon_m": "loss_selfcon", "simclr": "loss_simclr", "moco": "loss_moco", "simclr_mixco": "loss_mix",
+           "moco_mixco": "loss_mix"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_settings(data: Path, output_dir: Path, method: str = "selfcon", **overrides: Any) -> dict[str, Any]:
+    """Recipe keys of a tiny run: 16x16 crops, batch 8 (6 steps per epoch of the 48-row train split)."""
+    if method.startswith("selfcon"):
+        model, model_kwargs = "selfcon_resnet18_cifar", {"exit_stages": [2], "sub_network": "fc"}
+    elif method in ("ce", "supcon", "supcon_s"):
+        model, model_kwargs = "selfcon_resnet18_cifar", {"exit_stages": []}
+    else:
+        model, model_kwargs = "mixco_resnet18_cifar", {}
+    settings = dict(
+        data=str(data), method=method, model=model, model_kwargs={**model_kwargs, "layers": SMALL_RESNET},
+        image_size=16, batch_size=8, num_workers=0, queue_size=16, epochs=2, max_steps=1, lr=0.05,
+        warmup_epochs=0, save_every_steps=100, log_every_steps=1, output_dir=str(output_dir), seed=0,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def tiny_config(data: Path, output_dir: Path, method: str = "selfcon", **overrides: Any) -> TrainConfig:
+    return resolve_config(None, tiny_settings(data, output_dir, method, **overrides))
+
+
+def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    """Every tensor of two ``model.safetensors`` files bit-identical (parameters and BatchNorm buffers)."""
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:5]}"
+
+
+# ------------------------------------------------------------------------------------------ every method
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_one_step_of_every_method(method: str, tiny_data: Path, tmp_path: Path) -> None:
+    summary = train(tiny_config(tiny_data, tmp_path, method))
+    assert summary["steps"] == 1 and summary["substituted_images"] == []
+    assert torch.isfinite(torch.tensor(summary["final_loss"]))
+    assert os.readlink(tmp_path / "last") == "ckpt-1"
+    assert (tmp_path / "ckpt-1" / "model.safetensors").is_file()
+    [record] = read_metrics(tmp_path)
+    assert record["step"] == 1 and record["loss"] == pytest.approx(summary["final_loss"])
+    assert LOG_KEY[method] in record, f"{method} logged {sorted(record)}"
+
+
+# ------------------------------------------------------------------------------------------ output layout
+
+
+def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_data, tmp_path, max_steps=3, save_every_steps=2)
+    summary = train(config)
+    # a checkpoint every 2 steps and at the end; `last` is a relative symlink to the newest
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-2", "ckpt-3"]
+    assert (tmp_path / "last").is_symlink() and os.readlink(tmp_path / "last") == "ckpt-3"
+    assert not list(tmp_path.glob("*.tmp"))
+    checkpoint = tmp_path / "ckpt-3"
+    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl", TRAINER_STATE):
+        assert (checkpoint / name).is_file(), f"{name} missing from {sorted(p.name for p in checkpoint.iterdir())}"
+    assert json.loads((checkpoint / TRAINER_STATE).read_text()) == {"epoch": 0, "step": 3}
+    # the resolved config, and what the run actually used
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["num_processes"] == 1 and info["precision"] == "fp32" and info["mixed_precision"] == "no"
+    assert info["device"] == "cpu"
+    assert {"timm_selfcon", "torch", "timm", "accelerate", "datasets", "python"} <= set(info["versions"])
+    assert info["versions"]["torch"] == torch.__version__
+    if (REPO_ROOT / ".git").exists():  # a git checkout (CI's fresh clone): the commit is recorded
+        assert re.fullmatch(r"[0-9a-f]{40}", info["git_commit"] or ""), info["git_commit"]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    # the saved weights load into the registered model (what evaluation and export use)
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
+    prefix = "projector.model."
+    missing = model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    assert not missing.missing_keys and not missing.unexpected_keys
+
+
+def test_bf16_run_records_the_precision_used(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", precision="bf16", channels_last=True))
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["precision"] == "bf16" and info["mixed_precision"] == "bf16"
+    assert torch.isfinite(torch.tensor(read_metrics(tmp_path)[0]["loss"]))
+
+
+# ------------------------------------------------------------------------------------------ errors before training
+
+
+@pytest.mark.parametrize(("method", "overrides", "message"), [
+    ("ce", {"gradient_accumulation_steps": 3}, r"batch_size=8 must divide by processes x accumulation steps = 1 x 3"),
+    ("selfcon", {"gradient_accumulation_steps": 2}, r"gradient_accumulation_steps=2 is refused for the contrastive"),
+    ("simclr", {"gradient_accumulation_steps": 2}, r"refused for the contrastive method 'simclr'"),
+    ("simclr_mixco", {"batch_size": 7}, r"MixCo needs an even per-process batch, got batch_size=7 over 1 processes"),
+])
+def test_bad_batch_layout_is_an_error_before_training(method: str, overrides: dict[str, Any], message: str,
+                                                      tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(tiny_data, tmp_path, method, **overrides))
+    assert not list(tmp_path.iterdir()), "nothing may be written before the layout is checked"
+
+
+def test_batch_layout_accepts_divisible_layouts(tiny_data: Path, tmp_path: Path) -> None:
+    assert check_batch_layout(tiny_config(tiny_data, tmp_path, "ce", batch_size=16, gradient_accumulation_steps=2), 2) == 4
+    assert check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=8), 2) == 4
+    with pytest.raises(ValueError, match="batch_size=12 must divide by processes x accumulation steps = 8 x 1"):
+        check_batch_layout(tiny_config(tiny_data, tmp_path, "selfcon", batch_size=12), 8)
+    with pytest.raises(ValueError, match=r"MixCo needs an even per-process batch, got batch_size=6 over 2 processes"):
+        check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=6), 2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed where a GPU is present")
+def test_fp16_on_a_cpu_is_an_error_suggesting_bf16(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"precision='fp16' needs a GPU; on a CPU use precision='bf16'"):
+        train(tiny_config(tiny_data, tmp_path, precision="fp16"))
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ optimisation maths
+
+
+def test_gradient_accumulation_and_sgd_match_a_hand_written_step(tiny_data: Path, tmp_path: Path) -> None:
+    """CE with 2 accumulation steps = mean loss of two half batches, then plain momentum SGD (no Nesterov).
+
+    One step with momentum 0.9: Nesterov would move the weights 1.9x as far, and a gradient divided by the
+    accumulation steps without a second micro-batch would move them half as far.
+    """
+    config = tiny_config(tiny_data, tmp_path, "ce", gradient_accumulation_steps=2, max_steps=2, lr=0.2,
+                         weight_decay=1e-3, epochs=2, warmup_epochs=1, warmup_from=0.1)
+    train(config)
+    trained = load_file(str(tmp_path / "last" / "model.safetensors"))
+
+    set_seed(config.seed)  # the engine's order: seed, data, model
+    _, _, _, loader, names = build_data(config, 1, 1, 0)
+    model = timm.create_model(config.model, num_classes=len(names), **config.model_kwargs)
+    method = build_method("ce", model)
+    initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=False)
+    loader.batch_sampler.set_epoch(0)
+    for step, batch in zip(range(config.max_steps), loader, strict=False):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, TRAIN_ROWS // config.batch_size, epochs=config.epochs, lr=config.lr,
+                                warmup_epochs=1, warmup_from=0.1, min_lr_ratio=config.min_lr_ratio)
+        for views, labels in zip(batch["image"].chunk(2), batch["label"].chunk(2), strict=True):
+            loss, _ = method(views, labels)
+            (loss / 2).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    expected = method.state_dict()
+    assert trained.keys() == expected.keys()
+    moved = max(float((expected[k] - initial[k]).abs().max()) for k in expected if k.endswith("weight"))
+    assert moved > 1e-3, "the reference barely moved: the comparison would be meaningless"
+    for name, value in expected.items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# ------------------------------------------------------------------------------------------ failures during training
+
+
+def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(tiny_data: Path, tmp_path: Path) -> None:
+    # lr=1e30 blows the projection head up after the first update: the loss of a later step is NaN
+    config = tiny_config(tiny_data, tmp_path, "selfcon", lr=1e30, schedule="constant", max_steps=5,
+                         save_every_steps=1)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step (\d+)") as raised:
+        train(config)
+    bad_step = int(re.search(r"step (\d+)", str(raised.value)).group(1))
+    assert bad_step >= 2, "the first update must succeed for this test to check `last`"
+    assert os.readlink(tmp_path / "last") == f"ckpt-{bad_step - 1}"
+    assert json.loads((tmp_path / "last" / TRAINER_STATE).read_text())["step"] == bad_step - 1
+    assert not (tmp_path / f"ckpt-{bad_step}").exists() and not list(tmp_path.glob("*.tmp"))
+    weights = load_file(str(tmp_path / "last" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_corrupt_image_is_substituted_and_listed_in_the_summary(corrupt_data: Path, tmp_path: Path) -> None:
+    # one global batch = the whole split, so the corrupt row is in the first step
+    config = tiny_config(corrupt_data, tmp_path, "supcon_s", batch_size=TRAIN_ROWS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(config)
+    assert summary["substituted_images"] == [CORRUPT_ROW]
+    assert json.loads((tmp_path / "summary.json").read_text())["substituted_images"] == [CORRUPT_ROW]
+    messages = [str(w.message) for w in caught]
+    assert any(issubclass(w.category, CorruptImageWarning) and f"sample {CORRUPT_ROW}:" in str(w.message)
+               for w in caught), messages
+    assert any(f"undecodable images were replaced by substitutes: [{CORRUPT_ROW}]" in m for m in messages), messages
+    assert torch.isfinite(torch.tensor(summary["final_loss"]))
+
+
+def test_strict_data_refuses_the_corrupt_image(corrupt_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"sample {CORRUPT_ROW}: cannot decode image"):
+        train(tiny_config(corrupt_data, tmp_path, "supcon_s", batch_size=TRAIN_ROWS, strict_data=True))
+
+
+# ------------------------------------------------------------------------------------------ exact resume
+
+
+def test_resume_after_a_partial_checkpoint_write_is_exact(tiny_data: Path, tmp_path: Path) -> None:
+    """MoCo + MixCo (queue, momentum encoder, global-RNG mixing coefficients) stopped at step 3 while
+    `ckpt-4.tmp` was being written, then resumed: the same weights as an unbroken run, across an epoch end."""
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    settings = dict(max_steps=8, save_every_steps=1, epochs=3, warmup_epochs=1, lr=0.1)
+    train(tiny_config(tiny_data, unbroken, "moco_mixco", **settings))
+
+    train(tiny_config(tiny_data, broken, "moco_mixco", **{**settings, "max_steps": 3}))
+    # what a SIGKILL during the next save leaves behind: a half-written tmp directory and a dangling last.tmp
+    partial = broken / "ckpt-4.tmp"
+    shutil.copytree(broken / "ckpt-3", partial)
+    (partial / "model.safetensors").write_bytes(b"\x00" * 17)
+    (partial / TRAINER_STATE).unlink()
+    (broken / "last.tmp").symlink_to("ckpt-4.tmp")
+    metrics = (broken / "metrics.jsonl").read_text()
+    (broken / "metrics.jsonl").write_text(metrics + json.dumps({"step": 4, "loss": 0.0}) + "\n")  # logged, not saved
+
+    summary = train(tiny_config(tiny_data, broken, "moco_mixco", **settings, resume=True, num_workers=1))
+    assert summary["steps"] == 8
+    assert_same_weights(unbroken / "ckpt-8", broken / "ckpt-8")
+    assert os.readlink(broken / "last") == "ckpt-8" and not list(broken.glob("*.tmp"))
+    assert [r["step"] for r in read_metrics(broken)] == list(range(1, 9))  # the stale step-4 record is gone
+    # the resumed run really continued (not a restart): its loss at step 4 is the unbroken run's
+    assert read_metrics(broken)[3]["loss"] == read_metrics(unbroken)[3]["loss"]
+
+
+def run_cli(recipe: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "timm_selfcon.cli", "train", str(recipe), *overrides]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def checkpoint_step(link: Path) -> int:
+    try:
+        return int(os.readlink(link).removeprefix("ckpt-"))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_sigkill_then_resume_ends_bit_identical_to_an_unbroken_run(tiny_data: Path, tmp_path: Path) -> None:
+    """`timm-selfcon train` (SelfCon, fp32, CPU) killed with SIGKILL once `last` reaches ckpt-2 or later, then
+    resumed with resume=true (and another worker count): final weights bit-identical to an unbroken run."""
+    steps = 9  # 1.5 epochs, so the resumed run crosses an epoch boundary
+    settings = tiny_settings(tiny_data, tmp_path / "killed", "selfcon", max_steps=steps, save_every_steps=1, epochs=3,
+                             warmup_epochs=1)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    process = run_cli(recipe, "num_workers=1")
+    last = tmp_path / "killed" / "last"
+    deadline = time.monotonic() + 240
+    while process.poll() is None and checkpoint_step(last) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed_at = checkpoint_step(last)
+    process.send_signal(signal.SIGKILL)
+    output = process.communicate()[0]
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{output[-3000:]}"
+    assert 2 <= killed_at < steps
+    # `last` points at a complete checkpoint, whatever the moment of the kill
+    assert (last / TRAINER_STATE).is_file() and (last / "model.safetensors").is_file()
+
+    resumed = run_cli(recipe, "resume=true", "num_workers=0")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    resumed_from = int(re.search(r"resumed from .*ckpt-(\d+) at step (\d+)", output).group(2))
+    assert resumed_from >= killed_at
+
+    summary = train(resolve_config(None, {**settings, "output_dir": str(tmp_path / "unbroken")}))
+    assert summary["steps"] == steps
+    assert_same_weights(tmp_path / "unbroken" / f"ckpt-{steps}", tmp_path / "killed" / f"ckpt-{steps}")
+    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == steps
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tiny_data: Path, tmp_path: Path) -> None:
+    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", resume=True))
+    assert summary["steps"] == 1 and os.readlink(tmp_path / "last") == "ckpt-1"
+
+
+def test_ce_uses_the_dataset_classes(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "ce"))
+    weights = load_file(str(tmp_path / "last" / "model.safetensors"))
+    classifier = [v for k, v in weights.items() if k.endswith("fc.weight")]
+    assert classifier and classifier[0].shape[0] == NUM_CLASSES
