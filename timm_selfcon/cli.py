@@ -199,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         print(f"timm-selfcon {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # a non-finite loss: the message names the step; `last` is still good
+        print(f"timm-selfcon {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -226,8 +226,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             views = batch["image"].to(accelerator.device)
-            if config.channels_last:
-                views = views.contiguous(memory_format=torch.channels_last) if views.ndim == 4 else views
             labels = batch["label"].to(accelerator.device)
             substituted.update(batch["index"][batch["substituted"]].tolist())
             loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps, step)
