@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-QUICKSTART_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"  # the repository's recipes/
+# recipes/quickstart.yaml in the repository; timm_selfcon/quickstart.yaml links to it and wheels ship a copy
+QUICKSTART_RECIPE = Path(__file__).resolve().parent / "quickstart.yaml"
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -29,7 +29,8 @@ __all__ = [
     "render_card",
 ]
 
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "model_card.md"
+# hub_cards/model_card.md in the repository; templates/model_card.md is a link to it that wheels ship as a copy
+CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 REPO_ID_PLACEHOLDER = "ORG/NAME"
 
 METHOD_DESCRIPTIONS: dict[str, str] = {
