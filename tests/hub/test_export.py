@@ -77,7 +77,7 @@ def test_folder_holds_timm_files_and_no_pickle(exported: Path) -> None:
     cfg = config["pretrained_cfg"]
     assert cfg["classifier"] == ["fc", "exit_heads.0", "exit_heads.1"]
     assert cfg["label_names"] == CLASS_NAMES and config["label_names"] == CLASS_NAMES
-    assert cfg["input_size"] == [3, 32, 32] and cfg["crop_pct"] == 1.0
+    assert cfg["input_size"] == [3, 16, 16] and cfg["crop_pct"] == 1.0  # the size the encoder was trained at
     assert cfg["mean"] == pytest.approx([0.4914, 0.4822, 0.4465]) and cfg["std"] == pytest.approx([0.2023, 0.1994, 0.2010])
     weights = load_file(str(exported / "model.safetensors"))
     assert {"fc.weight", "exit_heads.0.weight", "exit_heads.1.weight", "exits.1.fc.weight"} <= set(weights)
