@@ -27,8 +27,8 @@ SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 
 SELFCON_MODEL = "selfcon_resnet10_cifar"  # 4.96M parameters with its fc exit (<= 5M)
 COMMON = dict(image_size=32, precision="fp32", channels_last=False, warmup_epochs=1, warmup_from=0.005,
-              batch_size=128, lr=0.05, weight_decay=1e-4, temperature=0.1, base_temperature=0.07, num_workers=1, save_every_steps=10**6,
-              log_every_steps=10)
+              batch_size=128, lr=0.05, weight_decay=1e-4, temperature=0.1, base_temperature=0.07, num_workers=1,
+              save_every_steps=10**6, log_every_steps=10)
 
 
 def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
