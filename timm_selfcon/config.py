@@ -63,6 +63,7 @@ class TrainConfig:
     warmup_from: float = 0.01
     precision: str = "fp32"
     channels_last: bool = False
+    sync_bn: bool = False
     output_dir: str = "runs/selfcon"
     save_every_steps: int = 500
     log_every_steps: int = 10

@@ -153,6 +153,12 @@ def test_batch_layout_accepts_divisible_layouts(tiny_data: Path, tmp_path: Path)
         check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=6), 2)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="SyncBatchNorm is allowed where a GPU is present")
+def test_sync_bn_on_a_cpu_is_an_error(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sync_bn=true needs GPUs"):
+        train(tiny_config(tiny_data, tmp_path, sync_bn=True))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed where a GPU is present")
 def test_fp16_on_a_cpu_is_an_error_suggesting_bf16(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"precision='fp16' needs a GPU; on a CPU use precision='bf16'"):

@@ -185,6 +185,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
     model = timm.create_model(config.model, num_classes=num_classes, **config.model_kwargs)
     method = build_method(config.method, model, **method_kwargs(config))
+    if config.sync_bn:
+        # BatchNorm statistics stay per process by default, as in the official DataParallel runs
+        if not torch.cuda.is_available():
+            raise ValueError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(method.trainable_parameters(), opt=timm_optimizer_name(config.optimizer),
