@@ -2,7 +2,8 @@
 
 Each run trains with a recipe through ``timm_selfcon.engine.train``, evaluates the encoder with the
 ``linear_fast`` probe (per exit and ensemble), kNN and, for multi-exit models, early exit, and writes
-``benchmarks/results/runs/<name>.json``. A run whose JSON exists is skipped, so the report can be built over
+``benchmarks/results/runs/<name>.json`` (and re-renders the README's table with ``make_report.py``). A run whose
+JSON exists is skipped, so the report can be built over
 several sittings (``python benchmarks/report_runs.py [--only NAME ...] [--commit]``); ``--commit`` commits each
 finished JSON with git.
 
@@ -128,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2, default=str))
         os.replace(tmp, path)
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_report.py")], cwd=ROOT, check=True)
         if args.commit:
-            subprocess.run(["git", "add", str(path)], cwd=ROOT, check=True)
+            subprocess.run(["git", "add", str(path), str(ROOT / "README.md")], cwd=ROOT, check=True)
             subprocess.run(["git", "commit", "-q", "-m", f"Report run {name}"], cwd=ROOT, check=True)
     return 0
 
