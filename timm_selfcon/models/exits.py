@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import get_device_dtype
+from timm.layers import create_classifier, get_device_dtype
 from timm.models._features import feature_take_indices
 
 SUB_NETWORKS = ("same", "small", "fc")
@@ -375,3 +375,42 @@ def ensemble_from_logits(logits: Sequence[torch.Tensor], average: str = "logits"
         raise ValueError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
     stacked = torch.stack(list(logits))
     return F.softmax(stacked, -1).mean(0) if average == "probs" else stacked.mean(0)
+
+
+class PooledLinearHeadMixin:
+    """timm's pooled-linear CNN head (``global_pool`` + ``fc``) for the ResNet and WRN families.
+
+    Needs ``global_pool``, ``fc``, ``num_features``, ``drop_rate`` and the :class:`MultiExitMixin` attributes; put it
+    before ``MultiExitMixin`` in the bases. Methods here avoid ``super()`` because TorchScript compiles them.
+    """
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
+        """The backbone's classifier (exit classifiers are ``exit_heads``)."""
+        return "fc" if name_only else self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New classifiers with ``num_classes`` outputs on the backbone and on every exit."""
+        dd = get_device_dtype(self)
+        self.num_classes = num_classes
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+        self._reset_exit_heads()
+
+    def _ensemble_active(self) -> bool:
+        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool.pool_type != ""
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled ``[B, num_features]`` (``pre_logits``) or backbone logits ``[B, num_classes]``."""
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)

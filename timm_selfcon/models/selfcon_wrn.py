@@ -21,12 +21,20 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import create_classifier, get_device_dtype
+from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from .exits import FcExit, MultiExitMixin, StageExit, halve_blocks, validate_exit_stages, validate_sub_network
+from .exits import (
+    FcExit,
+    MultiExitMixin,
+    PooledLinearHeadMixin,
+    StageExit,
+    halve_blocks,
+    validate_exit_stages,
+    validate_sub_network,
+)
 from .selfcon_resnet import CIFAR10_MEAN, CIFAR10_STD, classifier_names_for
 
 __all__ = ["SelfConWideResNet", "WideBasicBlock"]
@@ -64,7 +72,7 @@ def make_wide_stage(in_chs: int, out_chs: int, num_blocks: int, stride: int, dro
     return nn.Sequential(*blocks)
 
 
-class SelfConWideResNet(MultiExitMixin, nn.Module):
+class SelfConWideResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
     """Pre-activation WRN-depth-k for 32x32 input with SelfCon exits."""
 
     backbone_classifier_name = "fc"
@@ -155,30 +163,6 @@ class SelfConWideResNet(MultiExitMixin, nn.Module):
             exits=r"^exits\.(\d+)",
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
-        return "fc" if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New classifiers with ``num_classes`` outputs on the backbone and on every exit."""
-        dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-        self._reset_exit_heads()
-
-    def _ensemble_active(self) -> bool:
-        # no super(): TorchScript compiles this method (see exits.py)
-        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool.pool_type != ""
-
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(x)
 
@@ -223,12 +207,6 @@ class SelfConWideResNet(MultiExitMixin, nn.Module):
         else:
             x = self.layer3(self.layer2(self.layer1(x)))
         return self.act1(self.bn1(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
 
 
 def _create_selfcon_wrn(variant: str, pretrained: bool = False, **kwargs) -> SelfConWideResNet:
