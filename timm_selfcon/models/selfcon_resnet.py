@@ -30,6 +30,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
+from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD  # one source for the SupCon / SelfCon code's values
 from .exits import (
     FcExit,
     MultiExitMixin,
@@ -42,8 +43,6 @@ from .exits import (
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "SelfConResNet"]
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)  # the SupCon / SelfCon code's values
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STAGE_CHANNELS = (64, 128, 256, 512)
