@@ -34,18 +34,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """``train RECIPE`` and ``quickstart`` (which has no recipe argument: the shipped quickstart recipe)."""
     from .config import resolve_config
     from .engine.train import train
 
-    train(resolve_config(args.recipe, args.overrides))
-    return 0
-
-
-def _quickstart(args: argparse.Namespace) -> int:
-    from .config import resolve_config
-    from .engine.train import train
-
-    train(resolve_config(QUICKSTART_RECIPE, args.overrides))
+    train(resolve_config(getattr(args, "recipe", QUICKSTART_RECIPE), args.overrides))
     return 0
 
 
@@ -151,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
     quick = sub.add_parser("quickstart", help="SelfCon on the shipped CIFAR-10 subset, then a probe vs random init")
     quick.add_argument("overrides", nargs="*", help="recipe keys as key=value")
-    quick.set_defaults(func=_quickstart)
+    quick.set_defaults(func=_train)
     evaluate = sub.add_parser("eval", help="linear probe / kNN / per-exit, ensemble and early-exit accuracy")
     evaluate.add_argument("source", help="checkpoint dir, training output_dir (its 'last'), or a timm model name")
     evaluate.add_argument("overrides", nargs="*", help="data=... protocol=linear_fast|linear|knn|early_exit|all ...")
