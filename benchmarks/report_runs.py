@@ -27,27 +27,34 @@ RESULTS = ROOT / "benchmarks" / "results" / "runs"
 SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 
 SELFCON_MODEL = "selfcon_resnet10_cifar"  # 4.96M parameters with its fc exit (<= 5M)
+MIXCO_MODEL = "mixco_resnet10_cifar"  # the same 4.90M-parameter ResNet-10 encoder, without exit
+MIXCO_RECIPES = ROOT / "recipes" / "mixco"
+BATCH_SIZE = 128
+# One optimisation recipe for CE, SupCon and SelfCon (ours, CPU-scale): the official SelfCon CIFAR values
+# (SGD momentum 0.9, wd 1e-4, cosine with per-iteration warm-up, temperature 0.1 / base 0.07) at batch 128 with
+# the linearly scaled lr (0.5 * 128 / 1024 ~ 0.06 -> 0.05), a 1-epoch warm-up, and gradient-norm clipping at 1.0,
+# without which SelfCon's projections collapse in the first steps (see recipes/README.md, clip_grad_norm).
 COMMON = dict(image_size=32, precision="fp32", channels_last=False, warmup_epochs=1, warmup_from=0.005,
-              batch_size=128, lr=0.05, weight_decay=1e-4, temperature=0.1, base_temperature=0.07, num_workers=1,
-              save_every_steps=10**6, log_every_steps=10)
+              batch_size=BATCH_SIZE, lr=0.05, weight_decay=1e-4, temperature=0.1, base_temperature=0.07,
+              clip_grad_norm=1.0, num_workers=1, log_every_steps=10)
+# Infrastructure keys shared by every run, the MixCo ones included (whose optimisation comes from their recipes).
+RUNTIME = dict(image_size=32, precision="fp32", channels_last=False, batch_size=BATCH_SIZE, num_workers=1,
+               log_every_steps=10)
 
 
 def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
-    """Run name -> recipe overrides (and the methods' comparison group)."""
+    """Run name -> recipe overrides (``recipe``: a recipe file the overrides apply to)."""
     specs: dict[str, dict] = {}
     for seed in seeds:
-        specs[f"ce_seed{seed}"] = dict(method="ce", model=SELFCON_MODEL, model_kwargs={"exit_stages": []},
+        specs[f"ce_seed{seed}"] = dict(COMMON, method="ce", model=SELFCON_MODEL, model_kwargs={"exit_stages": []},
                                        augmentation="ce", seed=seed)
-        specs[f"supcon_seed{seed}"] = dict(method="supcon", model=SELFCON_MODEL, model_kwargs={"exit_stages": []},
-                                           seed=seed)
-        specs[f"selfcon_seed{seed}"] = dict(method="selfcon", model=SELFCON_MODEL,
+        specs[f"supcon_seed{seed}"] = dict(COMMON, method="supcon", model=SELFCON_MODEL,
+                                           model_kwargs={"exit_stages": []}, seed=seed)
+        specs[f"selfcon_seed{seed}"] = dict(COMMON, method="selfcon", model=SELFCON_MODEL,
                                             model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=seed)
     for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
-        simclr = method.startswith("simclr")
-        specs[f"{method}_seed0"] = dict(
-            method=method, model="mixco_resnet18_cifar", model_kwargs={}, seed=0, queue_size=4096,
-            augmentation="simclr" if simclr else "moco_v2", temperature=0.5 if simclr else 0.2,
-            mix_temperature=0.5 if simclr else 0.05, mix_weight=1.0, lr=0.06)
+        specs[f"{method}_seed0"] = dict(RUNTIME, recipe=str(MIXCO_RECIPES / f"cpu_cifar10_resnet18_{method}.yaml"),
+                                        method=method, model=MIXCO_MODEL, model_kwargs={}, seed=0)
     return specs
 
 
@@ -58,9 +65,13 @@ def train_and_evaluate(name: str, overrides: dict, args: argparse.Namespace) -> 
     from timm_selfcon.engine.train import train
 
     out_dir = Path(args.work_dir) / name
-    values = {**COMMON, **overrides, "data": str(args.train_data), "epochs": args.epochs,
-              "output_dir": str(out_dir), "provenance": "ours: CPU-scale reproduction report run"}
-    config = resolve_config(None, values)
+    overrides = dict(overrides)
+    recipe = overrides.pop("recipe", None)
+    steps_per_epoch = args.train_images // BATCH_SIZE
+    values = {**overrides, "data": str(args.train_data), "epochs": args.epochs, "output_dir": str(out_dir),
+              "save_every_steps": steps_per_epoch if args.per_epoch else 10**6,
+              "provenance": "ours: CPU-scale reproduction report run" + (f" on {Path(recipe).name}" if recipe else "")}
+    config = resolve_config(recipe, values)
     start = time.perf_counter()
     summary = train(config)
     train_seconds = time.perf_counter() - start
@@ -70,6 +81,15 @@ def train_and_evaluate(name: str, overrides: dict, args: argparse.Namespace) -> 
     for protocol in ("linear_fast", "knn") + (("early_exit",) if overrides["method"] == "selfcon" else ()):
         report = evaluate(out_dir, protocol=protocol, **eval_common)
         results[protocol] = {k: report.get(k) for k in ("results", "hyperparameters", "early_exit", "history")}
+    if args.per_epoch:  # the accuracy-versus-epoch curve: the same probe on every epoch's checkpoint
+        curve = {}
+        for epoch in range(1, args.epochs + 1):
+            checkpoint = out_dir / f"ckpt-{epoch * steps_per_epoch}"
+            report = (results["linear_fast"] if epoch == args.epochs else
+                      evaluate(checkpoint, protocol="linear_fast", output_dir=str(out_dir / f"epoch{epoch}"),
+                               **eval_common))
+            curve[epoch] = {head: value["last"]["top1"] for head, value in report["results"].items()}
+        results["linear_fast_per_epoch"] = curve
     results["load_average"] = os.getloadavg()
     return results
 
@@ -100,14 +120,18 @@ def subset_dataset(source: Path, target: Path, train_images: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(SHARED_CIFAR10))
-    parser.add_argument("--train-images", type=int, default=10000)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--train-images", type=int, default=7680, help="a multiple of the batch size (128)")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--probe-epochs", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "report"))
+    parser.add_argument("--per-epoch-seeds", type=int, nargs="*", default=[0],
+                        help="seeds whose runs also probe every epoch's checkpoint (the accuracy-vs-epoch plot)")
     parser.add_argument("--commit", action="store_true")
     args = parser.parse_args(argv)
+    if args.train_images % BATCH_SIZE:
+        parser.error(f"--train-images must be a multiple of the batch size {BATCH_SIZE}, got {args.train_images}")
     source = Path(args.data)
     if not (source / "train.parquet").exists():
         print(f"no CIFAR-10 parquet at {source}", file=sys.stderr)
@@ -124,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {name}: {path} exists")
             continue
         print(f"run {name}")
+        args.per_epoch = overrides["seed"] in args.per_epoch_seeds
         results = train_and_evaluate(name, overrides, args)
         results["data"] = dict(source=str(source), train_images=args.train_images, epochs=args.epochs)
         tmp = path.with_suffix(".json.tmp")

@@ -61,6 +61,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.001
     warmup_epochs: int = 10
     warmup_from: float = 0.01
+    clip_grad_norm: float | None = None
     precision: str = "fp32"
     channels_last: bool = False
     sync_bn: bool = False
@@ -97,6 +98,12 @@ class TrainConfig:
             raise ValueError(f"mix_weight must be >= 0, got {self.mix_weight}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.clip_grad_norm is not None:
+            value = self.clip_grad_norm
+            if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
+                value = self.clip_grad_norm = float(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"clip_grad_norm must be a positive number or null, got {value!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,8 +44,17 @@ def test_registered_names() -> None:
     for name in ("selfcon_resnet18_cifar", "selfcon_resnet50", "selfcon_wrn16_8_cifar",
                  "vit_tiny_patch4_32_selfcon"):
         assert name in selfcon
-    for name in ("mixco_resnet18", "mixco_resnet18_cifar"):
+    for name in ("mixco_resnet18", "mixco_resnet18_cifar", "mixco_resnet10_cifar"):
         assert name in mixco
+
+
+def test_resnet10_cifar_is_one_block_per_stage() -> None:
+    stem = 3 * 64 * 9 + 2 * 64
+    layer1 = 2 * 64 * 64 * 9 + 2 * 2 * 64  # stride 1, same width: identity shortcut
+    expected = stem + layer1 + stage_params(64, 128, 1) + stage_params(128, 256, 1) + stage_params(256, 512, 1)
+    assert expected == 4_898_112  # the report runs' small encoder (<= 5M parameters)
+    assert count(encoder("mixco_resnet10_cifar")) == expected
+    assert count(encoder("selfcon_resnet10_cifar", exit_stages=())) == expected
 
 
 # ---- exact parameter counts ---------------------------------------------------------------------

@@ -51,7 +51,7 @@ CI_MODELS = {
     "selfcon_resnet": "selfcon_resnet18_cifar",
     "selfcon_wrn": "selfcon_wrn16_8_cifar",
     "selfcon_vit": "vit_tiny_patch4_32_selfcon",
-    "mixco_resnet": "mixco_resnet18_cifar",
+    "mixco_resnet": "mixco_resnet10_cifar",
     "selfcon_generic": "selfcon_timm",
 }
 FAST_MARKERS = "cfg or cfg_nonstd"  # timm's config / API-contract tests, run on the meta device

@@ -234,6 +234,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             labels = batch["label"].to(accelerator.device)
             substituted.update(batch["index"][batch["substituted"]].tolist())
             loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps, step)
+            if config.clip_grad_norm is not None:
+                logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             accelerator.unwrap_model(method).after_optimizer_step()

@@ -49,11 +49,13 @@ default_cfgs = generate_default_cfgs({
     "mixco_resnet18.untrained": _cfg(),
     "mixco_resnet34.untrained": _cfg(),
     "mixco_resnet50.untrained": _cfg(),
+    "mixco_resnet10_cifar.untrained": _cifar_cfg(),
     "mixco_resnet18_cifar.untrained": _cifar_cfg(),
     "mixco_resnet34_cifar.untrained": _cifar_cfg(),
     "mixco_resnet50_cifar.untrained": _cifar_cfg(),
 })
 
+_BASIC10 = dict(block="basic", layers=(1, 1, 1, 1))
 _BASIC18 = dict(block="basic", layers=(2, 2, 2, 2))
 _BASIC34 = dict(block="basic", layers=(3, 4, 6, 3))
 _BOTTLENECK50 = dict(block="bottleneck", layers=(3, 4, 6, 3))
@@ -75,6 +77,13 @@ def mixco_resnet34(pretrained: bool = False, **kwargs) -> SelfConResNet:
 def mixco_resnet50(pretrained: bool = False, **kwargs) -> SelfConResNet:
     """MixCo ResNet-50 encoder, ImageNet stem, 224 px."""
     return _create_mixco_resnet("mixco_resnet50", pretrained, **dict(_BOTTLENECK50, stem="imagenet", **kwargs))
+
+
+@register_model
+def mixco_resnet10_cifar(pretrained: bool = False, **kwargs) -> SelfConResNet:
+    """MixCo ResNet-10 encoder (one basic block per stage, 4.9M parameters), CIFAR stem, 32 px: the small
+    encoder of the CPU-scale report runs (not in the paper, whose smallest model is ResNet-18)."""
+    return _create_mixco_resnet("mixco_resnet10_cifar", pretrained, **dict(_BASIC10, stem="cifar", **kwargs))
 
 
 @register_model
