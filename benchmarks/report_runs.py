@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, path)
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_report.py")], cwd=ROOT, check=True)
         if args.commit:
-            subprocess.run(["git", "add", str(path), str(ROOT / "README.md")], cwd=ROOT, check=True)
-            subprocess.run(["git", "commit", "-q", "-m", f"Report run {name}"], cwd=ROOT, check=True)
+            paths = [str(path), str(ROOT / "README.md")]
+            subprocess.run(["git", "add", *paths], cwd=ROOT, check=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"Report run {name}", "--", *paths], cwd=ROOT, check=True)
     return 0
 
 
