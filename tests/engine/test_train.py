@@ -205,6 +205,37 @@ def test_gradient_accumulation_and_sgd_match_a_hand_written_step(tiny_data: Path
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_clip_grad_norm_clips_the_global_norm_before_the_step(tiny_data: Path, tmp_path: Path) -> None:
+    """One CE step with ``clip_grad_norm`` equals a hand-written step with ``torch.nn.utils.clip_grad_norm_``."""
+    config = tiny_config(tiny_data, tmp_path, "ce", clip_grad_norm=0.01, lr=0.5, weight_decay=0.0)
+    train(config)
+    trained = load_file(str(tmp_path / "last" / "model.safetensors"))
+    logged = read_metrics(tmp_path)[0]["grad_norm"]
+
+    set_seed(config.seed)
+    _, _, _, loader, names = build_data(config, 1, 1, 0)
+    method = build_method("ce", timm.create_model(config.model, num_classes=len(names), **config.model_kwargs))
+    lr = lr_at(0, TRAIN_ROWS // config.batch_size, epochs=config.epochs, lr=config.lr, warmup_epochs=0,
+               min_lr_ratio=config.min_lr_ratio)
+    optimizer = torch.optim.SGD(method.parameters(), lr=lr, momentum=config.momentum)
+    loader.batch_sampler.set_epoch(0)
+    batch = next(iter(loader))
+    loss, _ = method(batch["image"], batch["label"])
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(method.parameters(), 0.01)
+    optimizer.step()
+    assert float(norm) > 0.1, "the gradient was not large enough for clipping to matter"
+    assert logged == pytest.approx(float(norm), rel=1e-4)  # the norm before clipping
+    for name, value in method.state_dict().items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "abc", True])
+def test_bad_clip_grad_norm_is_rejected_naming_it(value: Any, tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="clip_grad_norm must be a positive number or null"):
+        tiny_config(tiny_data, tmp_path, clip_grad_norm=value)
+
+
 # ------------------------------------------------------------------------------------------ failures during training
 
 
