@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, path)
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_report.py")], cwd=ROOT, check=True)
         if args.commit:
-            paths = [str(path), str(ROOT / "README.md")]
+            plot = ROOT / "benchmarks" / "results" / "accuracy_vs_epoch.png"
+            paths = [str(path), str(ROOT / "README.md")] + ([str(plot)] if plot.exists() else [])
             subprocess.run(["git", "add", *paths], cwd=ROOT, check=True)
             subprocess.run(["git", "commit", "-q", "-m", f"Report run {name}", "--", *paths], cwd=ROOT, check=True)
     return 0

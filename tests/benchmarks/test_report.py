@@ -30,3 +30,29 @@ def test_render_reports_each_method_from_its_json(tmp_path: Path) -> None:
     run["early_exit"]["results"]["backbone"]["last"]["top1"] = 50.0
     (tmp_path / "selfcon_seed1.json").write_text(json.dumps(run))
     assert "| selfcon | selfcon_resnet10_cifar | 2 | 100 x 1 | 2.00 ± 0.00 | 45.00 ± 7.07 |" in report.render(tmp_path)
+
+
+def test_early_exit_per_epoch_and_cost_tables_and_plots(tmp_path: Path) -> None:
+    report = _make_report()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    sweep = [{"threshold": t, "top1": a, "mean_flops": f, "exit_fraction": [e, 1 - e]}
+             for t, a, f, e in ((0.0, 40.0, 2e8, 1.0), (1.01, 44.0, 5e8, 0.0))]
+    run = {"recipe": {"method": "selfcon", "model": "m"}, "train_seconds": 60.0,
+           "data": {"train_images": 100, "epochs": 2},
+           "early_exit": {"results": {"backbone": {"last": {"top1": 1.0}}}, "early_exit": sweep},
+           "knn": {"results": {"backbone": {"k20": 1.0}}},
+           "linear_fast_per_epoch": {"2": {"backbone": 33.0}, "1": {"backbone": 30.0}}}
+    (runs / "selfcon_seed0.json").write_text(json.dumps(run))
+    step = {"views": 1, "wall_ms": 50.0, "wall_vs_supcon": 0.5, "peak_added_mb": 100.0, "memory_vs_supcon": 0.55}
+    cost = {"model": "selfcon_resnet18_cifar", "precision_label": "fp32", "cpu_count": 2, "threads": 2, "rounds": 1,
+            "repeats": 2, "method_steps": {"64": {"SupCon": {**step, "views": 2, "wall_vs_supcon": 1.0,
+                                                             "memory_vs_supcon": 1.0}, "SelfCon (fc exit)": step}}}
+    (tmp_path / "cost.json").write_text(json.dumps(cost))
+    text = report.render(runs, tmp_path / "cost.json")
+    assert "| 0 | 40.00 | 200 | 1.00 |" in text and "| 1.01 | 44.00 | 500 | 0.00 |" in text
+    assert "| selfcon | backbone | 30.00 | 33.00 |" in text  # epochs in numeric order
+    assert "| 64 | SelfCon (fc exit) | 1 | 50 | 0.50 | 100 | 0.55 |" in text
+    written = report.draw_plots(runs, tmp_path / "cost.json", tmp_path)
+    assert [p.name for p in written] == ["accuracy_vs_epoch.png", "cost.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
