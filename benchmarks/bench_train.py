@@ -4,15 +4,16 @@ SelfCon (Bae et al., AAAI 2023, arXiv 2106.15499) trains on a single view: its s
 SupCon's second crop, so a SelfCon step should cost about half of a SupCon step (one encoder pass over ``B``
 images instead of ``2B``) and add about half the memory. This script measures:
 
-[1] **Step time and memory per method**, ResNet-18 CIFAR (``recipes/selfcon/cifar10_resnet18_*.yaml``), batch 64,
-    32 px, synthetic inputs, each configuration in a fresh process: CE, SupCon, SupCon-S, SelfCon with the
-    ``fc`` exit and SelfCon with the ``same`` exit. A step is built exactly as ``train()`` builds it (model,
-    method, optimizer, autocast) and consists of forward, loss, backward, optimizer step. Memory = peak resident
+[1] **Step time and memory per method**, ResNet-18 CIFAR (``recipes/selfcon/cifar10_resnet18_*.yaml``),
+    batch 64 (``--batches``), 32 px, synthetic inputs, each configuration in a fresh process: CE, SupCon,
+    SupCon-S, SelfCon with the ``fc`` exit, SelfCon with the ``same`` exit and SelfCon-M (two crops, ``fc`` exit).
+    A step is built exactly as ``train()`` builds it (model, method, optimizer, autocast) and consists of
+    forward, loss, backward, optimizer step. Memory = peak resident
     memory during the steps minus the resident memory before the first step (the kernel's high-water mark is
     reset just before it). Targets: SelfCon-fc <= 0.45x SupCon's step time and <= 0.6x its added memory.
 [2] **Images per second of** ``timm-selfcon train`` for SelfCon ResNet-18 CIFAR at its default CPU settings
-    (``recipes/quickstart.yaml``: bf16 autocast, channels_last, batch 128, 1 loader worker, the shipped CIFAR-10
-    subset), read from the loop's own per-step ``metrics.jsonl``, against an fp32 eager reference step of the
+    (``recipes/quickstart.yaml``: its precision and memory format, batch 128, 1 loader worker, the shipped
+    CIFAR-10 subset), read from the loop's own per-step ``metrics.jsonl``, against an fp32 eager reference step of the
     same model (projection heads on every exit, a mask-based SupCon loss over ``[B, K+1, D]`` written here the
     way the official code computes it: full ``[N, N]`` logits, max subtraction, self mask, log of the masked
     sum, mask-weighted mean), on the same batch size. Target: >= 1.6x.
@@ -26,11 +27,12 @@ runs with ``OMP_WAIT_POLICY=PASSIVE`` by default (idle OpenMP threads sleep inst
 both wall time and the process's CPU time, which is less sensitive to other processes on the machine. The load
 average is printed before and after: on a loaded machine, compare the side-by-side ratios, not absolute numbers.
 
-[1] runs in the recipes' CPU precision by default (bf16 autocast + channels_last, as the quickstart);
-``--precision fp32`` measures it in fp32. ``--loop-fp32`` adds a ``train()`` run with ``precision=fp32`` to [2]
+[1] runs in fp32 with channels_last by default (``--precision bf16``, ``--memory-format contiguous`` to compare);
+``--cost`` measures [1] at batches 64 and 256 and writes ``benchmarks/results/cost.json``, the reproduction
+report's cost table and chart (``make_report.py``). ``--loop-fp32`` adds a ``train()`` run with ``precision=fp32`` to [2]
 (on CPUs where bf16 autocast is slower than fp32). ``--parts 1`` or ``--parts 2`` runs one part only.
 
-Usage: ``python benchmarks/bench_train.py [--quick] [--precision fp32] [--loop-fp32] [--json PATH] [--threads 2]``
+Usage: ``python benchmarks/bench_train.py [--quick] [--cost] [--precision bf16] [--loop-fp32] [--json PATH]``
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ METHOD_CASES: dict[str, tuple[str, list[str]]] = {
     "SupCon-S": ("selfcon/cifar10_resnet18_supcon_s.yaml", []),
     "SelfCon (fc exit)": ("selfcon/cifar10_resnet18_selfcon.yaml", ["model_kwargs.sub_network=fc"]),
     "SelfCon (same exit)": ("selfcon/cifar10_resnet18_selfcon.yaml", ["model_kwargs.sub_network=same"]),
+    "SelfCon-M (fc exit)": ("selfcon/cifar10_resnet18_selfcon_m.yaml", ["model_kwargs.sub_network=fc"]),
 }
 
 
@@ -325,8 +328,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing in [1] and the reference")
     parser.add_argument("--train-steps", type=int, default=None, help="steps of the train() run (default 20; quick 8)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the [1] and reference workers")
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
-                        help="precision of the [1] method steps (default bf16 with channels_last: the CPU default)")
+    parser.add_argument("--precision", default="fp32", choices=["bf16", "fp32"],
+                        help="precision of the [1] method steps (default fp32: the CPU default without AMX)")
+    parser.add_argument("--memory-format", default="channels_last", choices=["channels_last", "contiguous"],
+                        help="memory format of the [1] method steps (default channels_last: the CPU default)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64], help="[1]: batch sizes (default 64)")
+    parser.add_argument("--cost", action="store_true",
+                        help="the reproduction report's cost table: [1] only, batches 64 and 256, written to "
+                             "benchmarks/results/cost.json (and rendered into the README by make_report.py)")
     parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"])
     parser.add_argument("--loop-fp32", action="store_true", help="[2]: also time train() with precision=fp32")
     parser.add_argument("--parts", default="1,2", help="which measurements: 1 (method steps), 2 (train loop, with 3)")
@@ -336,6 +345,9 @@ def main() -> None:
     if args.worker is not None:
         print(json.dumps(run_worker(json.loads(args.worker))))
         return
+    if args.cost:
+        args.parts, args.batches = "1", [64, 256]
+        args.json = args.json or REPO / "benchmarks" / "results" / "cost.json"
 
     rounds = args.rounds or (1 if args.quick else 3)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -349,7 +361,8 @@ def main() -> None:
         "torch": torch.__version__, "quick": args.quick, "rounds": rounds, "repeats": repeats, "warmup": args.warmup,
         "threads": args.threads, "omp_wait_policy": args.omp_wait_policy, "machine": platform.processor(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
-        "load_average_before": os.getloadavg(),
+        "load_average_before": os.getloadavg(), "model": "selfcon_resnet18_cifar",
+        "precision_label": args.precision + (" + channels_last" if args.memory_format == "channels_last" else ""),
     }
     print(f"torch {torch.__version__}, CPU capability {results['cpu_capability']}, {os.cpu_count()} CPUs, "
           f"{args.threads} threads per worker, OMP_WAIT_POLICY={args.omp_wait_policy}; load average (1, 5, 15 min) "
@@ -366,7 +379,8 @@ def main() -> None:
     results["wall_s"] = time.perf_counter() - started
 
     if "1" in parts:
-        print_methods(results["method_steps"], args.precision, rounds, repeats)
+        for batch, methods in results["method_steps"].items():
+            print_methods(methods, results["precision_label"], int(batch), rounds, repeats)
     if "2" in parts:
         print_loop(results)
     print(f"\nload average after: {', '.join(f'{x:.2f}' for x in results['load_average_after'])}; "
@@ -382,17 +396,26 @@ def main() -> None:
 
 def measure_methods(args: argparse.Namespace, rounds: int, repeats: int,
                     progress: Callable[[str], None]) -> dict[str, Any]:
-    """[1]: every method's step in a fresh process per configuration, round-robin; medians and ratios to SupCon."""
+    """[1]: every method's step in a fresh process per configuration, round-robin; medians and ratios to SupCon.
+
+    Returns ``{str(batch): {label: medians, ratios and runs}}``.
+    """
+    return {str(batch): measure_methods_at(args, batch, rounds, repeats, progress) for batch in args.batches}
+
+
+def measure_methods_at(args: argparse.Namespace, batch: int, rounds: int, repeats: int,
+                       progress: Callable[[str], None]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in METHOD_CASES}
     for round_index in range(rounds):
         labels = list(METHOD_CASES) if round_index % 2 == 0 else list(reversed(METHOD_CASES))
         for label in labels:
             recipe, overrides = METHOD_CASES[label]
-            runs[label].append(spawn(dict(task="method_step", recipe=recipe, overrides=overrides, batch=64,
-                                          precision=args.precision, channels_last=args.precision == "bf16",
+            runs[label].append(spawn(dict(task="method_step", recipe=recipe, overrides=overrides, batch=batch,
+                                          precision=args.precision,
+                                          channels_last=args.memory_format == "channels_last",
                                           warmup=args.warmup, repeats=repeats, threads=args.threads),
                                      args.omp_wait_policy))
-            progress(f"[1] {label}, round {round_index + 1}")
+            progress(f"[1] {label}, batch {batch}, round {round_index + 1}")
     methods = {label: {"wall_ms": statistics.median(r["wall_ms"] for r in rs),
                        "cpu_ms": statistics.median(r["cpu_ms"] for r in rs),
                        "peak_added_mb": statistics.median(r["peak_added_mb"] for r in rs),
@@ -441,16 +464,17 @@ def measure_loop(args: argparse.Namespace, rounds: int, repeats: int, train_step
                                      "runs": runs["reference"]}, "train_loop": loops}
 
 
-def print_methods(methods: dict[str, Any], precision: str, rounds: int, repeats: int) -> None:
-    print(f"\n[1] Training step per method, ResNet-18 CIFAR, batch 64 x 32 px, {precision}"
-          f"{' + channels_last' if precision == 'bf16' else ''}, median of {rounds} fresh process(es) x {repeats} "
-          "steps (MB: peak RSS the steps add over the RSS before the first step)")
+def print_methods(methods: dict[str, Any], precision_label: str, batch: int, rounds: int, repeats: int) -> None:
+    print(f"\n[1] Training step per method, ResNet-18 CIFAR, batch {batch} x 32 px, {precision_label}, median of "
+          f"{rounds} fresh process(es) x {repeats} steps (MB: peak RSS the steps add over the RSS before the first step)")
     rows = [[label, str(m["runs"][0]["views"]), f"{m['wall_ms']:.0f}", f"{m['cpu_ms']:.0f}",
              f"{m['peak_added_mb']:.0f}" + ("" if m["peak_is_steps_only"] else "*"), f"{m['wall_vs_supcon']:.2f}",
              f"{m['cpu_vs_supcon']:.2f}", f"{m['memory_vs_supcon']:.2f}"] for label, m in methods.items()]
     print_table(rows, ["method", "views", "wall ms", "cpu ms", "MB", "time/SupCon wall", "time/SupCon cpu",
                        "mem/SupCon"])
     selfcon = methods["SelfCon (fc exit)"]
+    if batch != 64:
+        return
     print(f"    SelfCon (fc) step time <= {STEP_TIME_TARGET}x SupCon: wall {selfcon['wall_vs_supcon']:.3f} "
           f"({verdict(selfcon['wall_vs_supcon'], STEP_TIME_TARGET, True)}), cpu {selfcon['cpu_vs_supcon']:.3f} "
           f"({verdict(selfcon['cpu_vs_supcon'], STEP_TIME_TARGET, True)})")

@@ -6,12 +6,16 @@ SelfCon / SupCon (arXiv 2106.15499): cosine over epochs, set once per epoch (epo
 per-epoch cosine without warm-up (``warmup_epochs: 0``); its SimCLR runs keep ``lr`` for 10 epochs, then
 follow ``CosineAnnealingLR(T_max=epochs)`` stepped per epoch, which never reaches 0
 (``schedule: simclr_official``); ``schedule: constant`` keeps ``lr``.
+
+``schedule: cosine_per_step`` (ours, for short CPU-scale schedules) decays per optimizer step from ``lr`` after
+the warm-up to ``eta_min`` at the last step: the official per-epoch form spends its whole last epoch at
+``eta_min``, a third of a 3-epoch run.
 """
 from __future__ import annotations
 
 import math
 
-SCHEDULES = ("cosine", "constant", "simclr_official")
+SCHEDULES = ("cosine", "cosine_per_step", "constant", "simclr_official")
 SIMCLR_CONSTANT_EPOCHS = 10
 
 
@@ -33,6 +37,11 @@ def lr_at(step: int, steps_per_epoch: int, *, epochs: int, lr: float, schedule: 
         return warmup_from + progress * (warmup_to - warmup_from)
     if schedule == "constant":
         return lr
+    if schedule == "cosine_per_step":
+        warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+        progress = (step - warmup_steps) / max(total_steps - 1 - warmup_steps, 1)
+        eta_min = lr * min_lr_ratio
+        return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
     if schedule == "simclr_official":
         if epoch < SIMCLR_CONSTANT_EPOCHS:
             return lr
