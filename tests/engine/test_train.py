@@ -28,7 +28,7 @@ from timm_selfcon.config import METHOD_NAMES, TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
 from timm_selfcon.engine.checkpoint import TRAINER_STATE
 from timm_selfcon.engine.schedule import lr_at
-from timm_selfcon.engine.train import build_data, check_batch_layout, train
+from timm_selfcon.engine.train import auto_precision, build_data, check_batch_layout, resolve_precision, train
 from timm_selfcon.methods import build_method
 
 from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
@@ -154,6 +154,23 @@ def test_batch_layout_accepts_divisible_layouts(tiny_data: Path, tmp_path: Path)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="SyncBatchNorm is allowed where a GPU is present")
+@pytest.mark.parametrize(("cuda", "cuda_bf16", "capability", "expected"), [
+    (True, True, "AVX512", "bf16"), (True, False, "AVX2", "fp16"),
+    (False, False, "AVX512_AMX", "bf16"), (False, False, "AVX512", "fp32"), (False, False, "DEFAULT", "fp32"),
+])
+def test_auto_precision_picks_bf16_only_where_it_is_fast(cuda: bool, cuda_bf16: bool, capability: str,
+                                                         expected: str) -> None:
+    assert auto_precision(cuda, cuda_bf16, capability) == expected
+
+
+def test_auto_precision_run_records_what_it_used(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", precision="auto"))
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    used = resolve_precision("auto")
+    assert info["precision"] == "auto" and info["precision_used"] == used
+    assert info["mixed_precision"] == {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[used]
+
+
 def test_sync_bn_on_a_cpu_is_an_error(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"sync_bn=true needs GPUs"):
         train(tiny_config(tiny_data, tmp_path, sync_bn=True))

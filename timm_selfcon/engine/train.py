@@ -50,11 +50,28 @@ CONTRASTIVE = ("supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "
 MIXCO = ("simclr_mixco", "moco_mixco")
 
 
+def auto_precision(cuda: bool, cuda_bf16: bool, cpu_capability: str) -> str:
+    """``precision: auto``: bf16 autocast where it is fast (GPUs with bf16, CPUs with AMX), else fp16 on older
+    GPUs and fp32 on CPUs without AMX (there bf16 autocast was 1.3-2x slower than fp32: benchmarks/results)."""
+    if cuda:
+        return "bf16" if cuda_bf16 else "fp16"
+    return "bf16" if "AMX" in cpu_capability.upper() else "fp32"
+
+
+def resolve_precision(precision: str) -> str:
+    """The precision a run uses: ``precision`` itself, or this machine's choice for ``auto``."""
+    if precision != "auto":
+        return precision
+    cuda = torch.cuda.is_available()
+    return auto_precision(cuda, cuda and torch.cuda.is_bf16_supported(), torch.backends.cpu.get_cpu_capability())
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """Accelerator for the config's precision; fp16 needs a GPU (CPUs autocast in bf16)."""
-    if config.precision == "fp16" and not torch.cuda.is_available():
+    precision = resolve_precision(config.precision)
+    if precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", mixed) != mixed:
         # Accelerate keeps one process-wide state and refuses a second precision; a later train() call in the
@@ -119,7 +136,8 @@ def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
 
     return dict(
         num_processes=accelerator.num_processes, device=str(accelerator.device),
-        precision=config.precision, mixed_precision=accelerator.mixed_precision,
+        precision=config.precision, precision_used=resolve_precision(config.precision),
+        mixed_precision=accelerator.mixed_precision,
         versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
                       accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
         git_commit=commit,
