@@ -24,6 +24,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
+from ..config import PRECISIONS
 from ..data import (
     ContrastiveImageDataset,
     ResumableDistributedSampler,
@@ -35,6 +36,7 @@ from ..data import (
     resolve_columns,
 )
 from .evaluate import load_encoder, topk
+from .train import resolve_precision
 
 
 @dataclass
@@ -67,11 +69,12 @@ class FinetuneConfig:
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
-    if config.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown precision {config.precision!r}; expected one of ['fp32', 'bf16', 'fp16']")
-    if config.precision == "fp16" and not torch.cuda.is_available():
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {config.precision!r}; expected one of {list(PRECISIONS)}")
+    precision = resolve_precision(config.precision)
+    if precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
-    accelerator = _make_accelerator(config.precision)
+    accelerator = _make_accelerator(precision)
     set_seed(config.seed)
     encoder, info = load_encoder(source, **config.model_kwargs)
     model = encoder.plain_encoder() if hasattr(encoder, "plain_encoder") else encoder
