@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+from ._eval_data import cached_position_data, cached_trained_run
 
 NUM_CLASSES = 4
 TRAIN_ROWS = 48
@@ -58,10 +58,15 @@ def corrupt_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_data_dir(tmp_path_factory.mktemp("corrupt_data"), corrupt_rows=(CORRUPT_ROW,))
 
 
-@pytest.fixture(autouse=True, scope="session")
-def one_torch_thread() -> Iterator[None]:
-    # The models here are tiny; on a loaded 2-core machine a second OpenMP thread only spin-waits (5x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def position_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The evaluation tests' dataset, whose class is the position of a bright square (see ``_eval_data``)."""
+    return cached_position_data(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``ce`` training run (72 steps, checkpoints ckpt-36 and ckpt-72, ``last`` -> ckpt-72), built once."""
+    return cached_trained_run(tmp_path_factory.getbasetemp())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,6 @@ from ._eval_data import (
     MODEL,
     MODEL_KWARGS,
     NUM_CLASSES,
-    cached_position_data,
-    cached_trained_run,
     eval_settings,
     tree_digest,
     write_position_dataset,
@@ -46,25 +43,6 @@ from ._eval_data import (
 
 PROBE_EPOCHS = 30
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # tiny models on a loaded 2-core machine: a second intra-op thread mostly waits
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def position_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_position_data(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ``ce`` training run (72 steps, checkpoints ckpt-36 and ckpt-72, ``last`` -> ckpt-72)."""
-    return cached_trained_run(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

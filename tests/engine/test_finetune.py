@@ -5,7 +5,6 @@ Uses the trained ``ce`` run and the position dataset of ``_eval_data.py`` (train
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,8 @@ from ._eval_data import (
     MODEL,
     MODEL_KWARGS,
     NUM_CLASSES,
-    cached_position_data,
-    cached_trained_run,
     write_position_dataset,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def position_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_position_data(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_trained_run(tmp_path_factory.getbasetemp())
 
 
 def settings(data: Path, output_dir: Path, **overrides: Any) -> dict[str, Any]:

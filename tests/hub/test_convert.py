@@ -24,7 +24,6 @@ from timm_selfcon.cli import main
 from timm_selfcon.engine.evaluate import load_encoder
 from timm_selfcon.hub import convert_official, export
 
-torch.set_num_threads(2)
 BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 

@@ -27,7 +27,6 @@ from timm_selfcon.hub import export, render_card
 
 from . import CLASS_NAMES, NUM_CLASSES, STEP, make_data, make_run
 
-torch.set_num_threads(2)
 PROTOCOL = "early_exit"
 
 

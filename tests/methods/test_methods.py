@@ -6,7 +6,6 @@ train mode gives the same outputs (BatchNorm uses batch statistics), so the hand
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import timm
@@ -37,15 +36,6 @@ SIZE = 16
 LAYERS = (1, 1, 1, 1)
 RECIPE_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny convolutions gain nothing from a second thread, and on a busy machine the OpenMP spin-waits of two
-    # threads cost ~10x the CPU time.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_model(name: str, num_classes: int = 0) -> nn.Module:

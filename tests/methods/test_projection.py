@@ -14,8 +14,6 @@ import torch.nn.functional as F
 import timm_selfcon  # noqa: F401  (registers the models)
 from timm_selfcon.methods import ProjectedModel, ProjectionHead, with_projection_heads
 
-torch.set_num_threads(2)
-
 NORM_LAYERS = (
     nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
 )

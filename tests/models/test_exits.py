@@ -17,8 +17,6 @@ from torch import Tensor
 
 import timm_selfcon
 
-torch.set_num_threads(2)
-
 ATOL = 1e-5
 RTOL = 1e-4
 SUB_NETWORKS = ("fc", "same", "small")

@@ -15,8 +15,6 @@ from timm.data import resolve_data_config
 
 import timm_selfcon  # noqa: F401  (registers the models)
 
-torch.set_num_threads(2)
-
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
