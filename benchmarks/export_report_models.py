@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
 
     selfcon = best_selfcon_run()
-    folder = RESULTS / f"{selfcon['recipe']['model']}_cifar10_cpu_selfcon"
+    folder = RESULTS / f"{selfcon['recipe']['model']}-cifar10-cpu-report"
     export_run(selfcon, folder)
     report["selfcon"] = check(selfcon, folder)
     report["selfcon"]["chosen_by"] = "ensemble linear_fast probe, best validation top-1 (no test-split selection)"
