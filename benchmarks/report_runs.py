@@ -54,10 +54,31 @@ def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
                                            model_kwargs={"exit_stages": []}, seed=seed)
         specs[f"selfcon_seed{seed}"] = dict(COMMON, method="selfcon", model=SELFCON_MODEL,
                                             model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=seed)
+    # the same encoder with no training at all: the floor every method must beat (probed the same way)
+    specs["random_init_seed0"] = dict(untrained=True, method="random_init", model=SELFCON_MODEL,
+                                      model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=0)
     for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
         specs[f"{method}_seed0"] = dict(RUNTIME, recipe=str(MIXCO_RECIPES / f"cpu_cifar10_resnet18_{method}.yaml"),
                                         method=method, model=MIXCO_MODEL, model_kwargs={}, seed=0)
     return specs
+
+
+def evaluate_untrained(name: str, spec: dict, args: argparse.Namespace) -> dict:
+    """Probe the randomly initialised encoder (seeded) exactly as the trained ones."""
+    from timm_selfcon.engine.evaluate import evaluate
+
+    out_dir = Path(args.work_dir) / name
+    common = dict(data=str(args.eval_data), train_split="train", split="test", val_fraction=0.1,
+                  epochs=args.probe_epochs, num_workers=1, batch_size=512, model_kwargs=spec["model_kwargs"],
+                  seed=spec["seed"], output_dir=str(out_dir))
+    results = dict(name=name, recipe={"method": spec["method"], "model": spec["model"],
+                                      "model_kwargs": spec["model_kwargs"], "seed": spec["seed"]},
+                   train_seconds=0.0, train_summary={"steps": 0})
+    for protocol in ("linear_fast", "knn", "early_exit"):
+        report = evaluate(spec["model"], protocol=protocol, **common)
+        results[protocol] = {k: report.get(k) for k in ("results", "hyperparameters", "early_exit", "history")}
+    results["load_average"] = os.getloadavg()
+    return results
 
 
 def train_and_evaluate(name: str, overrides: dict, args: argparse.Namespace) -> dict:
@@ -151,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"run {name}")
         args.per_epoch = overrides["seed"] in args.per_epoch_seeds
-        results = train_and_evaluate(name, overrides, args)
+        if overrides.get("untrained"):
+            results = evaluate_untrained(name, overrides, args)
+        else:
+            results = train_and_evaluate(name, overrides, args)
         results["data"] = dict(source=str(source), train_images=args.train_images, epochs=args.epochs)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2, default=str))
