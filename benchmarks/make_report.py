@@ -67,8 +67,9 @@ def render_accuracy(groups: dict[str, list[dict]]) -> list[str]:
         knn = [r["knn"]["results"]["backbone"]["k20"] for r in items]
         data = items[0]["data"]
         minutes = [r["train_seconds"] / 60 for r in items]
+        budget = "none (untrained)" if method == UNTRAINED else f"{data['train_images']} x {data['epochs']}"
         lines.append(
-            f"| {method} | {items[0]['recipe']['model']} | {len(items)} | {data['train_images']} x {data['epochs']} | "
+            f"| {method} | {items[0]['recipe']['model']} | {len(items)} | {budget} | "
             f"{_fmt(minutes)} | {_fmt(heads['backbone'])} | {_fmt(heads['exit_0'])} | {_fmt(heads['ensemble'])} | "
             f"{_fmt(knn)} |")
     return lines
@@ -91,15 +92,26 @@ def render_early_exit(groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+UNTRAINED = "random_init"  # report_runs.py's untrained encoder: epoch 0 of every curve
+
+
 def per_epoch_curves(groups: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
-    """``{method: {head: [top-1 after epoch 1, 2, ...]}}`` from the runs that probed every epoch (seed 0)."""
+    """``{method: {head: [top-1 at epoch 0, 1, 2, ...]}}`` from the runs that probed every epoch (seed 0).
+
+    Epoch 0 is the untrained encoder of the same seed (``random_init``; its backbone weights equal those of every
+    method's initial encoder), or None where it has not been measured.
+    """
+    untrained = groups.get(UNTRAINED, [{}])[0].get("linear_fast", {}).get("results", {})
     curves: dict[str, dict[str, list[float]]] = {}
     for method, items in groups.items():
         for run in items:
             if "linear_fast_per_epoch" in run:
                 per_epoch = run["linear_fast_per_epoch"]
                 epochs = sorted(per_epoch, key=int)
-                curves[method] = {head: [per_epoch[e][head] for e in epochs] for head in per_epoch[epochs[0]]}
+                curves[method] = {
+                    head: [untrained[head]["last"]["top1"] if head in untrained else None,
+                           *(per_epoch[e][head] for e in epochs)]
+                    for head in per_epoch[epochs[0]]}
                 break
     return curves
 
@@ -109,13 +121,13 @@ def render_per_epoch(groups: dict[str, list[dict]]) -> list[str]:
     if not curves:
         return []
     epochs = max(len(c) for heads in curves.values() for c in heads.values())
-    lines = ["", "Accuracy versus epoch (ours, seed 0, the same `linear_fast` probe on each epoch's checkpoint; "
-                 "plot: `benchmarks/results/accuracy_vs_epoch.png`):", "",
-             "| method | head | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " |",
+    lines = ["", "Accuracy versus epoch (ours, seed 0, the same `linear_fast` probe on each epoch's checkpoint; epoch 0 "
+                 "is the untrained encoder; plot: `benchmarks/results/accuracy_vs_epoch.png`):", "",
+             "| method | head | " + " | ".join(f"epoch {e}" for e in range(epochs)) + " |",
              "|---|---|" + "---|" * epochs]
     for method, heads in curves.items():
         for head, values in heads.items():
-            lines.append(f"| {method} | {head} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+            lines.append(f"| {method} | {head} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
     return lines
 
 
@@ -158,9 +170,11 @@ def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RE
         styles = {"backbone": "-", "exit_0": "--", "ensemble": ":"}
         for index, (method, heads) in enumerate(curves.items()):
             for head, values in heads.items():
-                ax.plot(range(1, len(values) + 1), values, styles.get(head, "-."), color=f"C{index}", marker="o",
+                points = [(epoch, v) for epoch, v in enumerate(values) if v is not None]
+                ax.plot(*zip(*points, strict=True), styles.get(head, "-."), color=f"C{index}", marker="o",
                         label=f"{method} {head}")
-        ax.set(xlabel="epoch", ylabel="linear_fast top-1 % (test)", title="CIFAR-10, CPU budget, seed 0 (ours)")
+        ax.set(xlabel="epoch (0: untrained)", ylabel="linear_fast top-1 % (test)",
+               title="CIFAR-10, CPU budget, seed 0 (ours)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -51,7 +51,7 @@ def test_early_exit_per_epoch_and_cost_tables_and_plots(tmp_path: Path) -> None:
     (tmp_path / "cost.json").write_text(json.dumps(cost))
     text = report.render(runs, tmp_path / "cost.json")
     assert "| 0 | 40.00 | 200 | 1.00 |" in text and "| 1.01 | 44.00 | 500 | 0.00 |" in text
-    assert "| selfcon | backbone | 30.00 | 33.00 |" in text  # epochs in numeric order
+    assert "| selfcon | backbone | - | 30.00 | 33.00 |" in text  # epochs in numeric order, epoch 0 not measured
     assert "| 64 | SelfCon (fc exit) | 1 | 50 | 0.50 | 100 | 0.55 |" in text
     written = report.draw_plots(runs, tmp_path / "cost.json", tmp_path)
     assert [p.name for p in written] == ["accuracy_vs_epoch.png", "cost.png"]
