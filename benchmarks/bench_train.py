@@ -29,10 +29,10 @@ average is printed before and after: on a loaded machine, compare the side-by-si
 
 [1] runs in fp32 with channels_last by default (``--precision bf16``, ``--memory-format contiguous`` to compare);
 ``--cost`` measures [1] at batches 64 and 256 and writes ``benchmarks/results/cost.json``, the reproduction
-report's cost table and chart (``make_report.py``). ``--loop-fp32`` adds a ``train()`` run with ``precision=fp32`` to [2]
-(on CPUs where bf16 autocast is slower than fp32). ``--parts 1`` or ``--parts 2`` runs one part only.
+report's cost table and chart (``make_report.py``). ``--loop-variant 'channels_last=true'`` adds a ``train()`` run
+with those recipe overrides to [2] (repeatable). ``--parts 1`` or ``--parts 2`` runs one part only.
 
-Usage: ``python benchmarks/bench_train.py [--quick] [--cost] [--precision bf16] [--loop-fp32] [--json PATH]``
+Usage: ``python benchmarks/bench_train.py [--quick] [--cost] [--precision bf16] [--loop-variant '...'] [--json PATH]``
 """
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ STEP_TIME_TARGET = 0.45
 MEMORY_TARGET = 0.6
 THROUGHPUT_TARGET = 1.6
 DATA_WAIT_TARGET = 0.10
+#: [2] and [3] run the quickstart recipe with the issue's model, SelfCon ResNet-18 CIFAR (the quickstart's is a ResNet-10)
+LOOP_MODEL = "model=selfcon_resnet18_cifar"
 
 #: label -> (recipe, extra overrides); the SelfCon CIFAR recipe's default exit is ``fc`` after stage 2.
 METHOD_CASES: dict[str, tuple[str, list[str]]] = {
@@ -188,7 +190,7 @@ def task_reference_step(spec: dict[str, Any]) -> dict[str, Any]:
     from timm_selfcon.config import resolve_config
     from timm_selfcon.methods import build_method, with_projection_heads
 
-    config = resolve_config(RECIPES / "quickstart.yaml")
+    config = resolve_config(RECIPES / "quickstart.yaml", [LOOP_MODEL])
     torch.manual_seed(0)
     model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
     projected = with_projection_heads(model, config.projection_dim).train()
@@ -257,7 +259,8 @@ def task_train_loop(spec: dict[str, Any]) -> dict[str, Any]:
     engine.build_data = build_data_timed
     with tempfile.TemporaryDirectory() as output_dir:
         config = resolve_config(RECIPES / "quickstart.yaml", [
-            f"max_steps={spec['steps']}", "probe.enabled=false", f"output_dir={output_dir}", "log_every_steps=1",
+            LOOP_MODEL, f"max_steps={spec['steps']}", "probe.enabled=false", f"output_dir={output_dir}",
+            "log_every_steps=1",
             "save_every_steps=1000000", *spec.get("overrides", [])])
         started = time.perf_counter()
         engine.train(config)
@@ -337,7 +340,8 @@ def main() -> None:
                         help="the reproduction report's cost table: [1] only, batches 64 and 256, written to "
                              "benchmarks/results/cost.json (and rendered into the README by make_report.py)")
     parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"])
-    parser.add_argument("--loop-fp32", action="store_true", help="[2]: also time train() with precision=fp32")
+    parser.add_argument("--loop-variant", action="append", default=[], metavar="'KEY=VALUE ...'",
+                        help="[2]: also time train() with these recipe overrides (repeatable), e.g. 'channels_last=true'")
     parser.add_argument("--parts", default="1,2", help="which measurements: 1 (method steps), 2 (train loop, with 3)")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON to this path")
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
@@ -431,10 +435,10 @@ def measure_methods_at(args: argparse.Namespace, batch: int, rounds: int, repeat
 
 def measure_loop(args: argparse.Namespace, rounds: int, repeats: int, train_steps: int,
                  progress: Callable[[str], None]) -> dict[str, Any]:
-    """[2] + [3]: the train() loop (quickstart defaults, and fp32 with --loop-fp32) against the fp32 reference."""
+    """[2] + [3]: the train() loop (quickstart defaults, and each --loop-variant) against the fp32 reference."""
     variants = {"defaults": []}
-    if args.loop_fp32:
-        variants["precision=fp32"] = ["precision=fp32"]
+    for variant in args.loop_variant:
+        variants[variant] = variant.split()
     reference_spec = dict(task="reference_step", warmup=args.warmup, repeats=max(repeats, 3), threads=args.threads)
     order: list[tuple[str, dict[str, Any]]] = [("reference", reference_spec)]
     order += [(name, dict(task="train_loop", steps=train_steps, skip=2, overrides=overrides))  # default threads
