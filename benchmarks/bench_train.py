@@ -420,7 +420,7 @@ def measure_methods_at(args: argparse.Namespace, batch: int, rounds: int, repeat
                                           warmup=args.warmup, repeats=repeats, threads=args.threads),
                                      args.omp_wait_policy))
             progress(f"[1] {label}, batch {batch}, round {round_index + 1}")
-    methods = {label: {"wall_ms": statistics.median(r["wall_ms"] for r in rs),
+    methods = {label: {"views": rs[0]["views"], "wall_ms": statistics.median(r["wall_ms"] for r in rs),
                        "cpu_ms": statistics.median(r["cpu_ms"] for r in rs),
                        "peak_added_mb": statistics.median(r["peak_added_mb"] for r in rs),
                        "peak_is_steps_only": all(r["peak_is_steps_only"] for r in rs), "runs": rs}
