@@ -56,3 +56,21 @@ def test_early_exit_per_epoch_and_cost_tables_and_plots(tmp_path: Path) -> None:
     written = report.draw_plots(runs, tmp_path / "cost.json", tmp_path)
     assert [p.name for p in written] == ["accuracy_vs_epoch.png", "cost.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_committed_report_model_loads_with_local_dir() -> None:
+    """The report's exported SelfCon model (benchmarks/results) is a complete timm Hub folder under 20 MB."""
+    import timm
+    import torch
+
+    import timm_selfcon  # noqa: F401
+
+    exported = json.loads((ROOT / "benchmarks" / "results" / "exported_models.json").read_text())["selfcon"]
+    folder = ROOT / exported["folder"]
+    assert (folder / "model.safetensors").stat().st_size < 20_000_000
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert model.num_classes == 10 and model.num_exits == 1
+    with torch.no_grad():
+        logits = model.forward_exit_logits(torch.randn(2, 3, 32, 32))
+        ensemble = model(torch.randn(2, 3, 32, 32))
+    assert [t.shape for t in logits] == [torch.Size([2, 10])] * 2 and ensemble.shape == (2, 10)
