@@ -2,15 +2,20 @@
 
 Each run trains with a recipe through ``timm_selfcon.engine.train``, evaluates the encoder with the
 ``linear_fast`` probe (per exit and ensemble), kNN and, for multi-exit models, early exit, and writes
-``benchmarks/results/runs/<name>.json`` (and re-renders the README's table with ``make_report.py``). A run whose
-JSON exists is skipped, so the report can be built over
-several sittings (``python benchmarks/report_runs.py [--only NAME ...] [--commit]``); ``--commit`` commits each
-finished JSON with git.
+``benchmarks/results/runs/<name>.json`` (and re-renders the README's results with ``make_report.py``). A run
+whose JSON exists is skipped, so the report can be built over several sittings
+(``python benchmarks/report_runs.py [--only NAME ...] [--commit]``); ``--commit`` commits each finished JSON.
 
-Data: real CIFAR-10 from ``../shared/data/cifar10`` (``--data``): the train split trains the encoder and the
-probes (10% of it held out as the probe's validation split), the test split only gives the reported numbers.
-Budget: at most about 10 minutes of training per run on 2 CPU cores (``--train-images`` images per epoch,
-``--epochs`` epochs, the same for every method).
+Runs: CE, SupCon and SelfCon on ``selfcon_resnet10_cifar`` with one shared recipe (``COMMON``) for each seed;
+``random_init_seed0``, the same encoder untrained and probed the same way (the floor, and epoch 0 of the
+accuracy-versus-epoch curves, which the ``--per-epoch-seeds`` runs add by probing every epoch's checkpoint);
+MoCo v2 and SimCLR with and without MixCo from the shipped CPU recipes (``recipes/mixco/cpu_cifar10_*``) on
+``mixco_resnet10_cifar``.
+
+Data: real CIFAR-10 from ``../shared/data/cifar10`` (``--data``): a class-balanced ``--train-images`` prefix of
+the train split trains the encoder and the probes (10% of it held out as the probe's validation split), the test
+split only gives the reported numbers. Budget: at most about 10 minutes of training per run on 2 CPU cores, the
+same epochs for every method.
 """
 from __future__ import annotations
 
