@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(mixco["recipe"]["output_dir"]) / "export"
         export_run(mixco, folder)
         report["mixco"] = check(mixco, folder)
-        report["mixco"]["folder"] = str(folder)
+        report["mixco"]["note"] = "exported into the run's folder under runs/ (not committed)"
     else:
         print(f"skip MixCo: {mixco_json} does not exist yet")
 
