@@ -40,13 +40,11 @@ BATCH_SIZE = 128
 # scaled lr (0.5 * 128 / 1024 ~ 0.06 -> 0.05), a 1-epoch warm-up, a per-step cosine (the official per-epoch one
 # would spend the last of 3 epochs at eta_min) and gradient-norm clipping at 1.0, without which SelfCon's
 # projections collapse in the first steps (see recipes/README.md, clip_grad_norm).
-COMMON = dict(image_size=32, precision="fp32", channels_last=False, warmup_epochs=1, warmup_from=0.005,
-              schedule="cosine_per_step",
-              batch_size=BATCH_SIZE, lr=0.05, weight_decay=1e-4, temperature=0.1, base_temperature=0.07,
-              clip_grad_norm=1.0, num_workers=1, log_every_steps=10)
 # Infrastructure keys shared by every run, the MixCo ones included (whose optimisation comes from their recipes).
 RUNTIME = dict(image_size=32, precision="fp32", channels_last=False, batch_size=BATCH_SIZE, num_workers=1,
                log_every_steps=10)
+COMMON = dict(RUNTIME, warmup_epochs=1, warmup_from=0.005, schedule="cosine_per_step", lr=0.05, weight_decay=1e-4,
+              temperature=0.1, base_temperature=0.07, clip_grad_norm=1.0)
 
 
 def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
