@@ -13,7 +13,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _measure import write_json
 from torch import Tensor
 
 from timm_selfcon.losses import mixco_loss, supcon_loss
@@ -196,11 +196,7 @@ def main() -> None:
         "the interleaved ratio is the robust number)"
     )
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        temporary.replace(args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import psutil
 import timm
 import torch
 import torch.nn as nn
+from _measure import peak_rss, reset_peak_rss, write_json
 
 import timm_selfcon
 from timm_selfcon.methods import with_projection_heads
@@ -80,26 +80,6 @@ R18_CIFAR = FULL_CASES[0]
 
 
 # ---- measurement helpers (run inside workers) ------------------------------------------------------
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM) to the current RSS; False where Linux refuses."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_rss() -> int:
-    """Peak resident set size since the last reset, bytes: VmHWM, else ``ru_maxrss`` (KiB on Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
 
 def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
     torch.manual_seed(0)
@@ -478,11 +458,7 @@ def main() -> None:
           f"{results['load_average_after']:.2f} on {os.cpu_count()} CPUs; total {results['wall_s']:.0f} s "
           "(with other processes running, wall times are inflated; cpu times and interleaved ratios hold)")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        temporary.replace(args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

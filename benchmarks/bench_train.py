@@ -53,6 +53,7 @@ from typing import Any
 
 import psutil
 import torch
+from _measure import peak_rss, reset_peak_rss, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -76,28 +77,6 @@ METHOD_CASES: dict[str, tuple[str, list[str]]] = {
 
 
 # ---- measurement helpers (inside workers) ---------------------------------------------------------------
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's resident-memory high-water mark (VmHWM) to the current RSS; False if refused."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_rss() -> int:
-    """VmHWM in bytes (peak RSS since the last reset), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
 
 def mask_based_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float,
                       base_temperature: float) -> torch.Tensor:
@@ -391,11 +370,7 @@ def main() -> None:
           f"total {results['wall_s']:.0f} s")
 
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(temporary, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
 
 
 def measure_methods(args: argparse.Namespace, rounds: int, repeats: int,
