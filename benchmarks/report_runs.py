@@ -60,9 +60,10 @@ def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
     # the same encoder with no training at all: the floor every method must beat (probed the same way)
     specs["random_init_seed0"] = dict(untrained=True, method="random_init", model=SELFCON_MODEL,
                                       model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=0)
-    for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
-        specs[f"{method}_seed0"] = dict(RUNTIME, recipe=str(MIXCO_RECIPES / f"cpu_cifar10_resnet18_{method}.yaml"),
-                                        method=method, model=MIXCO_MODEL, model_kwargs={}, seed=0)
+    for seed in seeds:
+        for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
+            specs[f"{method}_seed{seed}"] = dict(RUNTIME, method=method, model=MIXCO_MODEL, model_kwargs={}, seed=seed,
+                                                 recipe=str(MIXCO_RECIPES / f"cpu_cifar10_resnet18_{method}.yaml"))
     return specs
 
 
