@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -39,12 +40,24 @@ def _fmt(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _group(run: dict) -> str:
+    """A run's row: its method; an untrained run by its name without the seed (one row per initial encoder)."""
+    method = run["recipe"]["method"]
+    return re.sub(r"_seed\d+$", "", run.get("name", method)) if method == UNTRAINED else method
+
+
+def _initial_encoder(recipe: dict) -> tuple:
+    """What fixes a run's initial weights: model, exits, classifier (CE only) and seed (timm draws in module order)."""
+    return (recipe["model"], json.dumps(recipe.get("model_kwargs") or {}, sort_keys=True), recipe["method"] == "ce",
+            recipe.get("seed"))
+
+
 def load_runs(runs_dir: Path = RUNS) -> dict[str, list[dict]]:
-    """Finished runs grouped by method, in file-name (seed) order."""
+    """Finished runs grouped by method (untrained ones by initial encoder), in file-name (seed) order."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for path in sorted(runs_dir.glob("*.json")):
         run = json.loads(path.read_text())
-        groups[run["recipe"]["method"]].append(run)
+        groups[_group(run)].append(run)
     return dict(sorted(groups.items()))
 
 
@@ -67,7 +80,7 @@ def render_accuracy(groups: dict[str, list[dict]]) -> list[str]:
         knn = [r["knn"]["results"]["backbone"]["k20"] for r in items]
         data = items[0]["data"]
         minutes = [r["train_seconds"] / 60 for r in items]
-        budget = "none (untrained)" if method == UNTRAINED else f"{data['train_images']} x {data['epochs']}"
+        budget = "none (untrained)" if method.startswith(UNTRAINED) else f"{data['train_images']} x {data['epochs']}"
         lines.append(
             f"| {method} | {items[0]['recipe']['model']} | {len(items)} | {budget} | "
             f"{_fmt(minutes)} | {_fmt(heads['backbone'])} | {_fmt(heads['exit_0'])} | {_fmt(heads['ensemble'])} | "
@@ -98,14 +111,16 @@ UNTRAINED = "random_init"  # report_runs.py's untrained encoder: epoch 0 of ever
 def per_epoch_curves(groups: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
     """``{method: {head: [top-1 at epoch 0, 1, 2, ...]}}`` from the runs that probed every epoch (seed 0).
 
-    Epoch 0 is the untrained encoder of the same seed (``random_init``; its backbone weights equal those of every
-    method's initial encoder), or None where it has not been measured.
+    Epoch 0 is the run's exact initial encoder probed untrained (the ``random_init*`` run with the same model,
+    exits, classifier and seed), or None where that has not been measured.
     """
-    untrained = groups.get(UNTRAINED, [{}])[0].get("linear_fast", {}).get("results", {})
+    untrained_by_encoder = {_initial_encoder(run["recipe"]): run["linear_fast"]["results"]
+                            for name, items in groups.items() if name.startswith(UNTRAINED) for run in items}
     curves: dict[str, dict[str, list[float]]] = {}
     for method, items in groups.items():
         for run in items:
             if "linear_fast_per_epoch" in run:
+                untrained = untrained_by_encoder.get(_initial_encoder(run["recipe"]), {})
                 per_epoch = run["linear_fast_per_epoch"]
                 epochs = sorted(per_epoch, key=int)
                 curves[method] = {
@@ -122,7 +137,9 @@ def render_per_epoch(groups: dict[str, list[dict]]) -> list[str]:
         return []
     epochs = max(len(c) for heads in curves.values() for c in heads.values())
     lines = ["", "Accuracy versus epoch (ours, seed 0, the same `linear_fast` probe on each epoch's checkpoint; epoch 0 "
-                 "is the untrained encoder; plot: `benchmarks/results/accuracy_vs_epoch.png`):", "",
+                 "is the run's own initial encoder, untrained (the `random_init*` row with the same model, exits and "
+                 "seed; '-' where not measured: CE's classifier changes its initial draw); plot: "
+                 "`benchmarks/results/accuracy_vs_epoch.png`):", "",
              "| method | head | " + " | ".join(f"epoch {e}" for e in range(epochs)) + " |",
              "|---|---|" + "---|" * epochs]
     for method, heads in curves.items():

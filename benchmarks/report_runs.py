@@ -7,8 +7,9 @@ whose JSON exists is skipped, so the report can be built over several sittings
 (``python benchmarks/report_runs.py [--only NAME ...] [--commit]``); ``--commit`` commits each finished JSON.
 
 Runs: CE, SupCon and SelfCon on ``selfcon_resnet10_cifar`` with one shared recipe (``COMMON``) for each seed;
-``random_init_seed0``, the same encoder untrained and probed the same way (the floor, and epoch 0 of the
-accuracy-versus-epoch curves, which the ``--per-epoch-seeds`` runs add by probing every epoch's checkpoint);
+``random_init*_seed0``, the SelfCon, SupCon and MixCo runs' exact initial encoders untrained and probed the same
+way (the floors, and epoch 0 of the accuracy-versus-epoch curves, which the ``--per-epoch-seeds`` runs add by
+probing every epoch's checkpoint);
 MoCo v2 and SimCLR with and without MixCo from the shipped CPU recipes (``recipes/mixco/cpu_cifar10_*``) on
 ``mixco_resnet10_cifar``.
 
@@ -57,9 +58,15 @@ def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
                                            model_kwargs={"exit_stages": []}, seed=seed)
         specs[f"selfcon_seed{seed}"] = dict(COMMON, method="selfcon", model=SELFCON_MODEL,
                                             model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=seed)
-    # the same encoder with no training at all: the floor every method must beat (probed the same way)
-    specs["random_init_seed0"] = dict(untrained=True, method="random_init", model=SELFCON_MODEL,
-                                      model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=0)
+    # Each initial encoder with no training at all (seed 0), probed the same way: the floor a method must beat and
+    # epoch 0 of its curve. A seed's initial weights depend on the model, its exits and whether it has a classifier
+    # (timm's init draws in module order), so SelfCon, SupCon and the MixCo runs each have their own; CE's has none.
+    untrained = {"random_init": (SELFCON_MODEL, {"exit_stages": [2], "sub_network": "fc"}),  # SelfCon's
+                 "random_init_noexit": (SELFCON_MODEL, {"exit_stages": []}),  # SupCon's
+                 "random_init_mixco": (MIXCO_MODEL, {})}  # MoCo v2's and SimCLR's, with or without MixCo
+    for name, (model, model_kwargs) in untrained.items():
+        specs[f"{name}_seed0"] = dict(untrained=True, method="random_init", model=model, model_kwargs=model_kwargs,
+                                      seed=0)
     for seed in seeds:
         for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
             specs[f"{method}_seed{seed}"] = dict(RUNTIME, method=method, model=MIXCO_MODEL, model_kwargs={}, seed=seed,
@@ -78,7 +85,7 @@ def evaluate_untrained(name: str, spec: dict, args: argparse.Namespace) -> dict:
     results = dict(name=name, recipe={"method": spec["method"], "model": spec["model"],
                                       "model_kwargs": spec["model_kwargs"], "seed": spec["seed"]},
                    train_seconds=0.0, train_summary={"steps": 0})
-    for protocol in ("linear_fast", "knn", "early_exit"):
+    for protocol in ("linear_fast", "knn") + (("early_exit",) if spec["model_kwargs"].get("exit_stages") else ()):
         report = evaluate(spec["model"], protocol=protocol, **common)
         results[protocol] = {k: report.get(k) for k in ("results", "hyperparameters", "early_exit", "history")}
     results["load_average"] = os.getloadavg()

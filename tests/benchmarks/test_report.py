@@ -74,3 +74,27 @@ def test_committed_report_model_loads_with_local_dir() -> None:
         logits = model.forward_exit_logits(torch.randn(2, 3, 32, 32))
         ensemble = model(torch.randn(2, 3, 32, 32))
     assert [t.shape for t in logits] == [torch.Size([2, 10])] * 2 and ensemble.shape == (2, 10)
+
+
+def test_epoch_zero_is_the_untrained_run_with_the_same_initial_encoder(tmp_path: Path) -> None:
+    report = _make_report()
+
+    def run(name: str, method: str, model_kwargs: dict, top1: float, per_epoch: bool = True) -> None:
+        body = {"name": name, "recipe": {"method": method, "model": "m", "model_kwargs": model_kwargs, "seed": 0},
+                "train_seconds": 0.0, "data": {"train_images": 100, "epochs": 1},
+                "linear_fast": {"results": {"backbone": {"last": {"top1": top1}}}},
+                "knn": {"results": {"backbone": {"k20": 1.0}}}}
+        if per_epoch:
+            body["linear_fast_per_epoch"] = {"1": {"backbone": top1 + 1}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(body))
+
+    run("random_init_seed0", "random_init", {"exit_stages": [2]}, 20.0, per_epoch=False)
+    run("random_init_noexit_seed0", "random_init", {"exit_stages": []}, 21.0, per_epoch=False)
+    run("selfcon_seed0", "selfcon", {"exit_stages": [2]}, 30.0)
+    run("supcon_seed0", "supcon", {"exit_stages": []}, 40.0)
+    run("ce_seed0", "ce", {"exit_stages": []}, 50.0)  # a classifier: another initial draw, not measured untrained
+    text = report.render(tmp_path)
+    assert "| selfcon | backbone | 20.00 | 31.00 |" in text
+    assert "| supcon | backbone | 21.00 | 41.00 |" in text
+    assert "| ce | backbone | - | 51.00 |" in text
+    assert "| random_init | m | 1 | none (untrained) |" in text and "| random_init_noexit | m | 1 | none (untrained) |" in text
