@@ -25,6 +25,7 @@ COST = RESULTS / "cost.json"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- runs:begin -->", "<!-- runs:end -->"
 HEADS = ("backbone", "exit_0", "ensemble")
+UNTRAINED = "random_init"  # report_runs.py's untrained initial encoders (random_init*): the floors, epoch 0 of the curves
 
 
 def _last_top1(result: dict, head: str) -> float | None:
@@ -103,9 +104,6 @@ def render_early_exit(groups: dict[str, list[dict]]) -> list[str]:
                      f"{statistics.mean(p['mean_flops'] for p in points) / 1e6:.0f} | "
                      f"{statistics.mean(p['exit_fraction'][0] for p in points):.2f} |")
     return lines
-
-
-UNTRAINED = "random_init"  # report_runs.py's untrained encoder: epoch 0 of every curve
 
 
 def per_epoch_curves(groups: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
