@@ -69,6 +69,7 @@ class TrainConfig:
     save_every_steps: int = 500
     log_every_steps: int = 10
     seed: int = 0
+    deterministic: bool = False
     resume: bool = False
     probe: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -98,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"mix_weight must be >= 0, got {self.mix_weight}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic must be true or false, got {self.deterministic!r}")
         if self.clip_grad_norm is not None:
             value = self.clip_grad_norm
             if isinstance(value, str) and _EXPONENT_NUMBER.match(value):

@@ -253,6 +253,20 @@ def test_bad_clip_grad_norm_is_rejected_naming_it(value: Any, tiny_data: Path, t
         tiny_config(tiny_data, tmp_path, clip_grad_norm=value)
 
 
+
+def test_deterministic_turns_on_deterministic_algorithms_for_the_run(tiny_data: Path, tmp_path: Path) -> None:
+    try:
+        train(tiny_config(tiny_data, tmp_path, deterministic=True, max_steps=1))
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
+
+
+def test_non_boolean_deterministic_is_rejected_naming_it(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="deterministic must be true or false, got 'yes please'"):
+        tiny_config(tiny_data, tmp_path, deterministic="yes please")
+
+
 # ------------------------------------------------------------------------------------------ failures during training
 
 
