@@ -99,8 +99,9 @@ class TrainConfig:
             raise ValueError(f"mix_weight must be >= 0, got {self.mix_weight}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not isinstance(self.deterministic, bool):
-            raise ValueError(f"deterministic must be true or false, got {self.deterministic!r}")
+        for key in BOOL_KEYS:  # "resume=ture" would otherwise be a truthy string
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.clip_grad_norm is not None:
             value = self.clip_grad_norm
             if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
@@ -114,6 +115,7 @@ class TrainConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+BOOL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type in (bool, "bool"))
 FLOAT_KEYS = ("temperature", "base_temperature", "moco_momentum", "mix_temperature", "mix_weight", "lr", "momentum",
               "weight_decay", "min_lr_ratio", "warmup_from")
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")

@@ -262,9 +262,10 @@ def test_deterministic_turns_on_deterministic_algorithms_for_the_run(tiny_data: 
         torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
 
 
-def test_non_boolean_deterministic_is_rejected_naming_it(tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="deterministic must be true or false, got 'yes please'"):
-        tiny_config(tiny_data, tmp_path, deterministic="yes please")
+@pytest.mark.parametrize("key", ["deterministic", "resume", "channels_last", "strict_data", "gather"])
+def test_non_boolean_switch_is_rejected_naming_it(key: str, tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"{key} must be true or false, got 'ture'"):
+        tiny_config(tiny_data, tmp_path, **{key: "ture"})
 
 
 # ------------------------------------------------------------------------------------------ failures during training
