@@ -21,6 +21,7 @@ same epochs for every method.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -35,6 +36,8 @@ SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 SELFCON_MODEL = "selfcon_resnet10_cifar"  # 4.96M parameters with its fc exit (<= 5M)
 MIXCO_MODEL = "mixco_resnet10_cifar"  # the same 4.90M-parameter ResNet-10 encoder, without exit
 MIXCO_RECIPES = ROOT / "recipes" / "mixco"
+SELFCON_EXITS = {"exit_stages": [2], "sub_network": "fc"}  # the official CIFAR SelfCon-S exit
+NO_EXITS = {"exit_stages": []}  # the CE and SupCon baselines: the same backbone, no exit
 BATCH_SIZE = 128
 # One optimisation recipe for CE, SupCon and SelfCon (ours, CPU-scale): the official SelfCon CIFAR values
 # (SGD momentum 0.9, wd 1e-4, per-iteration warm-up, temperature 0.1 / base 0.07) at batch 128 with the linearly
@@ -52,17 +55,17 @@ def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
     """Run name -> recipe overrides (``recipe``: a recipe file the overrides apply to)."""
     specs: dict[str, dict] = {}
     for seed in seeds:
-        specs[f"ce_seed{seed}"] = dict(COMMON, method="ce", model=SELFCON_MODEL, model_kwargs={"exit_stages": []},
+        specs[f"ce_seed{seed}"] = dict(COMMON, method="ce", model=SELFCON_MODEL, model_kwargs=NO_EXITS,
                                        augmentation="ce", seed=seed)
         specs[f"supcon_seed{seed}"] = dict(COMMON, method="supcon", model=SELFCON_MODEL,
-                                           model_kwargs={"exit_stages": []}, seed=seed)
+                                           model_kwargs=NO_EXITS, seed=seed)
         specs[f"selfcon_seed{seed}"] = dict(COMMON, method="selfcon", model=SELFCON_MODEL,
-                                            model_kwargs={"exit_stages": [2], "sub_network": "fc"}, seed=seed)
+                                            model_kwargs=SELFCON_EXITS, seed=seed)
     # Each initial encoder with no training at all (seed 0), probed the same way: the floor a method must beat and
     # epoch 0 of its curve. A seed's initial weights depend on the model, its exits and whether it has a classifier
     # (timm's init draws in module order), so SelfCon, SupCon and the MixCo runs each have their own; CE's has none.
-    untrained = {"random_init": (SELFCON_MODEL, {"exit_stages": [2], "sub_network": "fc"}),  # SelfCon's
-                 "random_init_noexit": (SELFCON_MODEL, {"exit_stages": []}),  # SupCon's
+    untrained = {"random_init": (SELFCON_MODEL, SELFCON_EXITS),  # SelfCon's
+                 "random_init_noexit": (SELFCON_MODEL, NO_EXITS),  # SupCon's
                  "random_init_mixco": (MIXCO_MODEL, {})}  # MoCo v2's and SimCLR's, with or without MixCo
     for name, (model, model_kwargs) in untrained.items():
         specs[f"{name}_seed0"] = dict(untrained=True, method="random_init", model=model, model_kwargs=model_kwargs,
@@ -71,7 +74,7 @@ def run_specs(seeds: tuple[int, ...]) -> dict[str, dict]:
         for method in ("moco", "moco_mixco", "simclr", "simclr_mixco"):
             specs[f"{method}_seed{seed}"] = dict(RUNTIME, method=method, model=MIXCO_MODEL, model_kwargs={}, seed=seed,
                                                  recipe=str(MIXCO_RECIPES / f"cpu_cifar10_resnet18_{method}.yaml"))
-    return specs
+    return {name: copy.deepcopy(spec) for name, spec in specs.items()}  # no two runs share an exit dict
 
 
 def evaluate_untrained(name: str, spec: dict, args: argparse.Namespace) -> dict:

@@ -99,3 +99,18 @@ def test_epoch_zero_is_the_untrained_run_with_the_same_initial_encoder(tmp_path:
     assert "| ce | backbone | - | 51.00 |" in text
     assert "| random_init | m | 1 | none (untrained) |" in text
     assert "| random_init_noexit | m | 1 | none (untrained) |" in text
+
+
+def test_each_untrained_floor_is_built_like_the_runs_it_serves() -> None:
+    spec = importlib.util.spec_from_file_location("report_runs", ROOT / "benchmarks" / "report_runs.py")
+    report_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report_runs)
+    specs = report_runs.run_specs((0,))
+    for floor, served in (("random_init", ("selfcon",)), ("random_init_noexit", ("supcon",)),
+                          ("random_init_mixco", ("moco", "moco_mixco", "simclr", "simclr_mixco"))):
+        for method in served:
+            trained = specs[f"{method}_seed0"]
+            assert (specs[f"{floor}_seed0"]["model"], specs[f"{floor}_seed0"]["model_kwargs"]) == (
+                trained["model"], trained["model_kwargs"]), (floor, method)
+    specs["selfcon_seed0"]["model_kwargs"]["exit_stages"].append(3)  # runs must not share mutable settings
+    assert specs["random_init_seed0"]["model_kwargs"]["exit_stages"] == [2]
