@@ -62,6 +62,7 @@ class TrainConfig:
     warmup_epochs: int = 10
     warmup_from: float = 0.01
     clip_grad_norm: float | None = None
+    head_lr_warmup_steps: int = 0
     precision: str = "fp32"
     channels_last: bool = False
     sync_bn: bool = False
@@ -87,8 +88,11 @@ class TrainConfig:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
         for key in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "gradient_accumulation_steps"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
+        value = self.head_lr_warmup_steps
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"head_lr_warmup_steps must be an int >= 0 (0 = off), got {value!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
             raise ValueError(f"max_steps must be a positive int or null, got {self.max_steps!r}")
         from .engine.schedule import SCHEDULES

@@ -212,7 +212,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(method.trainable_parameters(), opt=timm_optimizer_name(config.optimizer),
+    optimizer = create_optimizer_v2(parameter_groups(method, config), opt=timm_optimizer_name(config.optimizer),
                                     lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     method, optimizer = accelerator.prepare(method, optimizer)
     steps_per_epoch = sampler.steps_per_epoch
@@ -249,7 +249,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                        min_lr_ratio=config.min_lr_ratio, warmup_epochs=config.warmup_epochs,
                        warmup_from=config.warmup_from)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * (head_lr_factor(step, config.head_lr_warmup_steps) if group.get("heads") else 1.0)
             views = batch["image"].to(accelerator.device)
             labels = batch["label"].to(accelerator.device)
             substituted.update(batch["index"][batch["substituted"]].tolist())
@@ -291,6 +291,29 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def parameter_groups(method: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, or with ``head_lr_warmup_steps`` the encoder's and the heads'
+    (``method.head_parameters()``, marked ``heads=True``) so the heads' lr can be warmed up on its own."""
+    if not config.head_lr_warmup_steps:
+        return [dict(params=method.trainable_parameters())]
+    heads = {id(p) for p in method.head_parameters()}
+    if not heads:
+        raise ValueError(f"head_lr_warmup_steps={config.head_lr_warmup_steps} needs a method with projection heads; "
+                         f"{config.method!r} has none (use head_lr_warmup_steps=0)")
+    params = method.trainable_parameters()
+    return [dict(params=[p for p in params if id(p) not in heads]),
+            dict(params=[p for p in params if id(p) in heads], heads=True)]
+
+
+def head_lr_factor(step: int, warmup_steps: int) -> float:
+    """The projection heads' lr multiplier at ``step`` (0-based): ``(step + 1) / warmup_steps`` up to 1.
+
+    Ours, a collapse stabilizer (recipes/README.md): at initialisation nearly all of SelfCon's gradient norm sits
+    in the projection heads, and full-lr steps on them map every image to one point before the encoder learns.
+    """
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
 
 
 def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:

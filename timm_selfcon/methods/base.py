@@ -73,6 +73,13 @@ def check_nonnegative(name: str, value: float) -> float:
     return float(value)
 
 
+def check_bool(name: str, value: bool) -> bool:
+    """``value`` if it is a bool, else ``ValueError`` naming it (a YAML typo such as ``ture`` is a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -109,13 +116,13 @@ class BackboneProjection(nn.Module):
     multi-exit model are not run (``forward_head(forward_features(x), pre_logits=True)``).
     """
 
-    def __init__(self, model: nn.Module, out_dim: int = 128) -> None:
+    def __init__(self, model: nn.Module, out_dim: int = 128, hidden_batchnorm: bool = False) -> None:
         super().__init__()
         check_positive_int("out_dim", out_dim)
         self.model = model
         self.out_dim = out_dim
         width = model.head_hidden_size if hasattr(model, "head_hidden_size") else model.num_features
-        self.head = ProjectionHead(width, out_dim)
+        self.head = ProjectionHead(width, out_dim, hidden_batchnorm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
@@ -156,6 +163,12 @@ class TrainingMethod(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer should update (excludes frozen ones such as MoCo's key encoder)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters outside :attr:`encoder` (projection heads, predictors): the training-time
+        parts that the ``head_lr_warmup_steps`` recipe key warms up separately."""
+        in_encoder = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.trainable_parameters() if id(p) not in in_encoder]
 
     def check_inputs(
         self, views: torch.Tensor, labels: torch.Tensor | None

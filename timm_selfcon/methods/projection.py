@@ -17,16 +17,22 @@ __all__ = ["ProjectedModel", "ProjectionHead", "with_projection_heads"]
 
 
 class ProjectionHead(nn.Module):
-    """``Linear(in_dim, in_dim) -> ReLU -> Linear(in_dim, out_dim)``: ``[B, in_dim]`` -> ``[B, out_dim]``."""
+    """``Linear(in_dim, in_dim) -> ReLU -> Linear(in_dim, out_dim)``: ``[B, in_dim]`` -> ``[B, out_dim]``.
 
-    def __init__(self, in_dim: int, out_dim: int = 128) -> None:
+    ``hidden_batchnorm=True`` (ours, off in the papers' recipes) puts a ``BatchNorm1d`` after the first Linear,
+    as SimCLR v2 and MoCo v3 do: it removes the component all projections share, whose growth is what pins
+    SelfCon on its collapse plateau (``benchmarks/collapse.py``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_batchnorm: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_dim, in_dim)
+        self.norm = nn.BatchNorm1d(in_dim) if hidden_batchnorm else nn.Identity()
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.act(self.norm(self.fc1(x))))
 
 
 class ProjectedModel(nn.Module):
@@ -37,7 +43,7 @@ class ProjectedModel(nn.Module):
     ``forward_exits`` (any timm model) has one output: its pooled pre-logits feature.
     """
 
-    def __init__(self, model: nn.Module, out_dim: int = 128) -> None:
+    def __init__(self, model: nn.Module, out_dim: int = 128, hidden_batchnorm: bool = False) -> None:
         super().__init__()
         if not isinstance(out_dim, int) or out_dim <= 0:
             raise ValueError(f"out_dim must be a positive int, got {out_dim!r}")
@@ -45,7 +51,7 @@ class ProjectedModel(nn.Module):
         self.out_dim = out_dim
         num_outputs = getattr(model, "num_exits", 0) + 1
         width = model.head_hidden_size if hasattr(model, "head_hidden_size") else model.num_features
-        self.heads = nn.ModuleList([ProjectionHead(width, out_dim) for _ in range(num_outputs)])
+        self.heads = nn.ModuleList([ProjectionHead(width, out_dim, hidden_batchnorm) for _ in range(num_outputs)])
 
     @property
     def num_outputs(self) -> int:
@@ -68,8 +74,9 @@ class ProjectedModel(nn.Module):
         return self.forward_projections(x)
 
 
-def with_projection_heads(model: nn.Module, out_dim: int = 128) -> ProjectedModel:
-    """Wrap ``model`` for contrastive training with one MLP projection head per output.
+def with_projection_heads(model: nn.Module, out_dim: int = 128, hidden_batchnorm: bool = False) -> ProjectedModel:
+    """Wrap ``model`` for contrastive training with one MLP projection head per output
+    (``hidden_batchnorm``: see :class:`ProjectionHead`).
 
     Example:
         >>> import timm, timm_selfcon
@@ -77,4 +84,4 @@ def with_projection_heads(model: nn.Module, out_dim: int = 128) -> ProjectedMode
         >>> net.forward_projections(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 2, 128])
     """
-    return ProjectedModel(model, out_dim)
+    return ProjectedModel(model, out_dim, hidden_batchnorm)

@@ -17,7 +17,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import SelfConLoss, SupConLoss
-from .base import BackboneProjection, TrainingMethod, autocast_disabled, check_nonnegative, check_positive, warn_unused_exits
+from .base import (
+    BackboneProjection,
+    TrainingMethod,
+    autocast_disabled,
+    check_bool,
+    check_nonnegative,
+    check_positive,
+    warn_unused_exits,
+)
 from .distributed import all_gather_no_grad, all_gather_with_grad
 from .projection import ProjectedModel, with_projection_heads
 
@@ -67,10 +75,10 @@ class _SupConBase(TrainingMethod):
     """Shared set-up of SupCon and SupCon-S: one projection head on the pooled backbone feature."""
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
-                 base_temperature: float = 0.07, gather: bool = True) -> None:
+                 base_temperature: float = 0.07, gather: bool = True, head_batchnorm: bool = False) -> None:
         super().__init__(model)
         warn_unused_exits(model, self.name)
-        self.projector = BackboneProjection(model, out_dim)
+        self.projector = BackboneProjection(model, out_dim, check_bool("head_batchnorm", head_batchnorm))
         self.criterion = SupConLoss(check_positive("temperature", temperature),
                                     check_positive("base_temperature", base_temperature))
         self.gather = bool(gather)
@@ -97,6 +105,7 @@ class SupCon(_SupConBase):
         model: a timm model (a plain backbone; exits would get no gradient).
         out_dim: projection width. temperature, base_temperature: of the SupCon loss.
         gather: all-gather projections (with gradient) and labels across processes.
+        head_batchnorm: BatchNorm1d in the projection head's hidden layer (ours; the papers have none).
     """
 
     name = "supcon"
@@ -135,9 +144,10 @@ class _SelfConBase(TrainingMethod):
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, alpha: float = 0.0, supervised: bool = True,
-                 gather: bool = True) -> None:
+                 gather: bool = True, head_batchnorm: bool = False) -> None:
         super().__init__(model)
-        self.projector: ProjectedModel = with_projection_heads(model, out_dim)
+        self.projector: ProjectedModel = with_projection_heads(model, out_dim,
+                                                               check_bool("head_batchnorm", head_batchnorm))
         self.criterion = SelfConLoss(check_positive("temperature", temperature),
                                      check_positive("base_temperature", base_temperature),
                                      alpha=check_nonnegative("alpha", alpha), multiview=self.multiview)
@@ -166,6 +176,8 @@ class SelfCon(_SelfConBase):
         out_dim: projection width (one MLP head per exit and for the backbone).
         temperature, base_temperature: of the loss; alpha: weight of the FG-excluded term (0 = SelfCon).
         supervised: use labels. gather: all-gather projections (with gradient) and labels across processes.
+        head_batchnorm: BatchNorm1d in every projection head's hidden layer (ours, a collapse stabilizer; the
+            paper's heads have none).
     """
 
     name = "selfcon"

@@ -78,6 +78,7 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             stem: str = "imagenet",
             exit_stages: Sequence[int] | int | None = (2,),
             sub_network: str = "same",
+            stage_channels: Sequence[int] = STAGE_CHANNELS,
             drop_rate: float = 0.0,
             device=None,
             dtype=None,
@@ -92,6 +93,8 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             stem: ``imagenet`` (7x7/2 conv + max-pool) or ``cifar`` (3x3/1 conv, no max-pool).
             exit_stages: stages followed by an exit, 1..3 (after layer1..layer3).
             sub_network: ``same``, ``small`` or ``fc``.
+            stage_channels: planes of layer1..layer4 (the stem has ``stage_channels[0]``); the paper's
+                ``(64, 128, 256, 512)`` by default, narrower for CPU-scale experiments.
             drop_rate: dropout before the classifiers.
         """
         super().__init__()
@@ -102,7 +105,10 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             raise ValueError(f"unknown stem {stem!r}; expected 'imagenet' or 'cifar'")
         if len(layers) != 4:
             raise ValueError(f"layers must give 4 stage depths, got {tuple(layers)}")
+        if len(stage_channels) != 4 or any(not isinstance(c, int) or c <= 0 for c in stage_channels):
+            raise ValueError(f"stage_channels must give 4 positive ints, got {tuple(stage_channels)}")
         block_cls = BLOCKS[block]
+        stem_chs = stage_channels[0]
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -112,20 +118,20 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
         self.sub_network = validate_sub_network(sub_network)
 
         if stem == "cifar":
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False, **dd)
+            self.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=3, stride=1, padding=1, bias=False, **dd)
             stem_reduction = 1
         else:
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False, **dd)
+            self.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=7, stride=2, padding=3, bias=False, **dd)
             stem_reduction = 2
-        self.bn1 = nn.BatchNorm2d(64, **dd)
+        self.bn1 = nn.BatchNorm2d(stem_chs, **dd)
         self.act1 = nn.ReLU(inplace=True)
         # registered after act1: FeatureListNet runs children in registration order, and tap 0 (act1) is before it
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
-        self.feature_info = [dict(num_chs=64, reduction=stem_reduction, module="act1")]
+        self.feature_info = [dict(num_chs=stem_chs, reduction=stem_reduction, module="act1")]
 
-        in_chs, reduction = 64, stem_reduction * (1 if stem == "cifar" else 2)
+        in_chs, reduction = stem_chs, stem_reduction * (1 if stem == "cifar" else 2)
         stage_out_chs = []
-        for idx, (planes, depth) in enumerate(zip(STAGE_CHANNELS, layers)):
+        for idx, (planes, depth) in enumerate(zip(stage_channels, layers)):
             stride = 1 if idx == 0 else 2
             reduction *= stride
             self.add_module(f"layer{idx + 1}", make_resnet_stage(block_cls, in_chs, planes, depth, stride, **dd))
@@ -144,7 +150,7 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
                 exits.append(FcExit(stage_out_chs[stage - 1], self.num_features, **dd))
             else:
                 rest = nn.Sequential(*[
-                    make_resnet_stage(block_cls, stage_out_chs[i - 1], STAGE_CHANNELS[i], layers[i], 2, **dd)
+                    make_resnet_stage(block_cls, stage_out_chs[i - 1], stage_channels[i], layers[i], 2, **dd)
                     for i in range(stage, 4)
                 ])
                 exits.append(StageExit(halve_blocks(rest) if self.sub_network == "small" else rest))
@@ -264,6 +270,7 @@ default_cfgs = generate_default_cfgs({
     "selfcon_resnet34.untrained": _cfg(),
     "selfcon_resnet50.untrained": _cfg(),
     "selfcon_resnet10_cifar.untrained": _cifar_cfg(),
+    "selfcon_resnet10_w16_cifar.untrained": _cifar_cfg(),
     "selfcon_resnet18_cifar.untrained": _cifar_cfg(),
     "selfcon_resnet34_cifar.untrained": _cifar_cfg(),
     "selfcon_resnet50_cifar.untrained": _cifar_cfg(),
@@ -271,6 +278,7 @@ default_cfgs = generate_default_cfgs({
 
 _ARCHS = {
     "resnet10": dict(block="basic", layers=(1, 1, 1, 1)),
+    "resnet10_w16": dict(block="basic", layers=(1, 1, 1, 1), stage_channels=(16, 32, 64, 128)),
     "resnet18": dict(block="basic", layers=(2, 2, 2, 2)),
     "resnet34": dict(block="basic", layers=(3, 4, 6, 3)),
     "resnet50": dict(block="bottleneck", layers=(3, 4, 6, 3)),
@@ -304,6 +312,14 @@ def selfcon_resnet50(pretrained: bool = False, **kwargs) -> SelfConResNet:
 def selfcon_resnet10_cifar(pretrained: bool = False, **kwargs) -> SelfConResNet:
     """SelfCon ResNet-10 (one block per stage; ours, not in the paper), CIFAR stem, ``fc`` exit: 4.96M parameters."""
     return _create("selfcon_resnet10_cifar", "resnet10", pretrained, kwargs)
+
+
+@register_model
+def selfcon_resnet10_w16_cifar(pretrained: bool = False, **kwargs) -> SelfConResNet:
+    """SelfCon ResNet-10 at a quarter of the width (stages 16-32-64-128; ours, not in the paper), CIFAR stem,
+    ``fc`` exit: 0.31M parameters, ~13x the training throughput of ``selfcon_resnet10_cifar`` on a CPU.
+    For method comparisons that a CPU can afford (``benchmarks/rank_methods.py``)."""
+    return _create("selfcon_resnet10_w16_cifar", "resnet10_w16", pretrained, kwargs)
 
 
 @register_model
