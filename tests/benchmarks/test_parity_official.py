@@ -1,0 +1,73 @@
+"""benchmarks/parity_official.py's judgement: equal implementations pass, a planted difference fails.
+
+The official code is not part of the project, so the stand-in for it is this package's own SelfCon step on a tiny
+model; the noise yardstick is the same step with the loss in float64, as the script does for the official code.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import timm_selfcon  # noqa: F401
+from timm_selfcon.methods import build_method
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def parity():
+    spec = importlib.util.spec_from_file_location("parity_official", ROOT / "benchmarks" / "parity_official.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _stand_in(parity, initial: dict, temperature: float = 0.1, float64_loss: bool = False):
+    model = timm.create_model("selfcon_resnet10_w16_cifar", num_classes=0)
+    method = build_method("selfcon", model, temperature=temperature, gather=False)
+    method.load_state_dict(initial)
+
+    def loss(views: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        features = method.projector.forward_projections(views[:, 0])
+        if float64_loss:
+            return method.criterion(features.double(), labels).float()
+        return method.criterion(features, labels)
+
+    return parity.Side(method, loss, lambda: {k: v.detach().clone() for k, v in method.state_dict().items()})
+
+
+@pytest.fixture(scope="module")
+def setting():
+    torch.manual_seed(0)
+    initial = build_method("selfcon", timm.create_model("selfcon_resnet10_w16_cifar", num_classes=0)).state_dict()
+    batches = [(torch.randn(16, 1, 3, 32, 32), torch.randint(0, 4, (16,))) for _ in range(3)]
+    return initial, batches
+
+
+def test_the_same_step_passes(parity, setting) -> None:
+    initial, batches = setting
+    result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, initial),
+                            lambda: _stand_in(parity, initial, float64_loss=True), batches)
+    assert result["passed"], result
+    assert result["max_loss_difference"] == 0.0 and result["final_weight_difference"] == 0.0
+
+
+def test_a_temperature_off_by_1e_3_fails(parity, setting) -> None:
+    initial, batches = setting
+    result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, initial, temperature=0.101),
+                            lambda: _stand_in(parity, initial, float64_loss=True), batches)
+    assert not result["passed"]
+    assert result["max_loss_difference"] > 100 * result["max_noise_loss_difference"]
+
+
+def test_different_initial_weights_fail(parity, setting) -> None:
+    initial, batches = setting
+    shifted = {k: v + 1e-3 if v.is_floating_point() else v for k, v in initial.items()}
+    result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, shifted),
+                            lambda: _stand_in(parity, initial, float64_loss=True), batches)
+    assert not result["passed"] and result["initial_weight_difference"] > 0
