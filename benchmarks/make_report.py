@@ -6,7 +6,10 @@
 runs the same comparison, so the README can never disagree with the JSON files).
 
 Sources: ``results/runs/<name>.json`` (``report_runs.py``: accuracy at a CPU budget) and ``results/cost.json``
-(``bench_train.py --cost``: step time and memory per method, ratios to SupCon).
+(``bench_train.py --cost``: step time and memory per method, ratios to SupCon), rendered between the ``runs``
+markers; ``results/rank/<name>.json`` (``rank_methods.py``: CE vs SupCon vs SelfCon on full CIFAR-10) between the
+``rank`` markers, with ``results/rank_accuracy_vs_epoch.png``; ``results/parity_official.json``
+(``parity_official.py``) and ``results/collapse.json`` (``collapse.py``) between the ``parity`` markers.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs"
 COST = RESULTS / "cost.json"
 README = ROOT / "README.md"
+RANK = RESULTS / "rank"
+PARITY = RESULTS / "parity_official.json"
+COLLAPSE = RESULTS / "collapse.json"
 BEGIN, END = "<!-- runs:begin -->", "<!-- runs:end -->"
 HEADS = ("backbone", "exit_0", "ensemble")
 UNTRAINED = "random_init"  # report_runs.py's untrained initial encoders (random_init*): the floors, epoch 0 of the curves
@@ -171,6 +177,160 @@ def render(runs_dir: Path = RUNS, cost_path: Path = COST) -> str:
     return "\n".join(lines + render_cost(cost_path))
 
 
+# ------------------------------------------------------------------------------- rank_methods.py
+def _top1(run: dict, split: str, protocol: str = "linear_fast") -> dict[str, float]:
+    results = ((run.get(split) or {}).get(protocol) or {}).get("results") or {}
+    return {head: entry["last"]["top1"] for head, entry in results.items() if "last" in entry}
+
+
+def load_rank(rank_dir: Path = RANK) -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(rank_dir.glob("*.json"))}
+
+
+def _floor_of(run: dict, runs: dict[str, dict]) -> dict:
+    """A trained run's untrained floor: the floor run with the same exits (CE's classifier is not in its draw)."""
+    has_exits = bool((run["recipe"].get("model_kwargs") or {}).get("exit_stages"))
+    return runs.get("floor_selfcon" if has_exits else "floor_noexit", {})
+
+
+def _stabilizer(recipe: dict) -> str:
+    parts = []
+    if recipe.get("clip_grad_norm") is not None:
+        parts.append(f"clip_grad_norm={recipe['clip_grad_norm']:g}")
+    if recipe.get("head_lr_warmup_steps"):
+        parts.append(f"head_lr_warmup_steps={recipe['head_lr_warmup_steps']}")
+    if (recipe.get("method_kwargs") or {}).get("head_batchnorm"):
+        parts.append("head_batchnorm")
+    if recipe.get("optimizer", "sgd") != "sgd":
+        parts.append(f"optimizer={recipe['optimizer']}")
+    return ", ".join(parts) or "none"
+
+
+def _gain(value: float | None, floor: float | None) -> str:
+    return "-" if value is None or floor is None else f"{value - floor:+.2f}"
+
+
+def render_rank(rank_dir: Path = RANK) -> str:
+    runs = load_rank(rank_dir)
+    if not runs:
+        return "No method-ranking runs have finished yet (`python benchmarks/rank_methods.py` writes them)."
+    lines = ["Measured here (ours): `benchmarks/rank_methods.py`, `selfcon_resnet10_w16_cifar` (0.31M parameters), "
+             "batch 256, lr 0.125 (the official 0.5 at 1024, scaled), 1-epoch warm-up, per-step cosine, fp32, one CPU "
+             "thread; trained on CIFAR-10 train rows 0-44,999; `linear_fast` probe (cached features, not the papers' "
+             "protocol), top-1 %; gains are over the run's own untrained encoder (the floor rows)."]
+    sweep = {n: r for n, r in runs.items() if r.get("phase") == "sweep"}
+    floors = {n: r for n, r in runs.items() if r.get("phase") == "floor"}
+    if sweep:
+        lines += ["", "Stabilizer sweep, SelfCon-S (fc exit), " + f"{sweep[next(iter(sweep))]['recipe']['epochs']} epochs; "
+                  "top-1 on the 5,000 held-out **validation** images (rows 45,000-49,999), which alone choose the "
+                  "winner:", "",
+                  "| run | stabilizer (ours) | train min | final loss | backbone | gain | exit_0 | ensemble |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, run in sweep.items():
+            top1 = _top1(run, "validation")
+            floor = _top1(_floor_of(run, runs), "validation").get("backbone")
+            lines.append(f"| {name} | {_stabilizer(run['recipe'])} | {run['train_seconds_this_sitting'] / 60:.1f} | "
+                         f"{run['train_summary']['final_loss']:.3f} | {top1.get('backbone', 0):.2f} | "
+                         f"{_gain(top1.get('backbone'), floor)} | {top1.get('exit_0', 0):.2f} | "
+                         f"{top1.get('ensemble', 0):.2f} |")
+    lines += ["", "Test split (10,000 images); every method the same epochs:", "",
+              "| run | method | stabilizer (ours) | epochs | train min | backbone | gain over floor | exit_0 | ensemble | "
+              "kNN k=20 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run in {**floors, **{n: r for n, r in runs.items() if r.get("phase") == "main"}}.items():
+        top1, knn = _top1(run, "test"), run["test"]["knn"]["results"]["backbone"]["k20"]
+        trained = run.get("phase") == "main"
+        floor = _top1(_floor_of(run, runs), "test").get("backbone") if trained else None
+        lines.append(f"| {name} | {run['recipe']['method']} | {_stabilizer(run['recipe']) if trained else '-'} | "
+                     f"{run['recipe']['epochs'] if trained else 0} | "
+                     f"{run.get('train_seconds_this_sitting', 0) / 60:.1f} | {top1['backbone']:.2f} | "
+                     f"{_gain(top1['backbone'], floor)} | {top1.get('exit_0', float('nan')):.2f} | "
+                     f"{top1.get('ensemble', float('nan')):.2f} | {knn:.2f} |".replace("nan", "-"))
+    curves = rank_curves(runs)
+    if curves:
+        epochs = sorted({e for heads in curves.values() for e in heads["backbone"]})
+        lines += ["", "Backbone `linear_fast` top-1 (test) versus epoch; epoch 0 is the run's floor (plot: "
+                  "`benchmarks/results/rank_accuracy_vs_epoch.png`):", "",
+                  "| run | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---|" * len(epochs)]
+        for name, heads in curves.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{heads['backbone'][e]:.2f}" if e in heads["backbone"] else "-" for e in epochs) + " |")
+    return "\n".join(lines)
+
+
+def rank_curves(runs: dict[str, dict]) -> dict[str, dict[str, dict[int, float]]]:
+    """``{run: {head: {epoch: top-1}}}`` of the main runs, epoch 0 from the run's floor."""
+    curves = {}
+    for name, run in runs.items():
+        if run.get("phase") != "main" or "linear_fast_per_epoch" not in run:
+            continue
+        floor = _top1(_floor_of(run, runs), "test")
+        heads: dict[str, dict[int, float]] = {}
+        for epoch, values in run["linear_fast_per_epoch"].items():
+            for head, value in values.items():
+                heads.setdefault(head, {0: floor[head]} if head in floor else {})[int(epoch)] = value
+        curves[name] = heads
+    return curves
+
+
+def render_parity(parity_path: Path = PARITY, collapse_path: Path = COLLAPSE) -> str:
+    lines = []
+    if parity_path.exists():
+        parity = json.loads(parity_path.read_text())
+        lines += [f"`python benchmarks/parity_official.py OFFICIAL_CHECKOUT --steps {parity['steps']} --batch-size "
+                  f"{parity['batch_size']}` (ours, this CPU, torch {parity['torch']}): the official ConResNet-18 + "
+                  "ConLoss and ours from the same initial weights, SGD lr 0.05 on the same real CIFAR-10 batches; "
+                  "the yardstick is the official code against itself with only its loss in float64.", "",
+                  "| case | result | max loss difference | official's own noise | final max weight difference | "
+                  "official's own noise |", "|---|---|---|---|---|---|"]
+        for case in parity["cases"]:
+            lines.append(f"| {case['case']} | {'pass' if case['passed'] else 'FAIL'} | "
+                         f"{case['max_loss_difference']:.1e} | {case['max_noise_loss_difference']:.1e} | "
+                         f"{case['final_weight_difference']:.1e} | {case['noise_final_weight_difference']:.1e} |")
+    if collapse_path.exists():
+        collapse = json.loads(collapse_path.read_text())
+        lines += ["", "The collapse plateau (`python benchmarks/collapse.py`, ours): steps on the plateau (loss within "
+                  f"{collapse['margin']} of log(N-1)·τ/τ_base and every mean projection cosine >= "
+                  f"{collapse['collapsed_cosine']}); cosines at the last step.", "",
+                  "| code | model | batch | lr | warm-up steps | stabilizer | plateau | reached at | steps on it | "
+                  "final loss | cos backbone | cos exit | cos exit-backbone |", "|---" * 13 + "|"]
+        for run in collapse["runs"]:
+            cos = run["trace"][-1]["cosines"]
+            lines.append(f"| {run['code']} | {run['model']} | {run['batch_size']} | {run['lr']:g} | "
+                         f"{run['warmup_steps']} | {run['stabilizer']} | {run['trace'][0]['plateau']:.3f} | "
+                         f"{run['reached_plateau_at'] or '-'} | {run['steps_on_plateau']}/{len(run['trace'])} | "
+                         f"{run['final_loss']:.3f} | {cos['backbone']:.3f} | {cos['exit_0']:.3f} | "
+                         f"{cos['exit_0_vs_backbone']:.3f} |")
+    return "\n".join(lines) or "Not measured yet."
+
+
+BLOCKS = {"runs": lambda: render(), "rank": lambda: render_rank(), "parity": lambda: render_parity()}
+
+
+def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | None:
+    curves = rank_curves(load_rank(rank_dir))
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for index, (name, heads) in enumerate(curves.items()):
+        for head, style in (("backbone", "-"), ("exit_0", "--"), ("ensemble", ":")):
+            if head in heads:
+                points = sorted(heads[head].items())
+                ax.plot(*zip(*points, strict=True), style, color=f"C{index}", marker="o", label=f"{name} {head}")
+    ax.set(xlabel="epoch (0: untrained)", ylabel="linear_fast top-1 % (test)",
+           title="CIFAR-10, selfcon_resnet10_w16_cifar, one CPU thread (ours)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out_dir / "rank_accuracy_vs_epoch.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RESULTS) -> list[Path]:
     """``accuracy_vs_epoch.png`` and ``cost.png`` from the same JSON as the tables."""
     import matplotlib
@@ -225,12 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     text = README.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"README.md lacks the {BEGIN} ... {END} markers", file=sys.stderr)
-        return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    updated = f"{head}{BEGIN}\n{render()}\n{END}{tail}"
+    updated = text
+    for name, render_block in BLOCKS.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin not in updated or end not in updated:
+            print(f"README.md lacks the {begin} ... {end} markers", file=sys.stderr)
+            return 1
+        head, rest = updated.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        updated = f"{head}{begin}\n{render_block()}\n{end}{tail}"
     if args.check:
         if updated != text:
             print("README.md's results differ from benchmarks/results/*.json; run python benchmarks/make_report.py",
@@ -239,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     README.write_text(updated)
     draw_plots()
+    draw_rank_plot()
     return 0
 
 
