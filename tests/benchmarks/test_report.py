@@ -114,3 +114,25 @@ def test_each_untrained_floor_is_built_like_the_runs_it_serves() -> None:
                 trained["model"], trained["model_kwargs"]), (floor, method)
     specs["selfcon_seed0"]["model_kwargs"]["exit_stages"].append(3)  # runs must not share mutable settings
     assert specs["random_init_seed0"]["model_kwargs"]["exit_stages"] == [2]
+
+
+def test_rank_table_reads_gains_against_the_runs_own_floor(tmp_path: Path) -> None:
+    report = _make_report()
+
+    def probe(backbone, exit_0=None):
+        heads = {"backbone": backbone} | ({"exit_0": exit_0, "ensemble": exit_0 + 1} if exit_0 else {})
+        return {"linear_fast": {"results": {h: {"last": {"top1": v}} for h, v in heads.items()}},
+                "knn": {"results": {"backbone": {"k20": backbone - 2}}}}
+
+    floor = {"phase": "floor", "recipe": {"method": "untrained", "model_kwargs": {"exit_stages": [2]}},
+             "test": probe(38.0, 36.0)}
+    main = {"phase": "main", "recipe": {"method": "selfcon", "model_kwargs": {"exit_stages": [2]}, "epochs": 20,
+                                        "method_kwargs": {"head_batchnorm": True}, "optimizer": "sgd"},
+            "train_seconds_this_sitting": 600.0, "test": probe(60.5, 55.0),
+            "linear_fast_per_epoch": {"10": {"backbone": 50.0}, "20": {"backbone": 60.5}}}
+    (tmp_path / "floor_selfcon.json").write_text(json.dumps(floor))
+    (tmp_path / "main_selfcon_head_bn.json").write_text(json.dumps(main))
+    text = report.render_rank(tmp_path)
+    assert "| main_selfcon_head_bn | selfcon | head_batchnorm | 20 | 10.0 | 60.50 | +22.50 | 55.00 | 56.00 | 58.50 |" in text
+    assert "| floor_selfcon | untrained | - | 0 | 0.0 | 38.00 | - | 36.00 | 37.00 | 36.00 |" in text
+    assert "| main_selfcon_head_bn | 38.00 | 50.00 | 60.50 |" in text
