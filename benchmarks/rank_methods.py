@@ -71,12 +71,14 @@ def sweep_specs() -> dict[str, dict]:
 
 
 def main_specs(winner: str) -> dict[str, dict]:
+    # SelfCon with the winner first, SupCon (twice the images per step) third: a sitting that ends early has the
+    # most informative runs
     specs = {
+        f"main_selfcon_{winner}": dict(COMMON, method="selfcon", model_kwargs=SELFCON_EXITS, seed=0,
+                                       **STABILIZERS[winner]),
         "main_ce": dict(COMMON, method="ce", model_kwargs=NO_EXITS, augmentation="ce", seed=0),
         "main_supcon": dict(COMMON, method="supcon", model_kwargs=NO_EXITS, seed=0),
         "main_selfcon_none": dict(COMMON, method="selfcon", model_kwargs=SELFCON_EXITS, seed=0),
-        f"main_selfcon_{winner}": dict(COMMON, method="selfcon", model_kwargs=SELFCON_EXITS, seed=0,
-                                       **STABILIZERS[winner]),
     }
     return copy.deepcopy(specs)
 
