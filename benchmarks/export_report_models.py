@@ -1,17 +1,21 @@
-"""Export the reproduction report's models with ``timm-selfcon export`` and load them back with ``local-dir:``.
+"""Export the best SelfCon encoder with ``timm-selfcon export`` and load it back with ``local-dir:``.
 
-- The best SelfCon run of the report (``results/runs/selfcon_seed*.json``, chosen by the ensemble probe's
-  accuracy on the validation split, never on the test split) is exported with its ``linear_fast`` classifiers and
-  its exit into ``benchmarks/results/<name>/`` (committed: under 20 MB).
-- The MixCo run (``moco_mixco_seed0`` by default) is exported the same way into the run's own folder (not
-  committed).
+- The SelfCon run of the method ranking (``results/rank/main_selfcon_<stabilizer>.json``, the stabilizer that
+  ``rank_methods.py`` chose on the validation split, never on the test split) is exported with its
+  ``linear_fast`` classifiers and its exit into ``benchmarks/results/<model>-cifar10-cpu-rank/`` (committed: the
+  only exported folder there, under 5 MB).
+- A MixCo run of the older report (``--mixco-run``), when its run folder exists, is exported the same way into
+  that folder (not committed).
 
 Each export is then loaded with ``timm.create_model("local-dir:...")`` and run over the test split with timm's
 eval transform from the exported ``pretrained_cfg``; the top-1 of every head must match what the run's JSON
-reports for the same classifiers (the probe evaluated them on cached features of the same images). Results go
-to ``benchmarks/results/exported_models.json``.
+reports for the same classifiers (the probe evaluated them on cached features of the same images). Then an
+independent check: a linear probe (``timm_selfcon.engine.probe``) of the exported backbone's frozen features of
+the first 10,000 CIFAR-10 train images, tested on the 10,000 test images, beside the same probe of the same
+architecture created with ``pretrained=False``; the export must lead by ``MIN_GAIN_POINTS``. Results go to
+``benchmarks/results/exported_models.json``.
 
-Usage: ``python benchmarks/export_report_models.py [--mixco-run moco_mixco_seed0]``
+Usage: ``python benchmarks/export_report_models.py [--data ../shared/data/cifar10] [--mixco-run moco_mixco_seed0]``
 """
 from __future__ import annotations
 
@@ -27,15 +31,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs"
-SIZE_LIMIT_BYTES = 20_000_000
+RANK = RESULTS / "rank"
+SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+SIZE_LIMIT_BYTES = 5_000_000
 TOLERANCE_POINTS = 0.1  # top-1 % points: features recomputed in a different batch order may round differently
+MIN_GAIN_POINTS = 15.0
+PROBE_TRAIN_IMAGES = 10_000
 
 
 def best_selfcon_run() -> dict:
-    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("selfcon_seed*.json"))]
-    if not runs:
-        raise SystemExit("no SelfCon run has finished (benchmarks/report_runs.py writes them)")
-    return max(runs, key=lambda run: run["linear_fast"]["results"]["ensemble"]["best_val"]["val_top1"])
+    """The ranking's SelfCon run with the stabilizer chosen on the validation split."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from rank_methods import sweep_winner
+
+    winner = sweep_winner(RANK)
+    path = RANK / f"main_selfcon_{winner}.json"
+    if winner is None or not path.exists():
+        raise SystemExit(f"the ranking's SelfCon run has not finished ({path}; benchmarks/rank_methods.py writes it)")
+    run = json.loads(path.read_text())
+    run["linear_fast"] = run["test"]["linear_fast"]
+    return run
 
 
 def export_run(run: dict, out_dir: Path) -> None:
@@ -71,8 +86,43 @@ def heads_top1(folder: Path, data: Path) -> dict[str, float]:
     return {name: 100.0 * count / len(test) for name, count in correct.items()}
 
 
-def check(run: dict, folder: Path) -> dict:
-    data = Path(run["recipe"]["data"])
+@torch.no_grad()
+def probe_against_untrained(folder: Path, data: Path) -> dict:
+    """Linear probe of the exported backbone and of an untrained one (``pretrained=False``, seed 0), both on frozen
+    features of the first ``PROBE_TRAIN_IMAGES`` train images, tested on the test split."""
+    import timm
+    from timm.data import resolve_data_config
+
+    import timm_selfcon  # noqa: F401
+    from timm_selfcon.data import ContrastiveImageDataset, build_eval_loader, build_transform, load_image_dataset
+    from timm_selfcon.engine.probe import extract_features, train_linear_probe
+
+    exported = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
+    torch.manual_seed(0)
+    untrained = timm.create_model(exported.pretrained_cfg["architecture"], pretrained=False, num_classes=0,
+                                  **json.loads((folder / "config.json").read_text()).get("model_args", {}))
+    cfg = resolve_data_config(model=exported)
+    transform = build_transform("eval", cfg["input_size"][-1], cfg["mean"], cfg["std"])
+    splits = {"train": load_image_dataset(str(data), "train").select(range(PROBE_TRAIN_IMAGES)),
+              "test": load_image_dataset(str(data), "test")}
+    loaders = {name: build_eval_loader(ContrastiveImageDataset(hf, transform, "img", "label", seed=0), 500, 1)
+               for name, hf in splits.items()}
+    top1 = {}
+    for name, encoder in (("exported", exported), ("untrained", untrained)):
+        train_x, train_y = extract_features(encoder, loaders["train"], desc=f"{name} train")
+        test_x, test_y = extract_features(encoder, loaders["test"], desc=f"{name} test")
+        top1[name] = train_linear_probe(train_x, train_y, test_x, test_y, epochs=100, seed=0).top1
+    gain = top1["exported"] - top1["untrained"]
+    if gain < MIN_GAIN_POINTS:
+        raise SystemExit(f"{folder}: the exported backbone leads an untrained one by {gain:.2f} points "
+                         f"({top1}), less than {MIN_GAIN_POINTS}")
+    return dict(protocol=f"linear probe (timm_selfcon.engine.probe, 100 epochs) on frozen backbone features of the "
+                         f"first {PROBE_TRAIN_IMAGES} train images, top-1 % on the test split",
+                top1=top1, gain_points=gain)
+
+
+def check(run: dict, folder: Path, data: Path | None = None) -> dict:
+    data = data or Path(run["recipe"]["data"])
     measured = heads_top1(folder, data)
     reported = {head: value["last"]["top1"] for head, value in run["linear_fast"]["results"].items()}
     size = (folder / "model.safetensors").stat().st_size
@@ -87,18 +137,21 @@ def check(run: dict, folder: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_CIFAR10, help="CIFAR-10 train.parquet and test.parquet")
     parser.add_argument("--mixco-run", default="moco_mixco_seed0")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     report = {}
 
     selfcon = best_selfcon_run()
-    folder = RESULTS / f"{selfcon['recipe']['model']}-cifar10-cpu-report"
+    folder = RESULTS / f"{selfcon['recipe']['model']}-cifar10-cpu-rank"
     export_run(selfcon, folder)
-    report["selfcon"] = check(selfcon, folder)
-    report["selfcon"]["chosen_by"] = "ensemble linear_fast probe, best validation top-1 (no test-split selection)"
+    report["selfcon"] = check(selfcon, folder, args.data)
+    report["selfcon"]["chosen_by"] = ("the ranking's SelfCon run with the stabilizer chosen on the validation split "
+                                      "(no test-split selection)")
     if report["selfcon"]["model_safetensors_bytes"] >= SIZE_LIMIT_BYTES:
-        raise SystemExit(f"{folder} is {report['selfcon']['model_safetensors_bytes']} bytes: over the 20 MB limit")
+        raise SystemExit(f"{folder} is {report['selfcon']['model_safetensors_bytes']} bytes: over the 5 MB limit")
+    report["selfcon"]["against_untrained"] = probe_against_untrained(folder, args.data)
 
     mixco_json = RUNS / f"{args.mixco_run}.json"
     if mixco_json.exists():
