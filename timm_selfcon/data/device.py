@@ -6,8 +6,9 @@ module does that for the ``supcon``, ``simclr``, ``moco_v2`` and ``ce`` pipeline
 to a batch tensor draw one set for the whole batch) and torchvision's sampling rules:
 
 - RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3): 10 tries of (area, log-ratio), the first that fits, else the
-  centre-crop fallback; top/left uniform. Resampled bilinearly with ``affine_grid`` / ``grid_sample`` (border
-  padding, which equals PIL's edge renormalisation when upscaling: crops never exceed the stored image).
+  centre-crop fallback; top/left uniform. Resampled bilinearly with ``affine_grid`` / ``grid_sample``, the sampling
+  points clamped to the box, which equals PIL's crop-then-resize with its edge renormalisation when upscaling
+  (crops never exceed the stored image, so the path never downscales).
 - Horizontal flip p=0.5, folded into the crop's affine map (exact: every later op is flip-symmetric).
 - RandomApply(ColorJitter, p=0.8): brightness, contrast, saturation, hue factors and an order of the four
   ops drawn per sample, with torchvision's formulas (contrast and saturation blend with the ITU-R 601-2 grey,
@@ -210,6 +211,26 @@ def crop_boxes(u_scale: torch.Tensor, u_ratio: torch.Tensor, u_top: torch.Tensor
     return torch.stack([top, left, h, w], dim=1)
 
 
+def resample_boxes(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop ``boxes`` ``[N, 4]`` ``(top, left, h, w)`` of ``x`` ``[N, C, H, W]``, flip where ``flip`` ``[N]``, and
+    resize to ``[N, C, size, size]`` bilinearly (``affine_grid`` / ``grid_sample``, align_corners=False)."""
+    height, width = x.shape[-2:]
+    top, left, h, w = boxes.double().unbind(1)
+    sign = torch.where(flip, -1.0, 1.0).double()
+    # output pixel centre x_o in [-1, 1] maps to the box's columns left .. left + w
+    theta = torch.zeros(x.shape[0], 2, 3, dtype=torch.float64, device=x.device)
+    theta[:, 0, 0] = sign * w / width
+    theta[:, 0, 2] = (2 * left + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * top + h) / height - 1
+    grid = F.affine_grid(theta.float(), [x.shape[0], x.shape[1], size, size], align_corners=False)
+    # PIL crops, then resizes: taps never reach outside the box (the centres of its first and last pixels)
+    low = torch.stack([(2 * left + 1) / width - 1, (2 * top + 1) / height - 1], dim=1).float().view(-1, 1, 1, 2)
+    high = torch.stack([(2 * (left + w) - 1) / width - 1, (2 * (top + h) - 1) / height - 1], dim=1)
+    grid = torch.maximum(torch.minimum(grid, high.float().view(-1, 1, 1, 2)), low)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class BatchAugment:
     """One of :data:`DEVICE_PIPELINES` applied to a batch with per-sample parameters, on the batch's device.
 
@@ -264,16 +285,8 @@ class BatchAugment:
 
     def resized_crop(self, x: torch.Tensor, u: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """RandomResizedCrop + horizontal flip of ``x`` ``[N, 3, H, W]`` to ``[N, 3, S, S]``."""
-        top, left, h, w = crop_boxes(u[:, 0:10], u[:, 10:20], u[:, 20], u[:, 21], height, width).unbind(1)
-        flip = torch.where(u[:, 22] < 0.5, -1.0, 1.0).double()
-        # output pixel centre x_o in [-1, 1] maps to the crop's columns left .. left + w (align_corners=False)
-        theta = torch.zeros(x.shape[0], 2, 3, dtype=torch.float64, device=x.device)
-        theta[:, 0, 0] = flip * w / width
-        theta[:, 0, 2] = (2 * left + w) / width - 1
-        theta[:, 1, 1] = h / height
-        theta[:, 1, 2] = (2 * top + h) / height - 1
-        grid = F.affine_grid(theta.float(), [x.shape[0], 3, self.image_size, self.image_size], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        boxes = crop_boxes(u[:, 0:10], u[:, 10:20], u[:, 20], u[:, 21], height, width)
+        return resample_boxes(x, boxes, u[:, 22] < 0.5, self.image_size)
 
     @staticmethod
     def color_jitter(x: torch.Tensor, u: torch.Tensor, strength: float, hue: float) -> torch.Tensor:
