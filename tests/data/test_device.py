@@ -174,7 +174,7 @@ def test_jitter_ops_match_torchvision_functional_for_a_given_order() -> None:
     for i in range(64):
         expected = x[i]
         if u[i, 23] < 0.8:
-            factors = (low + u[i, 24:27] * 0.8).tolist() + [0.1 * (2 * float(u[i, 27]) - 1)]
+            factors = [*(low + u[i, 24:27] * 0.8).tolist(), 0.1 * (2 * float(u[i, 27]) - 1)]
             ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
             for op in u[i, 28:32].argsort().tolist():
                 expected = ops[op](expected, factors[op])
@@ -198,7 +198,7 @@ def test_blur_matches_torchvision_gaussian_blur() -> None:
 
 def test_samples_of_a_batch_get_their_own_crop_flip_and_jitter() -> None:
     n = 64
-    area, ratio, flipped = boxes_from_ramps(device_views("ce", ramp_image().expand(n, -1, -1, -1).contiguous()))
+    area, _ratio, flipped = boxes_from_ramps(device_views("ce", ramp_image().expand(n, -1, -1, -1).contiguous()))
     assert len(set(area.round(decimals=2).tolist())) > n // 2, "the batch shares one crop"
     assert 0 < int(flipped.sum()) < n, "the batch shares one flip"
     grey = torch.full((n, 8, 8, 3), 100, dtype=torch.uint8)
