@@ -271,10 +271,14 @@ def test_non_boolean_switch_is_rejected_naming_it(key: str, tiny_data: Path, tmp
 # ------------------------------------------------------------------------------------------ failures during training
 
 
-def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_every_steps", [1, 3])
+def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(log_every_steps: int, tiny_data: Path,
+                                                                   tmp_path: Path) -> None:
+    """The loss is read only every ``log_every_steps`` (no host sync per step) but always before a checkpoint:
+    the error names the first non-finite step and no checkpoint after it is written."""
     # lr=1e30 blows the projection head up after the first update: the loss of a later step is NaN
     config = tiny_config(tiny_data, tmp_path, "selfcon", lr=1e30, schedule="constant", max_steps=5,
-                         save_every_steps=1)
+                         save_every_steps=1, log_every_steps=log_every_steps)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step (\d+)") as raised:
         train(config)
     bad_step = int(re.search(r"step (\d+)", str(raised.value)).group(1))
