@@ -290,6 +290,18 @@ def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(log_every_ste
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
+def test_non_finite_loss_between_two_reads_is_named_by_its_first_step(tiny_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_data, tmp_path, "selfcon", lr=1e30, schedule="constant", max_steps=6,
+                         save_every_steps=100, log_every_steps=4)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step (2|3) "):  # read at step 4
+        train(config)
+    assert not (tmp_path / "last").exists() and not read_metrics_or_empty(tmp_path)
+
+
+def read_metrics_or_empty(output_dir: Path) -> list[dict[str, Any]]:
+    return read_metrics(output_dir) if (output_dir / "metrics.jsonl").exists() else []
+
+
 def test_corrupt_image_is_substituted_and_listed_in_the_summary(corrupt_data: Path, tmp_path: Path) -> None:
     # one global batch = the whole split, so the corrupt row is in the first step
     config = tiny_config(corrupt_data, tmp_path, "supcon_s", batch_size=TRAIN_ROWS)
