@@ -159,7 +159,7 @@ def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     sector = torch.stack([(g - b) / safe, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe], dim=1)
     hue6 = sector.gather(1, argmax.unsqueeze(1)).squeeze(1)
     hue6 = torch.where(chroma > 0, hue6, torch.zeros_like(hue6)) + 6.0 * shift.view(-1, 1, 1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = (5.0 - 2.0 * torch.arange(3, device=x.device, dtype=x.dtype)).view(1, 3, 1, 1)  # no host-to-device copy
     k = torch.remainder(n + hue6.unsqueeze(1), 6.0)
     return maxc.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
@@ -253,6 +253,7 @@ class BatchAugment:
         self.spec = DEVICE_PIPELINES[pipeline]
         self.mean, self.std = tuple(mean), tuple(std)
         self.kernel_size = blur_kernel_size(image_size)
+        self._normalize: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __repr__(self) -> str:
         return f"BatchAugment(pipeline={self.pipeline!r}, image_size={self.image_size}, views={self.views})"
@@ -279,8 +280,11 @@ class BatchAugment:
         if spec.blur:
             sigma = 0.1 + u[:, 34] * (2.0 - 0.1)
             x = _blur(x, sigma, u[:, 33] < 0.5, self.kernel_size)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        if self._normalize is None or self._normalize[0].device != x.device:
+            # built once per device: a host-to-device copy of a pageable tensor on every step would synchronise
+            self._normalize = (torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1),
+                               torch.tensor(self.std, device=x.device).view(1, 3, 1, 1))
+        mean, std = self._normalize
         return ((x - mean) / std).view(batch, self.views, 3, size, size)
 
     def resized_crop(self, x: torch.Tensor, u: torch.Tensor, height: int, width: int) -> torch.Tensor:
