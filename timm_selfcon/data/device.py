@@ -136,13 +136,14 @@ def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.
     return (f * x + (1 - f) * other).clamp_(0.0, 1.0)
 
 
-def _adjust(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
-    """Brightness (0), contrast (1) or saturation (2) of ``x`` ``[B, 3, H, W]``; factor 1 is the identity."""
-    if op == 0:
-        return _blend(x, torch.zeros_like(x[:, :1]), factor)
-    if op == 1:
-        return _blend(x, _grey(x).mean(dim=(1, 2, 3), keepdim=True), factor)
-    return _blend(x, _grey(x), factor)
+def _adjust(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per sample, brightness (``op`` 0), contrast (1) or saturation (2) of ``x`` ``[B, 3, H, W]`` by ``factor``
+    ``[B]`` (1: the identity): each is a blend towards black, the mean grey level or the grey image."""
+    grey = _grey(x)
+    op = op.view(-1, 1, 1, 1)
+    target = torch.where(op == 0, torch.zeros_like(grey),
+                         torch.where(op == 1, grey.mean(dim=(1, 2, 3), keepdim=True), grey))
+    return _blend(x, target, factor)
 
 
 def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -300,15 +301,16 @@ class BatchAugment:
         factors = low + u[:, 24:27] * (1.0 + strength - low)  # [N, 3]: brightness, contrast, saturation
         factors = torch.where(applied[:, None], factors, torch.ones_like(factors))
         shift = hue * (2.0 * u[:, 27] - 1.0)
-        position = u[:, 28:32].argsort(dim=1).argsort(dim=1)  # [N, 4]: where each op falls in the order
-        hue_position = position[:, 3]
-        # ops before the hue shift, in their order; then the hue (computed once); then the ops after it
-        ones = torch.ones_like(factors[:, 0])
+        order = u[:, 28:32].argsort(dim=1)  # [N, 4]: the op at each slot (3 = hue)
+        hue_slot = order.argsort(dim=1)[:, 3]
+        with_one = torch.cat([factors, torch.ones_like(factors[:, :1])], dim=1)  # hue's slot: no blend
+        # blends before the hue shift, in their order; then the hue (computed once); then the blends after it
         for slots, before in ((range(3), True), (range(1, 4), False)):
             for slot in slots:
-                for op in range(3):
-                    active = (position[:, op] == slot) & ((slot < hue_position) == before)
-                    x = _adjust(x, op, torch.where(active, factors[:, op], ones))
+                op = order[:, slot]
+                active = (slot < hue_slot) == before
+                factor = torch.where(active, with_one.gather(1, op[:, None]).squeeze(1), with_one[:, 3])
+                x = _adjust(x, op, factor)
             if before:
                 x = torch.where(applied.view(-1, 1, 1, 1), _shift_hue(x, shift), x)
         return x
