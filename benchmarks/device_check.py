@@ -222,7 +222,8 @@ def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
         summary = train(config)
         seconds = time.perf_counter() - start
         report = evaluate(config.output_dir, EvalConfig(data=str(args.data), protocol="linear_fast", val_fraction=0,
-                                                        epochs=2 if args.smoke else 30, num_workers=0))
+                                                        epochs=2 if args.smoke else 30,
+                                                        num_workers=0 if args.smoke else 8))
         out[name] = {"epochs": epochs, "train_s": seconds, "final_loss": summary["final_loss"], "steps": summary["steps"],
                      "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
     return out
