@@ -64,7 +64,6 @@ __all__ = [
 
 #: Uniform draws reserved per sample and view (the layout is in :class:`BatchAugment`).
 DRAWS_PER_VIEW = 40
-_TRIES = 10
 _CROP_SCALE = (0.2, 1.0)
 _CROP_RATIO = (3 / 4, 4 / 3)
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601-2, what PIL's convert("L") and torchvision use
