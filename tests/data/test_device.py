@@ -9,6 +9,7 @@ output mean within 0.05 and std within 5% (normalised units, 2000 real CIFAR-10 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from timm_selfcon.data.device import (
     counter_uniforms,
     crop_boxes,
     decode_split,
+    device_cache_dir,
     resample_boxes,
 )
 from timm_selfcon.data.sampler import ResumableDistributedSampler
@@ -243,13 +245,22 @@ def test_decoded_split_is_cached_and_reused(tmp_path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("TIMM_SELFCON_DEVICE_CACHE", str(tmp_path))
     hf = load_image_dataset(CIFAR10_SUBSET, "test").select(range(10))
     first = decode_split(hf, "img", "label", 16)
-    [cached] = list(tmp_path.iterdir())
+    [cached] = list(tmp_path.iterdir())  # written to a temporary name and renamed: nothing else is left
     assert cached.name.endswith("-img-label-16px.safetensors") and hf._fingerprint in cached.name
     assert first.images.shape == (10, 16, 16, 3) and first.images.dtype == torch.uint8
     again = decode_split(hf, "img", "label", 16)
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, torch.tensor(hf["label"]))
     expected = v2.functional.center_crop(v2.functional.resize(hf[3]["img"], 16, antialias=True), [16, 16])
     assert torch.equal(first.images[3], torch.from_numpy(np.array(expected)))
+
+
+def test_the_cache_lives_in_the_datasets_cache_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.delenv("TIMM_SELFCON_DEVICE_CACHE", raising=False)
+    assert device_cache_dir() == Path(datasets.config.HF_DATASETS_CACHE) / "timm_selfcon_device"
+    monkeypatch.setenv("TIMM_SELFCON_DEVICE_CACHE", "/somewhere/else")
+    assert device_cache_dir() == Path("/somewhere/else")
 
 
 def test_a_split_above_the_memory_cap_is_refused_naming_size_cap_and_the_alternative() -> None:
