@@ -60,6 +60,7 @@ __all__ = [
     "counter_uniforms",
     "decode_split",
     "device_cache_dir",
+    "epoch_key",
 ]
 
 #: Uniform draws reserved per sample and view (the layout is in :class:`BatchAugment`).
@@ -107,17 +108,25 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def epoch_key(seed: int, epoch: int) -> tuple[int, int]:
+    """The two 32-bit words that key ``(seed, epoch)``'s draws."""
+    key = derive_seed("device-augment", seed, epoch)
+    return key & _MASK32, (key >> 32) & _MASK32
+
+
+def _uniforms(index: torch.Tensor, w0: int | torch.Tensor, w1: int | torch.Tensor, views: int, draws: int) -> torch.Tensor:
+    per_sample = _hash32((index.long() & _MASK32) ^ w0)
+    counter = torch.arange(views * draws, device=index.device, dtype=torch.long)
+    bits = _hash32(_hash32((per_sample[:, None] + counter[None, :]) & _MASK32) ^ w1)
+    return ((bits >> 8).float() * 2.0**-24).view(-1, views, draws)
+
+
 def counter_uniforms(seed: int, epoch: int, index: torch.Tensor, views: int, draws: int = DRAWS_PER_VIEW) -> torch.Tensor:
     """Uniforms in [0, 1) that depend only on ``(seed, epoch, index, view, draw)``: float32 ``[B, views, draws]``.
 
     ``index`` is int64 ``[B]`` (dataset rows, on any device). 24 bits of each hash are used.
     """
-    key = derive_seed("device-augment", seed, epoch)
-    w0, w1 = key & _MASK32, (key >> 32) & _MASK32
-    per_sample = _hash32((index.long() & _MASK32) ^ w0)
-    counter = torch.arange(views * draws, device=index.device, dtype=torch.long)
-    bits = _hash32(_hash32((per_sample[:, None] + counter[None, :]) & _MASK32) ^ w1)
-    return ((bits >> 8).float() * 2.0**-24).view(-1, views, draws)
+    return _uniforms(index, *epoch_key(seed, epoch), views, draws)
 
 
 # --------------------------------------------------------------------------------------------- augmentation
@@ -243,7 +252,7 @@ class BatchAugment:
     """
 
     def __init__(self, pipeline: str, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *,
-                 views: int = 1, seed: int = 0) -> None:
+                 views: int = 1, seed: int = 0, compile: bool = False) -> None:
         if pipeline not in DEVICE_PIPELINES:
             raise ValueError(f"augmentation {pipeline!r} has no data_pipeline=device version; expected one of "
                              f"{sorted(DEVICE_PIPELINES)} (or data_pipeline=workers)")
@@ -253,7 +262,9 @@ class BatchAugment:
         self.spec = DEVICE_PIPELINES[pipeline]
         self.mean, self.std = tuple(mean), tuple(std)
         self.kernel_size = blur_kernel_size(image_size)
-        self._normalize: tuple[torch.Tensor, torch.Tensor] | None = None
+        # compile=True fuses the ~100 small element-wise kernels of a batch (shapes are static with drop_last)
+        self._augment = torch.compile(self._views, dynamic=False) if compile else self._views
+        self._constants: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return f"BatchAugment(pipeline={self.pipeline!r}, image_size={self.image_size}, views={self.views})"
@@ -265,9 +276,20 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected uint8 images [B, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+        if (epoch, images.device) not in self._constants:
+            # once per epoch and device: a host-to-device copy of a pageable tensor on every step would synchronise
+            self._constants = {(epoch, images.device): (
+                torch.tensor(epoch_key(self.seed, epoch), device=images.device),
+                torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1),
+                torch.tensor(self.std, device=images.device).view(1, 3, 1, 1))}
+        key, mean, std = self._constants[(epoch, images.device)]
+        return self._augment(images, index, key, mean, std)
+
+    def _views(self, images: torch.Tensor, index: torch.Tensor, key: torch.Tensor, mean: torch.Tensor,
+               std: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = images.shape
         size = self.image_size
-        u = self.parameters(index, epoch)
+        u = _uniforms(index, key[0], key[1], self.views, DRAWS_PER_VIEW).flatten(0, 1)
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
         if self.views > 1:
             x = x.repeat_interleave(self.views, dim=0)
@@ -280,11 +302,6 @@ class BatchAugment:
         if spec.blur:
             sigma = 0.1 + u[:, 34] * (2.0 - 0.1)
             x = _blur(x, sigma, u[:, 33] < 0.5, self.kernel_size)
-        if self._normalize is None or self._normalize[0].device != x.device:
-            # built once per device: a host-to-device copy of a pageable tensor on every step would synchronise
-            self._normalize = (torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1),
-                               torch.tensor(self.std, device=x.device).view(1, 3, 1, 1))
-        mean, std = self._normalize
         return ((x - mean) / std).view(batch, self.views, 3, size, size)
 
     def resized_crop(self, x: torch.Tensor, u: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -160,7 +160,8 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
     mean, std = training_normalization(config.data)
     if config.data_pipeline == "device":
         check_device_memory(len(hf), config.image_size, config.device_data_max_gib, config.train_split)
-        augment = BatchAugment(config.augmentation, config.image_size, mean, std, views=views, seed=config.seed)
+        augment = BatchAugment(config.augmentation, config.image_size, mean, std, views=views, seed=config.seed,
+                               compile=config.compile)
         dataset = decode_split(hf, image_column, label_column, config.image_size,
                                strict_data=config.strict_data).to(device or "cpu")
     else:
