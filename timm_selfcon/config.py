@@ -19,6 +19,7 @@ import yaml
 
 METHOD_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DATA_PIPELINES = ("workers", "device")
 
 
 @dataclasses.dataclass
@@ -49,6 +50,8 @@ class TrainConfig:
     augmentation: str = "supcon"
     image_size: int = 32
     num_workers: int = 2
+    data_pipeline: str = "workers"
+    device_data_max_gib: float = 24.0
     epochs: int = 1000
     max_steps: int | None = None
     batch_size: int = 1024
@@ -65,6 +68,7 @@ class TrainConfig:
     head_lr_warmup_steps: int = 0
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False
     sync_bn: bool = False
     output_dir: str = "runs/selfcon"
     save_every_steps: int = 500
@@ -84,6 +88,13 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a finite number, got {value!r}")
         if self.method not in METHOD_NAMES:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHOD_NAMES)}")
+        if self.data_pipeline not in DATA_PIPELINES:
+            raise ValueError(f"unknown data_pipeline {self.data_pipeline!r}; expected one of {list(DATA_PIPELINES)}")
+        if self.data_pipeline == "device" and self.streaming:
+            raise ValueError("data_pipeline=device decodes the whole split into memory once, which streaming=true "
+                             "exists to avoid; use data_pipeline=workers with streaming data")
+        if self.device_data_max_gib <= 0:
+            raise ValueError(f"device_data_max_gib must be > 0, got {self.device_data_max_gib}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
         for key in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "gradient_accumulation_steps"):
@@ -121,7 +132,7 @@ class TrainConfig:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 BOOL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type in (bool, "bool"))
 FLOAT_KEYS = ("temperature", "base_temperature", "moco_momentum", "mix_temperature", "mix_weight", "lr", "momentum",
-              "weight_decay", "min_lr_ratio", "warmup_from")
+              "weight_decay", "min_lr_ratio", "warmup_from", "device_data_max_gib")
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 COMMON_ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "temp": "temperature",
                   "arch": "model", "dataset": "data", "num_epochs": "epochs", "amp": "precision"}

@@ -271,10 +271,14 @@ def test_non_boolean_switch_is_rejected_naming_it(key: str, tiny_data: Path, tmp
 # ------------------------------------------------------------------------------------------ failures during training
 
 
-def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_every_steps", [1, 3])
+def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(log_every_steps: int, tiny_data: Path,
+                                                                   tmp_path: Path) -> None:
+    """The loss is read only every ``log_every_steps`` (no host sync per step) but always before a checkpoint:
+    the error names the first non-finite step and no checkpoint after it is written."""
     # lr=1e30 blows the projection head up after the first update: the loss of a later step is NaN
     config = tiny_config(tiny_data, tmp_path, "selfcon", lr=1e30, schedule="constant", max_steps=5,
-                         save_every_steps=1)
+                         save_every_steps=1, log_every_steps=log_every_steps)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step (\d+)") as raised:
         train(config)
     bad_step = int(re.search(r"step (\d+)", str(raised.value)).group(1))
@@ -284,6 +288,18 @@ def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(tiny_data: Pa
     assert not (tmp_path / f"ckpt-{bad_step}").exists() and not list(tmp_path.glob("*.tmp"))
     weights = load_file(str(tmp_path / "last" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_non_finite_loss_between_two_reads_is_named_by_its_first_step(tiny_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_data, tmp_path, "selfcon", lr=1e30, schedule="constant", max_steps=6,
+                         save_every_steps=100, log_every_steps=4)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step (2|3) "):  # read at step 4
+        train(config)
+    assert not (tmp_path / "last").exists() and not read_metrics_or_empty(tmp_path)
+
+
+def read_metrics_or_empty(output_dir: Path) -> list[dict[str, Any]]:
+    return read_metrics(output_dir) if (output_dir / "metrics.jsonl").exists() else []
 
 
 def test_corrupt_image_is_substituted_and_listed_in_the_summary(corrupt_data: Path, tmp_path: Path) -> None:

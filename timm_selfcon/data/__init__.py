@@ -20,6 +20,7 @@ from timm_selfcon.data.datasets import (
     resolve_columns,
     split_train_val,
 )
+from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatches, DeviceData, decode_split
 from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
 from timm_selfcon.data.transforms import (
     CIFAR10_MEAN,
@@ -44,13 +45,17 @@ __all__ = [
     "CIFAR10_SUBSET",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
+    "DEVICE_PIPELINES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KNOWN_DATASETS",
     "NORMALIZATION",
     "PIPELINES",
+    "BatchAugment",
     "ContrastiveImageDataset",
     "CorruptImageWarning",
+    "DeviceBatches",
+    "DeviceData",
     "MultiViewTransform",
     "ResumableDistributedSampler",
     "Sample",
@@ -62,6 +67,7 @@ __all__ = [
     "build_transform",
     "class_names",
     "collate_samples",
+    "decode_split",
     "derive_seed",
     "isolated_rng",
     "load_image_dataset",

@@ -18,6 +18,7 @@ import platform
 import subprocess
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from ..data import (
     load_image_dataset,
     resolve_columns,
 )
+from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
 from ..methods import METHODS, build_method
 from .checkpoint import read_trainer_state, resolve_checkpoint, save_checkpoint
 from .probe import probe_trained_vs_random
@@ -144,20 +146,34 @@ def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
     )
 
 
-def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
-    """Dataset, sampler and loader for this process."""
+def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, device: torch.device | None = None):
+    """Dataset, sampler and loader (an iterable of batch dicts) for this process.
+
+    ``data_pipeline=workers``: a DataLoader of PIL-augmented samples. ``data_pipeline=device``: the split decoded
+    once (cached on disk, see :mod:`timm_selfcon.data.device`) and moved to ``device``, batches augmented there.
+    """
     hf = load_image_dataset(config.data, config.train_split, image_column=config.image_column,
                             label_column=config.label_column, streaming=False)
     image_column, label_column = resolve_columns(hf, config.image_column, config.label_column, data=config.data)
     if config.class_list:
         hf = select_classes(hf, label_column, config.class_list)
     mean, std = training_normalization(config.data)
-    transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
-    dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
-                                      strict_data=config.strict_data)
+    if config.data_pipeline == "device":
+        check_device_memory(len(hf), config.image_size, config.device_data_max_gib, config.train_split)
+        augment = BatchAugment(config.augmentation, config.image_size, mean, std, views=views, seed=config.seed,
+                               compile=config.compile)
+        dataset = decode_split(hf, image_column, label_column, config.image_size,
+                               strict_data=config.strict_data).to(device or "cpu")
+    else:
+        transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
+        dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
+                                          strict_data=config.strict_data)
     sampler = ResumableDistributedSampler(len(dataset), config.batch_size, num_replicas=num_processes, rank=rank,
                                           seed=config.seed, drop_last=True)
-    loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, config.num_workers)
+    if config.data_pipeline == "device":
+        loader = DeviceBatches(dataset, augment, sampler)
+    else:
+        loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, config.num_workers)
     return hf, dataset, sampler, loader, class_names(hf, label_column)
 
 
@@ -187,8 +203,14 @@ def training_normalization(data: str) -> tuple[tuple[float, ...], tuple[float, .
     return NORMALIZATION["imagenet"]
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Train ``config.model`` with ``config.method``; returns the run summary (also written to ``summary.json``)."""
+def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train ``config.model`` with ``config.method``; returns the run summary (also written to ``summary.json``).
+
+    ``callbacks``: objects with an ``on_step_end(step, logs)`` method, called after every optimizer step with the
+    1-based ``step`` and ``logs = {"loss": tensor, "lr": float, "epoch": int}``. The loss is the step's detached
+    loss on the device, not yet synchronised: reading it (``float(...)``) waits for the step, which is what a
+    benchmark timing steps wants and what the loop itself does only every ``log_every_steps``.
+    """
     accelerator = make_accelerator(config)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
@@ -197,9 +219,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # deterministic=true: torch.use_deterministic_algorithms, without which two separate multi-threaded CPU runs of
     # the same recipe already differ by ~1e-6 after one step (measured with 2 threads; see recipes/README.md)
     set_seed(config.seed, deterministic=config.deterministic)
+    if accelerator.device.type == "cuda" and not config.deterministic:
+        torch.backends.cudnn.benchmark = True  # static shapes (drop_last): the autotuned kernels are reused
 
     _, dataset, sampler, loader, names = build_data(config, METHODS[config.method].views_required,
-                                                    accelerator.num_processes, accelerator.process_index)
+                                                    accelerator.num_processes, accelerator.process_index,
+                                                    accelerator.device)
     num_classes = 0
     if config.method == "ce":
         num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
@@ -214,6 +239,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         method = method.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(parameter_groups(method, config), opt=timm_optimizer_name(config.optimizer),
                                     lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.compile:
+        method.compile()  # in place: forward and loss compiled, parameter names (and checkpoints) unchanged
     method, optimizer = accelerator.prepare(method, optimizer)
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
@@ -234,47 +261,60 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if accelerator.trackers == [] and accelerator.log_with:
         accelerator.init_trackers("train")
 
-    substituted: set[int] = set()
+    # the device pipeline decoded every image up front; the workers path reports substitutions per batch
+    substituted: set[int] = set(getattr(dataset, "substituted_indices", ())) if config.data_pipeline == "device" else set()
     metrics_path = output_dir / "metrics.jsonl"
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     method.train()
     last_loss = math.nan
+    # no host synchronisation per step: the first non-finite step is kept on the device and read (with the loss and
+    # the images/s of the window) only every log_every_steps and before every checkpoint
+    first_bad = torch.zeros(1, dtype=torch.long, device=accelerator.device)
+    window_step, window_tick = step, time.perf_counter()
     while step < total_steps:
         epoch, start = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
         sampler.set_start_step(start)
-        tick = time.perf_counter()
         for batch in loader:
             lr = lr_at(step, steps_per_epoch, epochs=config.epochs, lr=config.lr, schedule=config.schedule,
                        min_lr_ratio=config.min_lr_ratio, warmup_epochs=config.warmup_epochs,
                        warmup_from=config.warmup_from)
             for group in optimizer.param_groups:
                 group["lr"] = lr * (head_lr_factor(step, config.head_lr_warmup_steps) if group.get("heads") else 1.0)
-            views = batch["image"].to(accelerator.device)
-            labels = batch["label"].to(accelerator.device)
-            substituted.update(batch["index"][batch["substituted"]].tolist())
-            loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps, step)
+            views = batch["image"].to(accelerator.device, non_blocking=True)
+            labels = batch["label"].to(accelerator.device, non_blocking=True)
+            if "substituted" in batch:  # CPU tensors from the workers
+                substituted.update(batch["index"][batch["substituted"]].tolist())
+            loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps)
             if config.clip_grad_norm is not None:
                 logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             accelerator.unwrap_model(method).after_optimizer_step()
             step += 1
-            last_loss = float(loss.detach())
-            seconds = time.perf_counter() - tick
-            tick = time.perf_counter()
-            images_per_s = config.batch_size / max(seconds, 1e-9)
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
+            for callback in callbacks:
+                callback.on_step_end(step, dict(loss=loss, lr=lr, epoch=epoch))
             progress.update(1)
-            progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
-            if step % config.log_every_steps == 0 or step == total_steps:
+            log_now = step % config.log_every_steps == 0 or step == total_steps
+            save_now = step % config.save_every_steps == 0 or step == total_steps
+            if log_now or save_now:
+                _stop_if_not_finite(accelerator, first_bad)
+                last_loss = float(loss)
+            if log_now:
+                now = time.perf_counter()
+                images_per_s = config.batch_size * (step - window_step) / max(now - window_tick, 1e-9)
+                window_step, window_tick = step, now
+                progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
                 record = dict(step=step, epoch=epoch, loss=last_loss, lr=lr, images_per_s=images_per_s,
                               **{k: float(v) for k, v in logs.items()})
                 accelerator.log(record, step=step)
                 if accelerator.is_main_process:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
-            if step % config.save_every_steps == 0 or step == total_steps:
+            if save_now:
                 save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch))
+                window_tick = time.perf_counter()  # images/s measures training, not checkpoint writing
             if step >= total_steps:
                 break
     progress.close()
@@ -331,12 +371,13 @@ def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
 
 
 def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,
-                      accumulation_steps: int, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      accumulation_steps: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward and backward of one optimizer step's per-process batch ``views [B, V, C, H, W]``, ``labels [B]``.
 
     With ``accumulation_steps = A > 1`` (CE only) the batch is cut into ``A`` micro-batches of ``B / A``
     images; ``accelerator.backward`` divides each loss by ``A`` and DDP synchronises only on the last one, so
-    the gradient is that of the mean loss over the micro-batches. Returns the mean loss and mean logs.
+    the gradient is that of the mean loss over the micro-batches. Returns the mean loss and mean logs (device
+    tensors; nothing is read back to the host here).
     """
     losses, summed_logs = [], {}
     micro_views, micro_labels = views.chunk(accumulation_steps), labels.chunk(accumulation_steps)
@@ -345,7 +386,6 @@ def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: 
         with contextlib.nullcontext() if last else accelerator.no_sync(method):
             with accelerator.autocast():
                 loss, logs = method(micro_view, micro_label)
-            _stop_if_not_finite(accelerator, loss, step)
             accelerator.backward(loss)
         losses.append(loss.detach())
         for key, value in logs.items():
@@ -353,11 +393,13 @@ def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: 
     return torch.stack(losses).float().mean(), summed_logs
 
 
-def _stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, step: int) -> None:
-    """Stop every process together when any sees a non-finite loss; ``last`` keeps the last good checkpoint."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=accelerator.device)
-    if float(accelerator.reduce(bad, reduction="sum")) > 0:
-        raise FloatingPointError(f"non-finite loss at step {step + 1} (on at least one process); "
+def _stop_if_not_finite(accelerator: Accelerator, first_bad: torch.Tensor) -> None:
+    """Stop every process together when any saw a non-finite loss since the start (``first_bad`` ``[1]``: the
+    first such 1-based step, 0 for none); called before every checkpoint, so ``last`` keeps the last good one."""
+    steps = accelerator.gather(first_bad)
+    bad = steps[steps > 0]
+    if bad.numel():
+        raise FloatingPointError(f"non-finite loss at step {int(bad.min())} (on at least one process); "
                                  "'last' still points at the last good checkpoint")
 
 

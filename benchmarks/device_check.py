@@ -1,0 +1,293 @@
+"""One-command device check: the ``device`` data pipeline's speed on a GPU, SelfCon vs SupCon cost at ResNet-50,
+a real ``timm-selfcon train`` + ``eval``, and (``--compare``) CE / SupCon / SelfCon-S accuracy at equal epochs.
+
+1. images/s of SelfCon (fc exit) and SupCon on ``selfcon_resnet18_cifar``, global batch 1024, one step = forward,
+   loss, backward, SGD step with the recipe's precision: batches from ``data_pipeline=device``, from
+   ``data_pipeline=workers`` (all CPU cores), and the same pre-made batch on the GPU (the ceiling); the share of
+   the device step spent augmenting (the augmentation timed alone).
+2. ResNet-50 at 224 px, 256 images per view, synthetic uint8 images augmented once: SelfCon (``same`` exit, the
+   paper's ImageNet setting) vs SupCon step time and peak GPU memory (``torch.cuda.max_memory_allocated``),
+   beside the paper's 0.48 (time) and 0.59 (memory) (AAAI version, arXiv 2106.15499v6).
+3. 200 SelfCon steps on CIFAR-10 through :func:`train` (what ``timm-selfcon train`` calls; its step-end callback
+   reads the loss every 50 steps) with ``data_pipeline=device``, then ``timm-selfcon eval`` (linear_fast) reads
+   the checkpoint.
+4. ``--compare EPOCHS``: CE, SupCon and SelfCon-S (fc exit) from ``recipes/selfcon/cifar10_resnet18_*.yaml``
+   (official batch, lr, temperature) on the whole train split, cosine over EPOCHS with a 1-epoch warm-up (the
+   official 10 of 1000 epochs, floored at one), no stabilizer; then linear_fast on the test split (backbone,
+   SelfCon's exit and ensemble; last epoch).
+
+``--data DIR``: a CIFAR-10 parquet folder (``train`` and ``test`` splits, ``img`` / ``label``), read through
+``datasets`` (the package's data layer needs it: on a machine without it carry the wheels of datasets, dill and
+multiprocess). Writes JSON (GPU, torch / CUDA versions, git commit) under ``benchmarks/results/device/`` and prints
+a table. ``--smoke``: the same on a CPU at tiny sizes (tests/benchmarks/test_device_check.py).
+
+    python benchmarks/device_check.py --data /path/to/cifar10 [--compare 15] [--smoke] [--out PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.optim import create_optimizer_v2
+
+import timm_selfcon  # noqa: F401  (registers the models)
+from timm_selfcon.cli import main as cli
+from timm_selfcon.config import resolve_config
+from timm_selfcon.data.device import BatchAugment
+from timm_selfcon.engine.train import (
+    build_data,
+    method_kwargs,
+    parameter_groups,
+    resolve_precision,
+    timm_optimizer_name,
+    train,
+)
+from timm_selfcon.methods import build_method
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes" / "selfcon"
+PAPER = {"time": 0.48, "memory": 0.59}  # SelfCon / SupCon on ImageNet ResNet-50, arXiv 2106.15499v6 abstract
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def recipe(name: str, args: argparse.Namespace, **overrides: Any):
+    """A CIFAR-10 ResNet-18 recipe on ``--data``; at ``--smoke`` sizes a 1-block-per-stage model on 16 px."""
+    keys = dict(data=str(args.data), precision="auto", channels_last=True, data_pipeline="device", compile=args.compile,
+                num_workers=os.cpu_count() or 1, output_dir=str(args.work / name), save_every_steps=10**9)
+    if args.smoke:
+        keys.update({"batch_size": 16, "image_size": 16, "num_workers": 0, "model_kwargs.layers": [1, 1, 1, 1]})
+    return resolve_config(RECIPES / f"cifar10_resnet18_{name}.yaml", {**keys, **overrides})
+
+
+def build_step(config, device: torch.device):
+    """``step(views [B, V, C, H, W], labels [B])``: the engine's forward, loss, backward and optimizer step."""
+    torch.manual_seed(config.seed)
+    model = timm.create_model(config.model, num_classes=10 if config.method == "ce" else 0, **config.model_kwargs)
+    method = build_method(config.method, model, **method_kwargs(config)).to(device)
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(parameter_groups(method, config), opt=timm_optimizer_name(config.optimizer),
+                                    lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    forward = torch.compile(method) if config.compile else method
+    bf16 = resolve_precision(config.precision) == "bf16"
+
+    def step(views: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = forward(views, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def timed(batches, step, device: torch.device, warmup: int, steps: int) -> float:
+    """Seconds per step of ``step`` over ``steps`` batches of ``batches`` after ``warmup`` untimed ones."""
+    iterator = iter(batches)
+    for _ in range(warmup):
+        batch = next(iterator)
+        step(batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True))
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(iterator)
+        step(batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True))
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def repeat(batch: dict[str, torch.Tensor]):
+    while True:
+        yield batch
+
+
+def epochs_of(loader, sampler):
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def pipeline_throughput(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Part 1: images/s per method and data source, and the augmentation's share of the device step."""
+    warmup, steps = (1, 2) if args.smoke else (5, 20)
+    out: dict[str, Any] = {}
+    for label, name in (("SelfCon (fc exit)", "selfcon"), ("SupCon", "supcon")):
+        views = 2 if name == "supcon" else 1
+        config = recipe(name, args)
+        step = build_step(config, device)
+        row: dict[str, Any] = {"global_batch": config.batch_size, "views": views}
+        for source in ("device", "workers"):
+            _, _, sampler, loader, _ = build_data(resolve_config(None, {**config.to_dict(), "data_pipeline": source}),
+                                                  views, 1, 0, device)
+            seconds = timed(epochs_of(loader, sampler), step, device, warmup, steps)
+            row[f"{source}_images_per_s"] = config.batch_size / seconds
+            if source == "device":
+                premade = next(iter(loader))
+                row["premade_images_per_s"] = config.batch_size / timed(repeat(premade), step, device, warmup, steps)
+                augment: BatchAugment = loader.augment
+                index = premade["index"]
+                images = loader.data.images[index]
+                sync(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    augment(images, index, 0)
+                sync(device)
+                row["augment_share"] = (time.perf_counter() - start) / steps / seconds
+        row["device_vs_premade"] = row["device_images_per_s"] / row["premade_images_per_s"]
+        row["device_vs_workers"] = row["device_images_per_s"] / row["workers_images_per_s"]
+        out[label] = row
+    return out
+
+
+def resnet50_cost(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Part 2: SelfCon (same exit) vs SupCon step time and peak memory on synthetic images."""
+    model, size, per_view = ("selfcon_resnet18", 32, 4) if args.smoke else ("selfcon_resnet50", 224, 256)
+    layers = {"layers": [1, 1, 1, 1]} if args.smoke else {}
+    out: dict[str, Any] = {}
+    for label, method, views, kwargs in (("SelfCon (same exit)", "selfcon", 1, {"exit_stages": [2], "sub_network": "same"}),
+                                         ("SupCon", "supcon", 2, {"exit_stages": []})):
+        config = resolve_config(None, dict(model=model, model_kwargs={**kwargs, **layers}, method=method,
+                                           precision="auto", channels_last=True, batch_size=per_view, lr=0.1,
+                                           compile=args.compile))
+        step = build_step(config, device)
+        images = torch.randint(0, 256, (per_view, size, size, 3), dtype=torch.uint8, device=device)
+        batch = {"image": BatchAugment("supcon", size, (0.5,) * 3, (0.25,) * 3, views=views)(
+            images, torch.arange(per_view, device=device), 0), "label": torch.arange(per_view, device=device) % 10}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = timed(repeat(batch), step, device, *((1, 2) if args.smoke else (3, 10)))
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        out[label] = {"step_s": seconds, "peak_gib": peak, "images_per_view": per_view, "image_size": size}
+        del step, batch
+    selfcon, supcon = out["SelfCon (same exit)"], out["SupCon"]
+    out["ratio"] = {"time": selfcon["step_s"] / supcon["step_s"],
+                    "memory": selfcon["peak_gib"] / supcon["peak_gib"] if selfcon["peak_gib"] else None,
+                    "paper": PAPER, "model": model}
+    return out
+
+
+class EveryN:
+    """Step-end callback: reads the loss (one host sync) every ``n`` steps and records images/s between reads."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.n, self.batch_size, self.losses, self.rates = n, batch_size, [], []
+        self.tick = time.perf_counter()
+
+    def on_step_end(self, step: int, logs: dict[str, Any]) -> None:
+        if step % self.n == 0:
+            self.losses.append(float(logs["loss"]))
+            now = time.perf_counter()
+            self.rates.append(self.n * self.batch_size / (now - self.tick))
+            self.tick = now
+
+
+def train_and_eval(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """Part 3: ``steps`` SelfCon steps through train(), then ``timm-selfcon eval`` on the checkpoint."""
+    config = recipe("selfcon", args, max_steps=steps, output_dir=str(args.work / "train200"))
+    callback = EveryN(max(1, steps // 4), config.batch_size)
+    summary = train(config, callbacks=[callback])
+    finite = all(map(lambda v: v == v and abs(v) != float("inf"), [*callback.losses, summary["final_loss"]]))
+    status = cli(["eval", config.output_dir, f"data={args.data}", "protocol=linear_fast",
+                  f"epochs={2 if args.smoke else 10}", "val_fraction=0", "num_workers=0" if args.smoke else "num_workers=8"])
+    report = json.loads((Path(config.output_dir) / "eval" / "linear_fast" / "report.json").read_text())
+    return {"steps": summary["steps"], "finite_losses": finite, "losses": callback.losses,
+            "images_per_s": callback.rates, "eval_exit_status": status,
+            "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
+
+
+def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
+    """Part 4: CE, SupCon, SelfCon-S at equal epochs, each probed with linear_fast on the test split."""
+    from timm_selfcon.engine.evaluate import EvalConfig, evaluate
+
+    out = {}
+    for name in ("ce", "supcon", "selfcon"):
+        config = recipe(name, args, epochs=epochs, warmup_epochs=1, output_dir=str(args.work / f"compare_{name}"))
+        start = time.perf_counter()
+        summary = train(config)
+        seconds = time.perf_counter() - start
+        report = evaluate(config.output_dir, EvalConfig(data=str(args.data), protocol="linear_fast", val_fraction=0,
+                                                        epochs=2 if args.smoke else 30,
+                                                        num_workers=0 if args.smoke else 8))
+        out[name] = {"epochs": epochs, "train_s": seconds, "final_loss": summary["final_loss"], "steps": summary["steps"],
+                     "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
+    return out
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = None
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "cuda": torch.version.cuda, "git_commit": commit or None,
+            "cpu_count": os.cpu_count(), "timm": timm.__version__}
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"device: {results['environment']['device']}  torch {results['environment']['torch']}  "
+             f"CUDA {results['environment']['cuda']}", "",
+             "| method | device img/s | workers img/s | pre-made img/s | device/pre-made | device/workers | augment share |",
+             "|---|---|---|---|---|---|---|"]
+    for label, r in results["pipelines"].items():
+        lines.append(f"| {label} | {r['device_images_per_s']:.0f} | {r['workers_images_per_s']:.0f} | "
+                     f"{r['premade_images_per_s']:.0f} | {r['device_vs_premade']:.3f} | {r['device_vs_workers']:.1f} | "
+                     f"{r['augment_share']:.1%} |")
+    cost = results["resnet50"]
+    memory = cost["ratio"]["memory"]
+    lines += ["", f"{cost['ratio']['model']}: SelfCon/SupCon step time {cost['ratio']['time']:.2f} (paper 0.48), "
+              f"peak memory {'n/a' if memory is None else f'{memory:.2f}'} (paper 0.59)"]
+    run = results["train"]
+    lines += [f"train: {run['steps']} SelfCon steps, finite losses {run['finite_losses']}, "
+              f"eval exit {run['eval_exit_status']}, linear_fast {run['linear_fast_top1']}"]
+    for name, r in results.get("compare", {}).items():
+        lines.append(f"compare {name}: {r['epochs']} epochs in {r['train_s']:.0f} s, linear_fast {r['linear_fast_top1']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 parquet folder (train and test splits)")
+    parser.add_argument("--compare", type=int, default=0, metavar="EPOCHS")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on a CPU (the test)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the steps (compile: true)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/device_check"), help="training output folders")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/device/...)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    started = time.perf_counter()
+    results: dict[str, Any] = {"environment": environment(device), "smoke": args.smoke}
+    results["pipelines"] = pipeline_throughput(args, device)
+    results["resnet50"] = resnet50_cost(args, device)
+    results["train"] = train_and_eval(args, 3 if args.smoke else 200)
+    if args.compare:
+        results["compare"] = compare(args, args.compare)
+    results["seconds"] = time.perf_counter() - started
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = args.out or ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"wrote {out} ({results['seconds']:.0f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
