@@ -100,7 +100,8 @@ def test_report_holds_the_documented_fields(fast_report: dict[str, Any], trained
     assert on_disk["model"] == MODEL and on_disk["method"] == "ce"
     assert on_disk["checkpoint"] == str((trained_run / "ckpt-72").resolve())  # 'last' named by its step
     assert on_disk["dataset"] == dict(data=str(position_data), train_split="train", eval_split="test",
-                                      val_fraction=0.25, num_classes=NUM_CLASSES, class_names=["top", "bottom"])
+                                      val_fraction=0.25, num_classes=NUM_CLASSES, class_names=["top", "bottom"],
+                                      class_list=None, data_from="data=")
     assert on_disk["protocol"] == "linear_fast"
     hyper = on_disk["hyperparameters"]
     assert (hyper["epochs"], hyper["lr"], hyper["batch_size"], hyper["weight_decay"]) == (PROBE_EPOCHS, 0.1, 64, 0.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +46,29 @@ from ..data import (
     resolve_columns,
     split_train_val,
 )
+from ..errors import UserInputError
 
 PROTOCOLS = ("linear", "linear_fast", "knn", "early_exit", "all")
 EARLY_EXIT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 
 
+#: The dataset a timm model name is evaluated on when no ``data=`` is given (a training run uses its own).
+DEFAULT_EVAL_DATA = "uoft-cs/cifar10"
+
+
 @dataclass
 class EvalConfig:
-    """Evaluation keys (``timm-selfcon eval MODEL key=value ...``)."""
+    """Evaluation keys (``timm-selfcon eval MODEL key=value ...``).
 
-    data: str = "uoft-cs/cifar10"
-    train_split: str = "train"
-    split: str = "test"
+    ``data``, ``train_split``, ``split``, ``image_column`` and ``label_column`` left at None mean: a training run's
+    or checkpoint's own (its ``config.yaml``: ``data``, ``train_split``, ``eval_split``, columns, ``class_list``),
+    or for a timm model name ``uoft-cs/cifar10`` with ``train`` / ``test``. ``data=`` overrides the run's dataset;
+    then the splits default to ``train`` / ``test`` and the columns are detected, unless given.
+    """
+
+    data: str | None = None
+    train_split: str | None = None
+    split: str | None = None
     val_fraction: float = 0.1
     image_column: str | None = None
     label_column: str | None = None
@@ -85,6 +97,52 @@ class EvalConfig:
 
 
 # ------------------------------------------------------------------------------------------ loading
+@dataclass
+class DataChoice:
+    """The dataset an evaluation or fine-tuning reads, and where each setting came from."""
+
+    data: str
+    train_split: str
+    split: str
+    image_column: str | None
+    label_column: str | None
+    class_list: list[str] | None
+    source: str  # "run config" (the run's config.yaml), "data=" (an override) or "default"
+
+    def describe(self) -> str:
+        where = {"run config": "the run's config.yaml", "data=": "data=", "default": "the default: no data= given"}
+        return (f"data {self.data!r}, train split {self.train_split!r}, evaluation split {self.split!r} "
+                f"(from {where[self.source]})")
+
+
+def choose_data(info: dict[str, Any], data: str | None, train_split: str | None, split: str | None,
+                image_column: str | None, label_column: str | None) -> DataChoice:
+    """The run's own dataset, splits, columns and classes unless ``data`` overrides them (see :class:`EvalConfig`)."""
+    recipe = info.get("recipe")
+    if data is None and recipe:
+        return DataChoice(data=recipe["data"], train_split=train_split or recipe.get("train_split") or "train",
+                          split=split or recipe.get("eval_split") or "test",
+                          image_column=image_column or recipe.get("image_column"),
+                          label_column=label_column or recipe.get("label_column"),
+                          class_list=recipe.get("class_list"), source="run config")
+    return DataChoice(data=data or DEFAULT_EVAL_DATA, train_split=train_split or "train", split=split or "test",
+                      image_column=image_column, label_column=label_column, class_list=None,
+                      source="data=" if data else "default")
+
+
+def load_split(choice: DataChoice, split: str, image_column: str | None = None, label_column: str | None = None):
+    """One split of ``choice``'s dataset, restricted to (and relabelled by) the run's ``class_list`` if it had one."""
+    hf = load_image_dataset(choice.data, split, image_column=image_column or choice.image_column,
+                            label_column=label_column or choice.label_column)
+    if choice.class_list:
+        from .train import select_classes
+
+        _, label = resolve_columns(hf, image_column or choice.image_column, label_column or choice.label_column,
+                                   data=choice.data)
+        hf = select_classes(hf, label, choice.class_list)
+    return hf
+
+
 def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The encoder to evaluate and where it came from.
 
@@ -409,14 +467,16 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     cfg = encoder.pretrained_cfg
     image_size = config.image_size or cfg["input_size"][-1]
     mean, std = cfg.get("mean", NORMALIZATION["imagenet"][0]), cfg.get("std", NORMALIZATION["imagenet"][1])
-    data = config.data
-    train_hf = load_image_dataset(data, config.train_split, image_column=config.image_column,
-                                  label_column=config.label_column)
-    image_col, label_col = resolve_columns(train_hf, config.image_column, config.label_column, data=data)
+    choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
+                         config.label_column)
+    data = choice.data
+    print(f"evaluating {info['model']} on {choice.describe()}", file=sys.stderr)
+    train_hf = load_split(choice, choice.train_split)
+    image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=data)
     if label_col is None:
-        raise ValueError(f"evaluation needs labels; dataset {data!r} has no label column "
-                         f"(columns: {train_hf.column_names})")
-    test_hf = load_image_dataset(data, config.split, image_column=image_col, label_column=label_col)
+        raise UserInputError(f"evaluation needs labels; dataset {data!r} has no label column "
+                             f"(columns: {train_hf.column_names})")
+    test_hf = load_split(choice, choice.split, image_col, label_col)
     if config.max_train_samples:
         train_hf = train_hf.select(range(min(config.max_train_samples, len(train_hf))))
     train_hf, val_hf = split_train_val(train_hf, config.val_fraction, config.seed) if config.val_fraction else (
@@ -435,9 +495,10 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     out_dir = out_dir / config.protocol
     report: dict[str, Any] = dict(
         model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
-        method=info.get("method"), dataset=dict(data=config.data, train_split=config.train_split,
-                                                  eval_split=config.split, val_fraction=config.val_fraction,
-                                                  num_classes=num_classes, class_names=names),
+        method=info.get("method"), dataset=dict(data=data, train_split=choice.train_split,
+                                                  eval_split=choice.split, val_fraction=config.val_fraction,
+                                                  num_classes=num_classes, class_names=names,
+                                                  class_list=choice.class_list, data_from=choice.source),
         protocol=config.protocol, columns=[image_col, label_col],
     )
     test_loader = loader(test_hf)

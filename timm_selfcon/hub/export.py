@@ -177,6 +177,9 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
     trained_exits = list(encoder.exit_stages) if multi_exit else []
 
     chosen = _choose_protocol(protocol, eval_root, reports, checkpoint) if classifiers else None
+    if protocol is None and chosen is not None:
+        notes.append(f"no --protocol given: took the {chosen!r} classifiers from {str(eval_root / chosen)!r} (the first "
+                     f"evaluation found in the order {' > '.join(CLASSIFIER_PROTOCOLS)})")
     own_classifier = classifiers and chosen is None and int(getattr(encoder, "num_classes", 0) or 0) > 0
     head_state: dict[str, torch.Tensor] = {}
     num_classes, label_names = 0, None

@@ -1,0 +1,51 @@
+"""Evaluating and fine-tuning a training run read the run's own data; ``data=`` overrides it; reports say which."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from timm_selfcon.engine.evaluate import EvalConfig, evaluate
+from timm_selfcon.engine.finetune import FinetuneConfig, finetune
+
+from ._eval_data import write_position_dataset
+
+
+def quick_eval(**overrides: object) -> EvalConfig:
+    return EvalConfig(**{**dict(protocol="linear_fast", epochs=2, num_workers=0, batch_size=64, val_fraction=0.0),
+                         **overrides})
+
+
+def test_eval_of_a_run_defaults_to_the_data_it_trained_on(trained_run: Path, position_data: Path,
+                                                          tmp_path: Path) -> None:
+    report = evaluate(trained_run, quick_eval(output_dir=str(tmp_path)))
+    dataset = report["dataset"]
+    assert dataset["data"] == str(position_data) and dataset["data_from"] == "run config"
+    assert (dataset["train_split"], dataset["eval_split"]) == ("train", "test")
+    assert report["columns"] == ["img", "label"]
+
+
+def test_eval_data_override_is_recorded(trained_run: Path, tmp_path: Path) -> None:
+    other = write_position_dataset(tmp_path / "other", seed=3, train_rows=16, test_rows=8)
+    report = evaluate(trained_run, quick_eval(data=str(other), output_dir=str(tmp_path / "out")))
+    assert report["dataset"]["data"] == str(other) and report["dataset"]["data_from"] == "data="
+
+
+def test_eval_uses_the_runs_splits_and_class_list(trained_run: Path, tmp_path: Path) -> None:
+    # the same run, as if it had trained on split 'test' and listed its classes in another order
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, symlinks=True, ignore=shutil.ignore_patterns("eval"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config.update(train_split="test", eval_split="train", class_list=["bottom", "top"])
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    report = evaluate(run, quick_eval())
+    assert (report["dataset"]["train_split"], report["dataset"]["eval_split"]) == ("test", "train")
+    assert report["dataset"]["class_names"] == ["bottom", "top"]
+
+
+def test_finetune_of_a_run_defaults_to_its_data(trained_run: Path, position_data: Path, tmp_path: Path) -> None:
+    report = finetune(trained_run, FinetuneConfig(epochs=1, max_steps=1, batch_size=16, num_workers=0,
+                                                  warmup_epochs=0, output_dir=str(tmp_path / "ft")))
+    assert report["data"] == str(position_data) and report["data_from"] == "run config"
+    assert (report["train_split"], report["split"]) == ("train", "test")
