@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import UserInputError
+
 # recipes/quickstart.yaml in the repository; timm_selfcon/quickstart.yaml links to it and wheels ship a copy
 QUICKSTART_RECIPE = Path(__file__).resolve().parent / "quickstart.yaml"
 
@@ -18,7 +20,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise UserInputError(f"expected key=value, got {item!r}")
         try:
             out[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -115,7 +117,7 @@ def _typed_overrides(config_cls: type, items: Sequence[str]) -> dict[str, Any]:
         if key not in valid:
             nearest = difflib.get_close_matches(key, valid, n=1)
             hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(valid)}"
-            raise ValueError(f"unknown key {key!r}{hint}")
+            raise UserInputError(f"unknown key {key!r}{hint}")
         out[key] = value
     return out
 
@@ -188,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .errors import UserInputError
+
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
+    except UserInputError as err:  # the user's input, answered in one line; anything else is a bug: traceback
         print(f"timm-selfcon {args.command}: error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:  # a non-finite loss: the message names the step; `last` is still good

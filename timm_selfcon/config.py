@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .errors import UserInputError
+
 METHOD_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
@@ -71,7 +73,9 @@ class TrainConfig:
     log_every_steps: int = 10
     seed: int = 0
     deterministic: bool = False
-    resume: bool = False
+    resume: bool | str = False  # true, false or "auto" (resume if output_dir has a checkpoint, else start)
+    overwrite: bool = False  # clear a previous run's files from output_dir before starting
+    allow_config_change: bool = False  # resume although computation keys differ (recorded in config_history.yaml)
     probe: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -81,41 +85,67 @@ class TrainConfig:
                 value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
                 setattr(self, key, value)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{key} must be a finite number, got {value!r}")
+                raise UserInputError(f"{key} must be a finite number, got {value!r}")
         if self.method not in METHOD_NAMES:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHOD_NAMES)}")
+            raise UserInputError(f"unknown method {self.method!r}; expected one of {list(METHOD_NAMES)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
+            raise UserInputError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
         for key in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "gradient_accumulation_steps"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
+                raise UserInputError(f"{key} must be a positive int, got {value!r}")
         value = self.head_lr_warmup_steps
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"head_lr_warmup_steps must be an int >= 0 (0 = off), got {value!r}")
+            raise UserInputError(f"head_lr_warmup_steps must be an int >= 0 (0 = off), got {value!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
-            raise ValueError(f"max_steps must be a positive int or null, got {self.max_steps!r}")
+            raise UserInputError(f"max_steps must be a positive int or null, got {self.max_steps!r}")
         from .engine.schedule import SCHEDULES
 
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
+            raise UserInputError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
         if self.mix_weight < 0:
-            raise ValueError(f"mix_weight must be >= 0, got {self.mix_weight}")
+            raise UserInputError(f"mix_weight must be >= 0, got {self.mix_weight}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UserInputError(f"lr must be > 0, got {self.lr}")
         for key in BOOL_KEYS:  # "resume=ture" would otherwise be a truthy string
             if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
+                raise UserInputError(f"{key} must be true or false, got {getattr(self, key)!r}")
+        self._validate_run_keys()
+        self._validate_optimizer()
         if self.clip_grad_norm is not None:
             value = self.clip_grad_norm
             if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
                 value = self.clip_grad_norm = float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"clip_grad_norm must be a positive number or null, got {value!r}")
+                raise UserInputError(f"clip_grad_norm must be a positive number or null, got {value!r}")
         return self
+
+    def _validate_optimizer(self) -> None:
+        check_optimizer(self.optimizer)
+
+    def _validate_run_keys(self) -> None:
+        """The keys that say what to do with an existing ``output_dir`` (issue 14)."""
+        if self.resume not in (True, False, "auto"):
+            raise UserInputError(f"resume must be true, false or auto, got {self.resume!r}")
+        if self.resume is True and self.overwrite:
+            raise UserInputError("resume=true and overwrite=true contradict each other: resume continues the run in "
+                                 "output_dir, overwrite clears it; choose one")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_optimizer(optimizer: str) -> None:
+    """An optimizer name ``timm.optim.create_optimizer_v2`` knows (``sgd`` is the recipes' momentum SGD), else an
+    error listing timm's names."""
+    from timm.optim import list_optimizers
+
+    names = list_optimizers()
+    if not isinstance(optimizer, str) or optimizer.lower().split("_")[-1] not in {*names, "sgd"}:
+        nearest = difflib.get_close_matches(str(optimizer).lower(), names, n=1)
+        hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+        raise UserInputError(f"unknown optimizer {optimizer!r}; {hint}timm's optimizers (create_optimizer_v2): "
+                             f"{', '.join(names)}")
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -136,17 +166,17 @@ def _check_keys(keys: Sequence[str], where: str) -> None:
             candidates = FIELD_NAMES + tuple(COMMON_ALIASES)
             nearest = [COMMON_ALIASES.get(m, m) for m in difflib.get_close_matches(key, candidates, n=1)]
             hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(FIELD_NAMES)}"
-            raise ValueError(f"unknown recipe key {key!r} in {where}{hint}")
+            raise UserInputError(f"unknown recipe key {key!r} in {where}{hint}")
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The merged key/value mapping of a recipe file and its chain of ``base:`` files."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"recipe {str(path)!r} does not exist")
+        raise UserInputError(f"recipe {str(path)!r} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, Mapping):
-        raise ValueError(f"recipe {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
+        raise UserInputError(f"recipe {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
     _check_keys(list(raw), str(path))
     merged: dict[str, Any] = {}
     if raw.get("base"):
@@ -159,7 +189,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     """``"key=value"`` -> ``(key, value)``; values are YAML (``3``, ``0.5``, ``true``, ``[2]``, ``{a: 1}``)."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
-        raise ValueError(f"expected key=value, got {item!r}")
+        raise UserInputError(f"expected key=value, got {item!r}")
     try:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:

@@ -7,8 +7,27 @@ It subclasses ``ValueError`` so callers that catch ``ValueError`` keep working.
 """
 from __future__ import annotations
 
-__all__ = ["UserInputError"]
+import os
+
+__all__ = ["UserInputError", "hub_error"]
 
 
 class UserInputError(ValueError):
     """Bad user input: the message names the bad value and what was expected."""
+
+
+def hub_error(err: BaseException, what: str) -> UserInputError | None:
+    """A :class:`UserInputError` for a Hub that cannot be reached or has no such repository, else None."""
+    from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if isinstance(err, RepositoryNotFoundError):
+        return UserInputError(f"{what!r}: no such repository on the Hugging Face Hub (or it is private: log in "
+                              "with `hf auth login`)")
+    if isinstance(err, (ConnectionError, OfflineModeIsEnabled, EntryNotFoundError)) or (
+            type(err).__name__ in ("ConnectError", "ConnectTimeout", "DatasetNotFoundError")):
+        why = "HF_HUB_OFFLINE=1 is set and it is not in the local cache" if offline else (
+            "no connection, or it is not there")
+        return UserInputError(f"cannot load {what!r} from the Hugging Face Hub ({why}: {type(err).__name__}); "
+                              "check the id and the connection, or give a local path")
+    return None

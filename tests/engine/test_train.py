@@ -262,7 +262,8 @@ def test_deterministic_turns_on_deterministic_algorithms_for_the_run(tiny_data: 
         torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
 
 
-@pytest.mark.parametrize("key", ["deterministic", "resume", "channels_last", "strict_data", "gather"])
+@pytest.mark.parametrize("key", ["deterministic", "overwrite", "allow_config_change", "channels_last", "strict_data",
+                                 "gather"])
 def test_non_boolean_switch_is_rejected_naming_it(key: str, tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"{key} must be true or false, got 'ture'"):
         tiny_config(tiny_data, tmp_path, **{key: "ture"})
@@ -381,8 +382,8 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_unbroken_run(tiny_data: Pa
     assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == steps
 
 
-def test_resume_without_a_checkpoint_starts_fresh(tiny_data: Path, tmp_path: Path) -> None:
-    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", resume=True))
+def test_resume_auto_without_a_checkpoint_starts_fresh(tiny_data: Path, tmp_path: Path) -> None:
+    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", resume="auto"))
     assert summary["steps"] == 1 and os.readlink(tmp_path / "last") == "ckpt-1"
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from ..errors import UserInputError
+
 TRAINER_STATE = "trainer_state.json"
 
 
@@ -46,7 +48,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     if (path / "last").exists():
         path = (path / "last").resolve()
     if not (path / TRAINER_STATE).is_file():
-        raise ValueError(f"{str(path)!r} is not a complete checkpoint (no {TRAINER_STATE}); "
+        raise UserInputError(f"{str(path)!r} is not a complete checkpoint (no {TRAINER_STATE}); "
                          "expected a ckpt-<step> directory or a training output_dir with a 'last' link")
     return path
 

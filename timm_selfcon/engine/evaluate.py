@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,6 +46,7 @@ from ..data import (
     split_train_val,
 )
 from ..errors import UserInputError
+from ..models.factory import create_model
 
 PROTOCOLS = ("linear", "linear_fast", "knn", "early_exit", "all")
 EARLY_EXIT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
@@ -90,9 +90,9 @@ class EvalConfig:
 
     def validate(self) -> EvalConfig:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {list(PROTOCOLS)}")
+            raise UserInputError(f"unknown protocol {self.protocol!r}; expected one of {list(PROTOCOLS)}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise UserInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         return self
 
 
@@ -156,9 +156,10 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
     from .train import method_kwargs, training_normalization
 
     path = Path(source)
+    check_model_source(str(source))
     if path.exists():
         if model_kwargs:
-            raise ValueError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
+            raise UserInputError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
                              "builds its model from its own config.yaml")
         checkpoint = resolve_checkpoint(path).resolve()  # ``last`` -> the ckpt-<step> it names, for the report
         run_dir = checkpoint.parent
@@ -166,7 +167,7 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
 
         config = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
         state = _read_weights(checkpoint)
-        model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
+        model = create_model(config.model, num_classes=0, **config.model_kwargs)
         if config.method == "ce":
             model.reset_classifier(_checkpoint_num_classes(model, state, checkpoint))
         with warnings.catch_warnings():
@@ -183,9 +184,31 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
         info = dict(model=config.model, model_kwargs=config.model_kwargs, checkpoint=str(checkpoint),
                     run_dir=str(run_dir), method=config.method, data=config.data, recipe=config.to_dict())
         return encoder, info
-    model = timm.create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
+    model = create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
                               **model_kwargs)
     return model, dict(model=str(source), model_kwargs=model_kwargs, checkpoint=None, run_dir=None)
+
+
+def check_model_source(source: str) -> None:
+    """Refuse, with the way on, a path that does not exist and a timm model folder given as a checkpoint."""
+    if source.startswith("local-dir:"):
+        folder = Path(source.removeprefix("local-dir:"))
+        if not (folder / "config.json").is_file():
+            what = "does not exist" if not folder.exists() else "holds no config.json (not a timm model folder)"
+            raise UserInputError(f"{source!r}: the folder {str(folder)!r} {what}")
+        return
+    if source.startswith(("hf-hub:", "hf_hub:")):
+        return
+    path = Path(source)
+    if not path.exists():
+        if "/" in source or os.sep in source:
+            raise UserInputError(f"{source!r} does not exist: expected a training run folder, a ckpt-<step> "
+                                 "checkpoint, a timm model name, hf-hub:ORG/NAME or local-dir:FOLDER")
+        return  # a timm model name; create_model suggests the nearest if it is unknown
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "last").exists() and not (
+            path / "trainer_state.json").is_file():
+        raise UserInputError(f"{source!r} is a timm model folder (an export or fine-tuning output: config.json, no "
+                             f"training checkpoint); give it as local-dir:{source}")
 
 
 def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: Path) -> int:
@@ -197,7 +220,7 @@ def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], ch
     backbone = names[0] if isinstance(names, (tuple, list)) else names
     rows = {int(v.shape[0]) for k, v in state.items() if k.partition(".")[2] == f"{backbone}.weight"}
     if len(rows) != 1:
-        raise ValueError(f"checkpoint {str(checkpoint)!r} of a 'ce' run has no single backbone classifier "
+        raise UserInputError(f"checkpoint {str(checkpoint)!r} of a 'ce' run has no single backbone classifier "
                          f"'{backbone}.weight' (found {sorted(rows)} sizes); cannot tell its number of classes")
     return rows.pop()
 
@@ -207,7 +230,7 @@ def _read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
     files = sorted(checkpoint.glob("model*.safetensors"))
     if not files:
-        raise ValueError(f"no model.safetensors in checkpoint {str(checkpoint)!r}")
+        raise UserInputError(f"no model.safetensors in checkpoint {str(checkpoint)!r}")
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file)))
@@ -221,7 +244,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) ->
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise UserInputError(
             f"{what} does not fit the model: {len(missing)} missing keys {missing[:8]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:8]}, {len(mismatched)} with other shapes {mismatched[:8]}")
     module.load_state_dict(state, strict=True)
@@ -462,7 +485,7 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
     encoder, info = load_encoder(source, **config.model_kwargs)
     if config.protocol == "early_exit" and not getattr(encoder, "num_exits", 0):
-        raise ValueError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
+        raise UserInputError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
     encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
     cfg = encoder.pretrained_cfg
     image_size = config.image_size or cfg["input_size"][-1]

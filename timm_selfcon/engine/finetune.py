@@ -24,7 +24,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
-from ..config import PRECISIONS
+from ..config import PRECISIONS, check_optimizer
 from ..data import (
     ContrastiveImageDataset,
     ResumableDistributedSampler,
@@ -73,11 +73,12 @@ class FinetuneConfig:
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
+    check_optimizer(config.optimizer)
     if config.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {config.precision!r}; expected one of {list(PRECISIONS)}")
+        raise UserInputError(f"unknown precision {config.precision!r}; expected one of {list(PRECISIONS)}")
     precision = resolve_precision(config.precision)
     if precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
+        raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
     accelerator = _make_accelerator(precision)
     set_seed(config.seed)
     encoder, info = load_encoder(source, **config.model_kwargs)

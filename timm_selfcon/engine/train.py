@@ -41,9 +41,12 @@ from ..data import (
     load_image_dataset,
     resolve_columns,
 )
+from ..errors import UserInputError
 from ..methods import METHODS, build_method
-from .checkpoint import read_trainer_state, resolve_checkpoint, save_checkpoint
+from ..models.factory import create_model
+from .checkpoint import read_trainer_state, save_checkpoint
 from .probe import probe_trained_vs_random
+from .run_dir import plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
 
 CONTRASTIVE = ("supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
@@ -70,7 +73,7 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     """Accelerator for the config's precision; fp16 needs a GPU (CPUs autocast in bf16)."""
     precision = resolve_precision(config.precision)
     if precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
+        raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", mixed) != mixed:
@@ -110,14 +113,14 @@ def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
     """The per-process batch size, or a ValueError before any training happens."""
     accum = config.gradient_accumulation_steps
     if accum > 1 and config.method in CONTRASTIVE:
-        raise ValueError(f"gradient_accumulation_steps={accum} is refused for the contrastive method {config.method!r}: "
+        raise UserInputError(f"gradient_accumulation_steps={accum} is refused for the contrastive method {config.method!r}: "
                          "it would silently change the negatives each loss sees; lower batch_size instead")
     if config.batch_size % (num_processes * accum) != 0:
-        raise ValueError(f"batch_size={config.batch_size} must divide by processes x accumulation steps "
+        raise UserInputError(f"batch_size={config.batch_size} must divide by processes x accumulation steps "
                          f"= {num_processes} x {accum}")
     per_process = config.batch_size // (num_processes * accum)
     if config.method in MIXCO and per_process % 2:
-        raise ValueError(f"MixCo needs an even per-process batch, got batch_size={config.batch_size} over "
+        raise UserInputError(f"MixCo needs an even per-process batch, got batch_size={config.batch_size} over "
                          f"{num_processes} processes = {per_process}")
     return per_process
 
@@ -167,10 +170,10 @@ def select_classes(hf, label_column: str, class_list: list[str]):
 
     names = class_names(hf, label_column)
     if names is None:
-        raise ValueError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
+        raise UserInputError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
     missing = [c for c in class_list if c not in names]
     if missing:
-        raise ValueError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
+        raise UserInputError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
     new_label = {names.index(c): i for i, c in enumerate(class_list)}
     hf = hf.filter(lambda label: label in new_label, input_columns=label_column)
     hf = hf.map(lambda label: {label_column: new_label[label]}, input_columns=label_column)
@@ -192,8 +195,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator = make_accelerator(config)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     # deterministic=true: torch.use_deterministic_algorithms, without which two separate multi-threaded CPU runs of
     # the same recipe already differ by ~1e-6 after one step (measured with 2 threads; see recipes/README.md)
     set_seed(config.seed, deterministic=config.deterministic)
@@ -203,12 +205,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     num_classes = 0
     if config.method == "ce":
         num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
-    model = timm.create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+    model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
     method = build_method(config.method, model, **method_kwargs(config))
     if config.sync_bn:
         # BatchNorm statistics stay per process by default, as in the official DataParallel runs
         if not torch.cuda.is_available():
-            raise ValueError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
+            raise UserInputError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
@@ -220,16 +222,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
-    step = 0
-    if config.resume and (output_dir / "last").exists():
-        checkpoint = resolve_checkpoint(output_dir)
-        accelerator.load_state(str(checkpoint))
-        step = read_trainer_state(checkpoint)["step"]
-        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    # everything is validated (data, model, method, optimizer): only now is the output_dir created or changed
+    accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
+    step = read_trainer_state(plan.resume_from)["step"] if plan.resume_from is not None else 0
+    if accelerator.is_main_process:
+        prepare_run_dir(plan, step)
+    accelerator.wait_for_everyone()
+    if plan.resume_from is not None:
+        accelerator.load_state(str(plan.resume_from))
+        accelerator.print(f"resumed from {plan.resume_from} at step {step}")
         if accelerator.is_main_process:
             _drop_metrics_after(output_dir / "metrics.jsonl", step)
     if accelerator.is_main_process:
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
     if accelerator.trackers == [] and accelerator.log_with:
         accelerator.init_trackers("train")
@@ -300,7 +305,7 @@ def parameter_groups(method: torch.nn.Module, config: TrainConfig) -> list[dict[
         return [dict(params=method.trainable_parameters())]
     heads = {id(p) for p in method.head_parameters()}
     if not heads:
-        raise ValueError(f"head_lr_warmup_steps={config.head_lr_warmup_steps} needs a method with projection heads; "
+        raise UserInputError(f"head_lr_warmup_steps={config.head_lr_warmup_steps} needs a method with projection heads; "
                          f"{config.method!r} has none (use head_lr_warmup_steps=0)")
     params = method.trainable_parameters()
     return [dict(params=[p for p in params if id(p) not in heads]),
