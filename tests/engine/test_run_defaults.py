@@ -4,9 +4,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
-from timm_selfcon.engine.evaluate import EvalConfig, evaluate
+from timm_selfcon.engine.evaluate import EvalConfig, evaluate, model_folder_name
 from timm_selfcon.engine.finetune import FinetuneConfig, finetune
 
 from ._eval_data import write_position_dataset
@@ -49,3 +50,29 @@ def test_finetune_of_a_run_defaults_to_its_data(trained_run: Path, position_data
                                                   warmup_epochs=0, output_dir=str(tmp_path / "ft")))
     assert report["data"] == str(position_data) and report["data_from"] == "run config"
     assert (report["train_split"], report["split"]) == ("train", "test")
+
+
+def test_eval_of_model_names_writes_each_to_its_own_folder_and_says_where(
+        position_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for model in ("selfcon_resnet18_cifar", "mixco_resnet18_cifar"):
+        evaluate(model, quick_eval(data=str(position_data), protocol="knn", image_size=16,
+                                   model_kwargs={"layers": [1, 1, 1, 1]}))
+    reports = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("report.json"))
+    assert reports == ["eval_runs/mixco_resnet18_cifar/eval/knn/report.json",
+                       "eval_runs/selfcon_resnet18_cifar/eval/knn/report.json"]
+    err = capsys.readouterr().err
+    assert "wrote eval_runs/selfcon_resnet18_cifar/eval/knn/report.json" in err
+    assert "wrote eval_runs/mixco_resnet18_cifar/eval/knn/plot.png" in err
+
+
+def test_model_folder_names_of_hub_and_local_ids(tmp_path: Path) -> None:
+    assert model_folder_name("hf-hub:org/name.tag") == "hf-hub--org--name.tag"
+    first, second = tmp_path / "a" / "export", tmp_path / "b" / "export"
+    assert model_folder_name(f"local-dir:{first}") != model_folder_name(f"local-dir:{second}")
+
+
+def test_eval_runs_folder_is_git_ignored() -> None:
+    ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
+    assert "/eval_runs/" in ignored

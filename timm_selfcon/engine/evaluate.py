@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -514,8 +515,7 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
             ds.set_epoch(shuffle_epoch)
         return build_eval_loader(ds, config.batch_size, config.num_workers)
 
-    out_dir = Path(config.output_dir or (Path(info["run_dir"]) if info["run_dir"] else Path("eval_runs"))) / "eval"
-    out_dir = out_dir / config.protocol
+    out_dir = eval_output_dir(config.output_dir, info) / "eval" / config.protocol
     report: dict[str, Any] = dict(
         model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
         method=info.get("method"), dataset=dict(data=data, train_split=choice.train_split,
@@ -542,8 +542,31 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
         state = classifier_state_dict(encoder, classifiers)
         report["classifiers"] = sorted({k.rsplit(".", 1)[0] for k in state})
         classifiers = state
-    write_report(out_dir, report, classifiers, config.output)
+    for path in write_report(out_dir, report, classifiers, config.output):
+        print(f"wrote {path}", file=sys.stderr)
     return report
+
+
+#: Where evaluations of a timm model name or ``local-dir:`` go: ``eval_runs/<model id>/eval/<protocol>/``.
+EVAL_RUNS = Path("eval_runs")
+
+
+def eval_output_dir(output_dir: str | None, info: dict[str, Any]) -> Path:
+    """``output_dir=``, else the training run's folder, else ``eval_runs/<model id as a folder name>``."""
+    if output_dir:
+        return Path(output_dir)
+    if info.get("run_dir"):
+        return Path(info["run_dir"])
+    return EVAL_RUNS / model_folder_name(info["model"])
+
+
+def model_folder_name(model: str) -> str:
+    """A folder name for a model id: ``hf-hub:org/name`` -> ``hf-hub--org--name``; a ``local-dir:`` path keeps
+    its resolved parts, so two folders with the same last name do not share one."""
+    if model.startswith("local-dir:"):
+        model = "local-dir:" + str(Path(model.removeprefix("local-dir:")).resolve())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "--", model).strip("-.")
+    return name[-150:] or "model"
 
 
 def _linear(encoder, config, report, loader, train_hf, val_hf, test_loader, num_classes, image_size, mean, std):
@@ -633,20 +656,25 @@ def classifier_state_dict(model: nn.Module, heads: nn.ModuleList) -> dict[str, t
 
 
 def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, torch.Tensor] | None,
-                 output: str | None) -> None:
+                 output: str | None) -> list[Path]:
     """``report.json``, ``classifiers.safetensors`` and ``plot.png``, each written to a temp name and renamed.
 
     ``classifiers`` uses the model's own parameter names (``fc.weight``, ``exit_heads.0.weight``, ...), so an
     export loads them straight into the model.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
     if classifiers is not None:
         tmp = out_dir / "classifiers.safetensors.tmp"
         save_file(classifiers, str(tmp), metadata={"protocol": report["protocol"]})
         os.replace(tmp, out_dir / "classifiers.safetensors")
+        written.append(out_dir / "classifiers.safetensors")
     for path in [out_dir / "report.json", *([Path(output)] if output else [])]:
         _write_json(path, report)
-    plot_report(report, out_dir / "plot.png")
+        written.append(path)
+    if plot_report(report, out_dir / "plot.png"):
+        written.append(out_dir / "plot.png")
+    return written
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
@@ -656,15 +684,20 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def plot_report(report: dict[str, Any], path: Path) -> None:
-    """Accuracy per exit and ensemble, the probe's training curve and the early-exit curve (if present)."""
+def plot_report(report: dict[str, Any], path: Path) -> bool:
+    """Accuracy per exit and ensemble, the probe's training curve and the early-exit curve (if present).
+
+    Returns False, after a one-line notice, where matplotlib is not installed.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        print(f"note: matplotlib is not installed, so no {path.name} was drawn (pip install matplotlib, "
+              "or timm-selfcon[plot])", file=sys.stderr)
+        return False
     panels = [p for p in ("results", "history", "early_exit") if report.get(p)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -695,3 +728,4 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+    return True
