@@ -70,6 +70,7 @@ class TrainConfig:
     sync_bn: bool = False
     output_dir: str = "runs/selfcon"
     save_every_steps: int = 500
+    save_total_limit: int | None = None  # keep only the newest N checkpoints (never the one `last` points to)
     log_every_steps: int = 10
     seed: int = 0
     deterministic: bool = False
@@ -124,7 +125,10 @@ class TrainConfig:
         check_optimizer(self.optimizer)
 
     def _validate_run_keys(self) -> None:
-        """The keys that say what to do with an existing ``output_dir`` (issue 14)."""
+        """The keys that say what to do with an existing ``output_dir`` and its checkpoints (issue 14)."""
+        limit = self.save_total_limit
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise UserInputError(f"save_total_limit must be a positive int or null (keep all), got {limit!r}")
         if self.resume not in (True, False, "auto"):
             raise UserInputError(f"resume must be true, false or auto, got {self.resume!r}")
         if self.resume is True and self.overwrite:

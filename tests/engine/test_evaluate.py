@@ -295,9 +295,9 @@ def test_eval_never_modifies_the_training_checkpoint(trained_run: Path, position
 
 def _copy_run(run: Path, destination: Path) -> Path:
     """config.yaml + ckpt-72 (weights and trainer state only) + ``last``: a checkpoint to tamper with."""
-    (destination / "ckpt-72").mkdir(parents=True)
+    (destination / "ckpt-72" / "accelerate").mkdir(parents=True)
     shutil.copy(run / "config.yaml", destination / "config.yaml")
-    for name in ("model.safetensors", "trainer_state.json"):
+    for name in ("accelerate/model.safetensors", "trainer_state.json"):
         shutil.copy(run / "ckpt-72" / name, destination / "ckpt-72" / name)
     (destination / "last").symlink_to("ckpt-72")
     return destination
@@ -306,7 +306,7 @@ def _copy_run(run: Path, destination: Path) -> Path:
 def test_checkpoint_with_other_keys_is_refused_listing_them(trained_run: Path, position_data: Path,
                                                             tmp_path: Path) -> None:
     run = _copy_run(trained_run, tmp_path / "run")
-    weights = run / "ckpt-72" / "model.safetensors"
+    weights = run / "ckpt-72" / "accelerate" / "model.safetensors"
     state = load_file(str(weights))
     del state["model.fc.bias"]
     state["model.encoder.module.fc.bias"] = torch.zeros(NUM_CLASSES)  # e.g. a DataParallel prefix

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from timm_selfcon.config import METHOD_NAMES, TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
-from timm_selfcon.engine.checkpoint import TRAINER_STATE
+from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
 from timm_selfcon.engine.schedule import lr_at
 from timm_selfcon.engine.train import auto_precision, build_data, check_batch_layout, resolve_precision, train
 from timm_selfcon.methods import build_method
@@ -65,9 +65,14 @@ def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def method_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The training method's state dict in a checkpoint (Accelerate's ``accelerate/model.safetensors``)."""
+    return load_file(str(checkpoint / STATE_DIR / "model.safetensors"))
+
+
 def assert_same_weights(first: Path, second: Path) -> None:
-    """Every tensor of two ``model.safetensors`` files bit-identical (parameters and BatchNorm buffers)."""
-    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    """Every tensor of two checkpoints' method states bit-identical (parameters and BatchNorm buffers)."""
+    a, b = method_state(first), method_state(second)
     assert a.keys() == b.keys()
     different = [name for name in a if not torch.equal(a[name], b[name])]
     assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:5]}"
@@ -99,8 +104,9 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     assert (tmp_path / "last").is_symlink() and os.readlink(tmp_path / "last") == "ckpt-3"
     assert not list(tmp_path.glob("*.tmp"))
     checkpoint = tmp_path / "ckpt-3"
-    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl", TRAINER_STATE):
-        assert (checkpoint / name).is_file(), f"{name} missing from {sorted(p.name for p in checkpoint.iterdir())}"
+    for name in ("model.safetensors", "config.json", TRAINER_STATE, *(f"{STATE_DIR}/{n}" for n in (
+            "model.safetensors", "optimizer.bin", "random_states_0.pkl"))):
+        assert (checkpoint / name).is_file(), f"{name} missing from {sorted(p.name for p in checkpoint.rglob('*'))}"
     assert json.loads((checkpoint / TRAINER_STATE).read_text()) == {"epoch": 0, "step": 3}
     # the resolved config, and what the run actually used
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
@@ -114,7 +120,7 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     # the saved weights load into the registered model (what evaluation and export use)
-    weights = load_file(str(checkpoint / "model.safetensors"))
+    weights = method_state(checkpoint)
     model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
     prefix = "projector.model."
     missing = model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
@@ -195,7 +201,7 @@ def test_gradient_accumulation_and_sgd_match_a_hand_written_step(tiny_data: Path
     config = tiny_config(tiny_data, tmp_path, "ce", gradient_accumulation_steps=2, max_steps=2, lr=0.2,
                          weight_decay=1e-3, epochs=2, warmup_epochs=1, warmup_from=0.1)
     train(config)
-    trained = load_file(str(tmp_path / "last" / "model.safetensors"))
+    trained = method_state(tmp_path / "last")
 
     set_seed(config.seed)  # the engine's order: seed, data, model
     _, _, _, loader, names = build_data(config, 1, 1, 0)
@@ -226,7 +232,7 @@ def test_clip_grad_norm_clips_the_global_norm_before_the_step(tiny_data: Path, t
     """One CE step with ``clip_grad_norm`` equals a hand-written step with ``torch.nn.utils.clip_grad_norm_``."""
     config = tiny_config(tiny_data, tmp_path, "ce", clip_grad_norm=0.01, lr=0.5, weight_decay=0.0)
     train(config)
-    trained = load_file(str(tmp_path / "last" / "model.safetensors"))
+    trained = method_state(tmp_path / "last")
     logged = read_metrics(tmp_path)[0]["grad_norm"]
 
     set_seed(config.seed)
@@ -283,7 +289,7 @@ def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(tiny_data: Pa
     assert os.readlink(tmp_path / "last") == f"ckpt-{bad_step - 1}"
     assert json.loads((tmp_path / "last" / TRAINER_STATE).read_text())["step"] == bad_step - 1
     assert not (tmp_path / f"ckpt-{bad_step}").exists() and not list(tmp_path.glob("*.tmp"))
-    weights = load_file(str(tmp_path / "last" / "model.safetensors"))
+    weights = method_state(tmp_path / "last")
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
@@ -321,7 +327,7 @@ def test_resume_after_a_partial_checkpoint_write_is_exact(tiny_data: Path, tmp_p
     # what a SIGKILL during the next save leaves behind: a half-written tmp directory and a dangling last.tmp
     partial = broken / "ckpt-4.tmp"
     shutil.copytree(broken / "ckpt-3", partial)
-    (partial / "model.safetensors").write_bytes(b"\x00" * 17)
+    (partial / STATE_DIR / "model.safetensors").write_bytes(b"\x00" * 17)
     (partial / TRAINER_STATE).unlink()
     (broken / "last.tmp").symlink_to("ckpt-4.tmp")
     metrics = (broken / "metrics.jsonl").read_text()
@@ -389,6 +395,6 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(tiny_data: Path, tmp_path
 
 def test_ce_uses_the_dataset_classes(tiny_data: Path, tmp_path: Path) -> None:
     train(tiny_config(tiny_data, tmp_path, "ce"))
-    weights = load_file(str(tmp_path / "last" / "model.safetensors"))
+    weights = method_state(tmp_path / "last")
     classifier = [v for k, v in weights.items() if k.endswith("fc.weight")]
     assert classifier and classifier[0].shape[0] == NUM_CLASSES

@@ -48,6 +48,7 @@ from ..data import (
 )
 from ..errors import UserInputError
 from ..models.factory import create_model
+from .checkpoint import match_umask
 
 PROTOCOLS = ("linear", "linear_fast", "knn", "early_exit", "all")
 EARLY_EXIT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
@@ -229,9 +230,12 @@ def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], ch
 def _read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    files = sorted(checkpoint.glob("model*.safetensors"))
+    from .checkpoint import accelerate_state_dir
+
+    state_dir = accelerate_state_dir(checkpoint)
+    files = sorted(state_dir.glob("model*.safetensors"))
     if not files:
-        raise UserInputError(f"no model.safetensors in checkpoint {str(checkpoint)!r}")
+        raise UserInputError(f"no model.safetensors in checkpoint {str(state_dir)!r}")
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file)))
@@ -667,6 +671,7 @@ def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, t
     if classifiers is not None:
         tmp = out_dir / "classifiers.safetensors.tmp"
         save_file(classifiers, str(tmp), metadata={"protocol": report["protocol"]})
+        match_umask(tmp)
         os.replace(tmp, out_dir / "classifiers.safetensors")
         written.append(out_dir / "classifiers.safetensors")
     for path in [out_dir / "report.json", *([Path(output)] if output else [])]:

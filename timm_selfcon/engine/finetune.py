@@ -35,6 +35,7 @@ from ..data import (
     resolve_columns,
 )
 from ..errors import UserInputError
+from .checkpoint import match_umask
 from .evaluate import choose_data, load_encoder, load_split, topk
 from .train import resolve_precision
 
@@ -151,6 +152,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
         if hasattr(unwrapped, "exit_stages"):
             model_args["exit_stages"] = ()
         save_for_hf(unwrapped, out, model_args=model_args, safe_serialization=True)
+        match_umask(out / "model.safetensors")
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

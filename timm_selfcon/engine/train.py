@@ -44,7 +44,7 @@ from ..data import (
 from ..errors import UserInputError
 from ..methods import METHODS, build_method
 from ..models.factory import create_model
-from .checkpoint import read_trainer_state, save_checkpoint
+from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
 from .probe import probe_trained_vs_random
 from .run_dir import plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
@@ -229,7 +229,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         prepare_run_dir(plan, step)
     accelerator.wait_for_everyone()
     if plan.resume_from is not None:
-        accelerator.load_state(str(plan.resume_from))
+        accelerator.load_state(str(accelerate_state_dir(plan.resume_from)))
         accelerator.print(f"resumed from {plan.resume_from} at step {step}")
         if accelerator.is_main_process:
             _drop_metrics_after(output_dir / "metrics.jsonl", step)
@@ -279,7 +279,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
             if step % config.save_every_steps == 0 or step == total_steps:
-                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch))
+                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch),
+                                timm_encoder=timm_encoder(config, accelerator.unwrap_model(method).encoder),
+                                total_limit=config.save_total_limit)
             if step >= total_steps:
                 break
     progress.close()
@@ -296,6 +298,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def timm_encoder(config: TrainConfig, encoder: torch.nn.Module) -> TimmEncoder:
+    """The encoder's timm files for each checkpoint: the run's model kwargs and its preprocessing."""
+    mean, std = training_normalization(config.data)
+    size = config.image_size
+    return TimmEncoder(encoder, model_args={**config.model_kwargs, "num_classes": int(encoder.num_classes)},
+                       data_config=dict(input_size=(3, size, size), mean=tuple(mean), std=tuple(std), crop_pct=1.0,
+                                        interpolation="bilinear"))
 
 
 def parameter_groups(method: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:

@@ -11,9 +11,11 @@ only ``argparse.Namespace``; nothing else is unpickled.
 
 ``convert_official(CHECKPOINT, OUT_DIR)`` writes a training ``output_dir``: ``config.yaml`` (the model, its
 ``exit_stages`` / ``sub_network``, the method and what the official options say of the recipe, with provenance),
-``official_opt.json`` and ``ckpt-0/`` (``model.safetensors`` = the state dict of ``build_method(method, model)``,
-projection heads included for continued pretraining; ``trainer_state.json``) plus the ``last`` link, so
-``timm-selfcon eval`` and ``timm-selfcon export`` work on it. The official code never saves its linear
+``official_opt.json`` and ``ckpt-0/`` (the training checkpoint layout: ``accelerate/model.safetensors`` = the state
+dict of ``build_method(method, model)``, projection heads included for continued pretraining; the encoder's timm
+``model.safetensors`` + ``config.json``; ``trainer_state.json``) plus the ``last`` link, so ``timm-selfcon eval``,
+``timm-selfcon export`` and ``timm.create_model("local-dir:OUT_DIR/last", pretrained=True)`` work on it.
+The official code never saves its linear
 classifiers: they come from this package's evaluation.
 
 Key mapping (official -> this package): ``encoder.conv1`` -> ``conv1``; ResNet ``shortcut.{0,1}`` ->
@@ -235,8 +237,9 @@ def convert_official(
     Returns the path of ``out_dir``; ``load_encoder(out_dir)`` then gives the encoder.
     """
     from ..config import TrainConfig
+    from ..engine.checkpoint import STATE_DIR, match_umask
     from ..engine.evaluate import load_strict
-    from ..engine.train import method_kwargs
+    from ..engine.train import method_kwargs, timm_encoder
     from ..methods import build_method
 
     source = Path(checkpoint)
@@ -280,10 +283,13 @@ def convert_official(
     tmp = out_dir.parent / f".{out_dir.name}.convert-tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    (tmp / "ckpt-0").mkdir(parents=True)
+    (tmp / "ckpt-0" / STATE_DIR).mkdir(parents=True)
     try:
+        # the training layout: the method's state where Accelerate keeps it, the encoder's timm files beside it
         save_file({k: v.contiguous() for k, v in training_method.state_dict().items()},
-                  str(tmp / "ckpt-0" / "model.safetensors"))
+                  str(tmp / "ckpt-0" / STATE_DIR / "model.safetensors"))
+        timm_encoder(config, training_method.encoder).write(tmp / "ckpt-0")
+        match_umask(tmp / "ckpt-0")
         (tmp / "ckpt-0" / "trainer_state.json").write_text(json.dumps(
             {"step": 0, "epoch": options.get("epoch"), "converted_from": source.name}, indent=2))
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -34,6 +34,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
+from ..engine.checkpoint import match_umask
 from ..errors import UserInputError
 from ..models.factory import create_model
 from .card import dataset_short_name, render_card
@@ -146,6 +147,7 @@ def export(
         _check_round_trip(model, tmp)
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2, default=_json_default))
         render_card(json.loads((tmp / EXPORT_INFO).read_text()), repo_id).save(str(tmp / "README.md"))
+        match_umask(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
