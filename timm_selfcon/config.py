@@ -72,6 +72,7 @@ class TrainConfig:
     save_every_steps: int = 500
     save_total_limit: int | None = None  # keep only the newest N checkpoints (never the one `last` points to)
     log_every_steps: int = 10
+    log_with: str | list[str] | None = "auto"  # Accelerate trackers; auto = tensorboard when installed; none
     seed: int = 0
     deterministic: bool = False
     resume: bool | str = False  # true, false or "auto" (resume if output_dir has a checkpoint, else start)
@@ -113,6 +114,7 @@ class TrainConfig:
                 raise UserInputError(f"{key} must be true or false, got {getattr(self, key)!r}")
         self._validate_run_keys()
         self._validate_optimizer()
+        self._validate_log_with()
         if self.clip_grad_norm is not None:
             value = self.clip_grad_norm
             if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
@@ -123,6 +125,9 @@ class TrainConfig:
 
     def _validate_optimizer(self) -> None:
         check_optimizer(self.optimizer)
+
+    def _validate_log_with(self) -> None:
+        tracker_names(self.log_with)
 
     def _validate_run_keys(self) -> None:
         """The keys that say what to do with an existing ``output_dir`` and its checkpoints (issue 14)."""
@@ -137,6 +142,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def tracker_names(log_with: str | list[str] | None) -> list[str] | None:
+    """``log_with`` as Accelerate tracker names: None for ``auto``, ``[]`` for ``none``; unknown names are refused."""
+    if log_with == "auto":
+        return None
+    if log_with is None or log_with == "none" or log_with == []:
+        return []
+    names = [log_with] if isinstance(log_with, str) else log_with
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+    from accelerate.utils import LoggerType
+
+    valid = sorted({t.value for t in LoggerType} | set(LOGGER_TYPE_TO_CLASS))
+    if not isinstance(names, (list, tuple)) or any(not isinstance(n, str) or n not in valid for n in names):
+        raise UserInputError(f"log_with must be auto, none, or Accelerate tracker names ({', '.join(valid)}), "
+                             f"got {log_with!r}")
+    return list(names)
 
 
 def check_optimizer(optimizer: str) -> None:

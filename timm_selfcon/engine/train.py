@@ -30,7 +30,7 @@ from accelerate.utils import gather_object, set_seed
 from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
+from ..config import TrainConfig, tracker_names
 from ..data import (
     NORMALIZATION,
     ContrastiveImageDataset,
@@ -80,11 +80,46 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         # Accelerate keeps one process-wide state and refuses a second precision; a later train() call in the
         # same process (Python API, notebooks) with another precision resets it (the process group is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
-    log_with = "tensorboard" if _has_tensorboard() else None
+    log_with, notice = resolve_trackers(config.log_with)
     # cpu=True on a machine without an accelerator: otherwise Accelerate ignores torchrun's WORLD_SIZE on CPUs
     # and every process trains alone (and they overwrite each other's checkpoints)
-    return Accelerator(mixed_precision=mixed, log_with=log_with, project_dir=config.output_dir,
-                       gradient_accumulation_steps=config.gradient_accumulation_steps, cpu=not _has_accelerator_device())
+    accelerator = Accelerator(mixed_precision=mixed, log_with=log_with or None, project_dir=config.output_dir,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              cpu=not _has_accelerator_device())
+    if notice:
+        accelerator.print(notice)
+    return accelerator
+
+
+def resolve_trackers(log_with: str | list[str] | None) -> tuple[list[str], str | None]:
+    """The Accelerate trackers of ``log_with`` and a notice to print, or a UserInputError for a missing package.
+
+    ``auto`` is TensorBoard when it is installed; without it the run says once what it skips and how to get it.
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    names = tracker_names(log_with)
+    if names is None:
+        if _has_tensorboard():
+            return ["tensorboard"], None
+        return [], ("note: tensorboard is not installed, so this run writes no TensorBoard logs (metrics.jsonl has "
+                    "every metric); pip install tensorboard to get them, or log_with=none to silence this note")
+    # registered custom trackers are always available; Accelerate silently drops a built-in one it cannot import
+    builtin = {t.value for t in LoggerType}
+    available = {str(t) for t in get_available_trackers()} | (set(LOGGER_TYPE_TO_CLASS) - builtin)
+    missing = [n for n in names if n != "all" and n not in available]
+    if missing:
+        raise UserInputError(f"log_with={log_with!r}: {', '.join(missing)} is not installed (pip install "
+                             f"{' '.join(missing)}), or choose log_with=none")
+    return names, None
+
+
+def tracker_config(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config for ``init_trackers``: scalars kept, lists / mappings / None as JSON text (what
+    TensorBoard's hparams and the other trackers take)."""
+    return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in config.to_dict().items()}
 
 
 def _has_accelerator_device() -> bool:
@@ -237,7 +272,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
     if accelerator.trackers == [] and accelerator.log_with:
-        accelerator.init_trackers("train")
+        accelerator.init_trackers("train", config=tracker_config(config))
 
     substituted: set[int] = set()
     metrics_path = output_dir / "metrics.jsonl"
