@@ -304,7 +304,9 @@ def test_corrupt_image_is_substituted_and_listed_in_the_summary(corrupt_data: Pa
     messages = [str(w.message) for w in caught]
     assert any(issubclass(w.category, CorruptImageWarning) and f"sample {CORRUPT_ROW}:" in str(w.message)
                for w in caught), messages
-    assert any(f"undecodable images were replaced by substitutes: [{CORRUPT_ROW}]" in m for m in messages), messages
+    assert any(f"1 undecodable image(s) of '{corrupt_data}' [train] were replaced by substitutes: sample {CORRUPT_ROW}"
+               in m for m in messages), messages
+    assert summary["substituted_files"] == [f"sample {CORRUPT_ROW}"]
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
 
 
@@ -398,3 +400,27 @@ def test_ce_uses_the_dataset_classes(tiny_data: Path, tmp_path: Path) -> None:
     weights = method_state(tmp_path / "last")
     classifier = [v for k, v in weights.items() if k.endswith("fc.weight")]
     assert classifier and classifier[0].shape[0] == NUM_CLASSES
+
+
+def test_corrupt_files_are_named_by_path_once_across_workers(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """An imagefolder with a truncated PNG, two epochs through one DataLoader worker (recreated each epoch): one
+    warning naming the file, in the training process, and the summary names the same file."""
+    from .conftest import png_bytes
+
+    for split, rows in (("train", 16), ("test", 4)):
+        for index in range(rows):
+            label = index % 2
+            folder = tmp_path / "data" / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{index:02d}.png").write_bytes(png_bytes(index, label))
+    broken = tmp_path / "data" / "train" / "class1" / "03.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    config = tiny_config(tmp_path / "data", tmp_path / "run", "supcon_s", batch_size=16, max_steps=2, num_workers=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(config)
+    per_image = [str(w.message) for w in caught if issubclass(w.category, CorruptImageWarning)]
+    assert len(per_image) == 1 and str(broken) in per_image[0], per_image
+    assert len(summary["substituted_images"]) == 1 and str(broken) in summary["substituted_files"][0]
+    assert any("1 undecodable image(s)" in str(w.message) and str(broken) in str(w.message) for w in caught)
+    assert "cannot decode" not in capfd.readouterr().err  # the worker itself stayed silent

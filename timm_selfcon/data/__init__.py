@@ -17,8 +17,10 @@ from timm_selfcon.data.datasets import (
     collate_samples,
     isolated_rng,
     load_image_dataset,
+    report_substitutions,
     resolve_columns,
     split_train_val,
+    substituted_sources,
 )
 from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
 from timm_selfcon.data.transforms import (
@@ -65,6 +67,8 @@ __all__ = [
     "derive_seed",
     "isolated_rng",
     "load_image_dataset",
+    "report_substitutions",
     "resolve_columns",
     "split_train_val",
+    "substituted_sources",
 ]

@@ -39,7 +39,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
@@ -342,6 +342,35 @@ def _decode_rgb(value: Any) -> Image.Image:
         return image.convert("RGB")
 
 
+def _cell_path(value: Any) -> str | None:
+    """The file an image cell came from, if it names one."""
+    if isinstance(value, Mapping) and value.get("path"):
+        return str(value["path"])
+    if isinstance(value, str | os.PathLike):
+        return os.fspath(value)
+    return getattr(value, "filename", None) or None
+
+
+def substituted_sources(dataset: ContrastiveImageDataset, indices: Iterable[int]) -> list[str]:
+    """``"sample <index> (<path>)"`` (or ``"sample <index>"`` for images stored in the table) per index."""
+    out = []
+    for index in sorted(set(indices)):
+        path = _cell_path(dataset.hf_dataset[index][dataset.image_column])
+        out.append(f"sample {index}" + (f" ({path})" if path else ""))
+    return out
+
+
+def report_substitutions(dataset: ContrastiveImageDataset, batch: Mapping[str, Any], seen: set[int]) -> None:
+    """In the process that reads the batches: a :class:`CorruptImageWarning` for every substituted image of
+    ``batch`` not reported before (``seen`` is updated), naming it by path. Worker processes leave it to this."""
+    indices = batch["index"][batch["substituted"]].tolist()
+    new = [i for i in indices if i not in seen and i not in dataset.substituted_indices]  # the latter warned here
+    seen.update(indices)
+    for source in substituted_sources(dataset, new):
+        warnings.warn(f"{source}: cannot decode image; a DataLoader worker used a mid-grey substitute with the "
+                      "original label (strict_data=True to fail)", CorruptImageWarning, stacklevel=2)
+
+
 def _check_label_feature(ds: HFDataset, label_column: str | None) -> None:
     features = _features(ds)
     if label_column is None or features is None:
@@ -360,6 +389,8 @@ class _SampleMaker:
     """Decoding, substitution and seeded augmentation shared by the map-style and streaming datasets."""
 
     hf_dataset: HFDataset
+    #: inside DataLoader workers, leave the warning to :func:`report_substitutions` in the reading process
+    reader_reports: bool = False
 
     def _setup(
         self,
@@ -426,19 +457,24 @@ class _SampleMaker:
         try:
             image = _decode_rgb(image_cell)
         except Exception as error:  # any decoder failure of this one cell: corrupt, truncated, missing file
+            path = _cell_path(image_cell)
+            name = f"sample {index}" + (f" ({path})" if path else "")
             if self.strict_data:
                 raise UserInputError(
-                    f"sample {index}: cannot decode image ({type(error).__name__}: {error})"
+                    f"{name}: cannot decode image ({type(error).__name__}: {error})"
                 ) from error
             image = self._substitute_image()
             substituted = True
+            # once per image and process; inside a DataLoader worker the loop that reads the batches says it (the
+            # ``substituted`` flag), so a worker recreated each epoch does not repeat it and counts agree
+            if index not in self.substituted_indices and (get_worker_info() is None or not self.reader_reports):
+                warnings.warn(
+                    f"{name}: cannot decode image ({type(error).__name__}: {error}); using a mid-grey "
+                    f"{image.width}x{image.height} substitute with the original label (strict_data=True to fail)",
+                    CorruptImageWarning,
+                    stacklevel=2,
+                )
             self.substituted_indices.add(index)
-            warnings.warn(
-                f"sample {index}: cannot decode image ({type(error).__name__}: {error}); using a mid-grey "
-                f"{image.width}x{image.height} substitute with the original label (strict_data=True to fail)",
-                CorruptImageWarning,
-                stacklevel=2,
-            )
         label = self._label(label_cell, index)
         with isolated_rng(derive_seed("augment", self.seed, epoch, index)):
             views = self.transform(image)
@@ -447,6 +483,9 @@ class _SampleMaker:
 
 class ContrastiveImageDataset(_SampleMaker, TorchDataset):
     """Map-style dataset of augmented views whose randomness depends only on ``(seed, epoch, index)``.
+
+    Inside DataLoader workers an undecodable image is warned about by :func:`report_substitutions`, which the
+    training and evaluation loops call on every batch (by path, once per image), not by the worker.
 
     Keys: an int index (uses the epoch of :meth:`set_epoch`) or a ``SampleKey(index, epoch)`` /
     ``(index, epoch)`` tuple as yielded by :class:`ResumableDistributedSampler`.
@@ -480,6 +519,7 @@ class ContrastiveImageDataset(_SampleMaker, TorchDataset):
             )
         self._setup(hf_dataset, transform, image_column, label_column, seed, strict_data, num_classes)
         self._length = len(hf_dataset)
+        self.reader_reports = True
 
     def __len__(self) -> int:
         return self._length

@@ -43,6 +43,7 @@ from ..data import (
     build_transform,
     class_names,
     load_image_dataset,
+    report_substitutions,
     resolve_columns,
     split_train_val,
 )
@@ -263,7 +264,9 @@ def extract_exit_features(encoder: nn.Module, loader: DataLoader, desc: str) -> 
     device = next(encoder.parameters()).device
     outputs: list[list[torch.Tensor]] = []
     labels = []
+    seen: set[int] = set()
     for batch in tqdm(loader, desc=desc, leave=False):
+        report_substitutions(loader.dataset, batch, seen)
         feats = forward_outputs(encoder, batch["image"][:, 0].to(device))
         if not outputs:
             outputs = [[] for _ in feats]

@@ -39,7 +39,9 @@ from ..data import (
     build_transform,
     class_names,
     load_image_dataset,
+    report_substitutions,
     resolve_columns,
+    substituted_sources,
 )
 from ..errors import UserInputError
 from ..methods import METHODS, build_method
@@ -292,7 +294,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 group["lr"] = lr * (head_lr_factor(step, config.head_lr_warmup_steps) if group.get("heads") else 1.0)
             views = batch["image"].to(accelerator.device)
             labels = batch["label"].to(accelerator.device)
-            substituted.update(batch["index"][batch["substituted"]].tolist())
+            report_substitutions(dataset, batch, substituted)
             loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps, step)
             if config.clip_grad_norm is not None:
                 logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
@@ -323,11 +325,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
     accelerator.end_training()  # also destroys the process group: no collective after this
+    sources = substituted_sources(dataset, substituted)
     summary = dict(steps=step, final_loss=last_loss, substituted_images=sorted(substituted),
-                   output_dir=str(output_dir), last=str(output_dir / "last"))
+                   substituted_files=sources, output_dir=str(output_dir), last=str(output_dir / "last"))
     if substituted:
-        warnings.warn(f"{len(substituted)} undecodable images were replaced by substitutes: {sorted(substituted)[:20]}",
-                      stacklevel=2)
+        warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "
+                      f"replaced by substitutes: {', '.join(sources)}", stacklevel=2)
     if config.probe.get("enabled") and accelerator.is_main_process:
         summary["probe"] = run_probe(config, accelerator.unwrap_model(method).encoder)
     if accelerator.is_main_process:
