@@ -50,7 +50,7 @@ class TrainConfig:
     strict_data: bool = False
     augmentation: str = "supcon"
     image_size: int = 32
-    num_workers: int = 2
+    num_workers: int | str = "auto"  # DataLoader workers per process; auto: the cores this process may use, less one
     epochs: int = 1000
     max_steps: int | None = None
     batch_size: int = 1024
@@ -114,6 +114,7 @@ class TrainConfig:
                 raise UserInputError(f"{key} must be true or false, got {getattr(self, key)!r}")
         self._validate_run_keys()
         self._validate_optimizer()
+        self._validate_num_workers()
         self._validate_log_with()
         if self.clip_grad_norm is not None:
             value = self.clip_grad_norm
@@ -122,6 +123,11 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise UserInputError(f"clip_grad_norm must be a positive number or null, got {value!r}")
         return self
+
+    def _validate_num_workers(self) -> None:
+        value = self.num_workers
+        if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise UserInputError(f"num_workers must be an int >= 0 or auto, got {value!r}")
 
     def _validate_optimizer(self) -> None:
         check_optimizer(self.optimizer)

@@ -19,6 +19,7 @@ from timm_selfcon.data.datasets import (
     load_image_dataset,
     report_substitutions,
     resolve_columns,
+    resolve_num_workers,
     split_train_val,
     substituted_sources,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "load_image_dataset",
     "report_substitutions",
     "resolve_columns",
+    "resolve_num_workers",
     "split_train_val",
     "substituted_sources",
 ]

@@ -621,6 +621,19 @@ def collate_samples(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
     return default_collate(list(samples))
 
 
+def resolve_num_workers(num_workers: int | str, processes_per_machine: int | None = None) -> int:
+    """``num_workers``, or for ``"auto"`` the cores this process may use less one for the process itself.
+
+    The cores are those of ``os.sched_getaffinity`` (what a container or ``taskset`` allows) shared by the
+    processes on this machine (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate launch).
+    """
+    if num_workers != "auto":
+        return int(num_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = processes_per_machine or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(cores // max(local, 1) - 1, 0)
+
+
 def _limit_worker_threads(worker_id: int) -> None:
     # N workers × M intra-op threads oversubscribes the CPU; the main process keeps its own setting.
     torch.set_num_threads(1)

@@ -41,6 +41,7 @@ from ..data import (
     load_image_dataset,
     report_substitutions,
     resolve_columns,
+    resolve_num_workers,
     substituted_sources,
 )
 from ..errors import UserInputError
@@ -177,7 +178,7 @@ def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
     return dict(
         num_processes=accelerator.num_processes, device=str(accelerator.device),
         precision=config.precision, precision_used=resolve_precision(config.precision),
-        mixed_precision=accelerator.mixed_precision,
+        mixed_precision=accelerator.mixed_precision, num_workers_used=resolve_num_workers(config.num_workers),
         versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
                       accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
         git_commit=commit,
@@ -197,7 +198,7 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int):
                                       strict_data=config.strict_data)
     sampler = ResumableDistributedSampler(len(dataset), config.batch_size, num_replicas=num_processes, rank=rank,
                                           seed=config.seed, drop_last=True)
-    loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, config.num_workers)
+    loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, resolve_num_workers(config.num_workers))
     return hf, dataset, sampler, loader, class_names(hf, label_column)
 
 
