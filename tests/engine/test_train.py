@@ -28,7 +28,14 @@ from timm_selfcon.config import METHOD_NAMES, TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
 from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
 from timm_selfcon.engine.schedule import lr_at
-from timm_selfcon.engine.train import auto_precision, build_data, check_batch_layout, resolve_precision, train
+from timm_selfcon.engine.train import (
+    auto_precision,
+    build_data,
+    check_batch_layout,
+    launcher_mismatch,
+    resolve_precision,
+    train,
+)
 from timm_selfcon.methods import build_method
 
 from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
@@ -424,3 +431,15 @@ def test_corrupt_files_are_named_by_path_once_across_workers(tmp_path: Path, cap
     assert len(summary["substituted_images"]) == 1 and str(broken) in summary["substituted_files"][0]
     assert any("1 undecodable image(s)" in str(w.message) and str(broken) in str(w.message) for w in caught)
     assert "cannot decode" not in capfd.readouterr().err  # the worker itself stayed silent
+
+
+def test_a_launcher_asking_for_several_processes_is_warned_about(tiny_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "WORLD_SIZE=3 but this run sees 1 process" in launcher_mismatch(1, {"WORLD_SIZE": "3"})
+    assert launcher_mismatch(3, {"WORLD_SIZE": "3"}) is None and launcher_mismatch(1, {}) is None
+    # what `accelerate launch --cpu --num_processes 3` leaves in the one process it starts
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.warns(UserWarning, match=r"accelerate launch asked for several processes .* torchrun --nproc_per_node"):
+        train(tiny_config(tiny_data, tmp_path, "supcon_s"))

@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import platform
 import subprocess
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,26 @@ def _has_tensorboard() -> bool:
     return True
 
 
+def launcher_mismatch(num_processes: int, environ: Mapping[str, str]) -> str | None:
+    """A warning when a launcher asked for several processes but this run is one of one.
+
+    ``accelerate launch --cpu --num_processes N`` starts a single process on CPUs (its simple launcher: only
+    ``MASTER_ADDR`` / ``MASTER_PORT`` say more were wanted); a ``WORLD_SIZE`` > 1 that Accelerate did not join
+    would also train alone.
+    """
+    if num_processes != 1:
+        return None
+    fix = ("; on CPUs start the processes with torchrun: torchrun --nproc_per_node N -m timm_selfcon.cli train "
+           "RECIPE (README, Training)")
+    world = environ.get("WORLD_SIZE", "")
+    if world.isdigit() and int(world) > 1:
+        return f"the launcher set WORLD_SIZE={world} but this run sees 1 process{fix}"
+    if environ.get("MASTER_ADDR") and not world and environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1"):
+        return ("accelerate launch asked for several processes (MASTER_ADDR is set) but this run is 1 process: "
+                f"its --cpu launcher starts only one{fix}")
+    return None
+
+
 def timm_optimizer_name(optimizer: str) -> str:
     """The ``create_optimizer_v2`` name of a recipe's ``optimizer``.
 
@@ -231,6 +253,9 @@ def training_normalization(data: str) -> tuple[tuple[float, ...], tuple[float, .
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train ``config.model`` with ``config.method``; returns the run summary (also written to ``summary.json``)."""
     accelerator = make_accelerator(config)
+    mismatch = launcher_mismatch(accelerator.num_processes, os.environ)
+    if mismatch:
+        warnings.warn(mismatch, UserWarning, stacklevel=2)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
     plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
