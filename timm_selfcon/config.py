@@ -180,6 +180,13 @@ def check_optimizer(optimizer: str) -> None:
                              f"{', '.join(names)}")
 
 
+#: Keys that do not change what a run computes: where and how often it writes, how data is loaded (augmentation
+#: depends only on (seed, epoch, index)), how far it trains, and the run-folder switches. They may differ when a run
+#: is resumed, and overriding them leaves a recipe's provenance as it is.
+NON_COMPUTATION_KEYS = frozenset({
+    "output_dir", "num_workers", "log_every_steps", "save_every_steps", "save_total_limit", "log_with", "resume",
+    "overwrite", "allow_config_change", "max_steps", "probe", "provenance",
+})
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 BOOL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type in (bool, "bool"))
 FLOAT_KEYS = ("temperature", "base_temperature", "moco_momentum", "mix_temperature", "mix_weight", "lr", "momentum",
@@ -240,11 +247,19 @@ def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | 
     """
     values = read_recipe(recipe) if recipe is not None else {}
     items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
+    changed, own_provenance = [], False
     for key, value in items:
+        own_provenance = own_provenance or key == "provenance"
         top, _, sub = key.partition(".")
         _check_keys([top], "the overrides")
+        before = (values.get(top) or {}).get(sub) if sub else values.get(key)
+        if top not in NON_COMPUTATION_KEYS and value != before:
+            changed.append(f"{key}={value}")
         if sub:
             values[top] = {**(values.get(top) or {}), sub: value}
         else:
             values[key] = value
+    if recipe is not None and changed and "provenance" in values and not own_provenance:
+        # a recipe's provenance ("official script values") no longer describes a run with other values
+        values["provenance"] = f"{values['provenance']}; overridden: {', '.join(changed)}"
     return TrainConfig(**values).validate()

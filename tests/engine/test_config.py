@@ -156,3 +156,12 @@ def test_num_workers_auto_is_the_cores_available_less_one(monkeypatch: pytest.Mo
     assert resolve_num_workers(3) == 3
     with pytest.raises(ValueError, match="num_workers must be an int >= 0 or auto, got 'many'"):
         resolve_config(None, ["num_workers=many"])
+
+
+def test_overridden_keys_are_named_in_the_provenance() -> None:
+    recipe = RECIPES / "selfcon" / "cifar100_resnet18_selfcon.yaml"
+    official = resolve_config(recipe).provenance
+    config = resolve_config(recipe, ["epochs=10", "model_kwargs.sub_network=same", "num_workers=0", "output_dir=x"])
+    assert config.provenance == f"{official}; overridden: epochs=10, model_kwargs.sub_network=same"
+    assert resolve_config(recipe, ["output_dir=x", "epochs=1000"]).provenance == official  # same value, or no effect
+    assert resolve_config(recipe, ["epochs=10", "provenance=mine"]).provenance == "mine"

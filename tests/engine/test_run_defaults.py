@@ -1,6 +1,7 @@
 """Evaluating and fine-tuning a training run read the run's own data; ``data=`` overrides it; reports say which."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -76,3 +77,14 @@ def test_model_folder_names_of_hub_and_local_ids(tmp_path: Path) -> None:
 def test_eval_runs_folder_is_git_ignored() -> None:
     ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
     assert "/eval_runs/" in ignored
+
+
+def test_reported_accuracies_are_what_was_measured(trained_run: Path, tmp_path: Path) -> None:
+    """10 test images: every accuracy is a multiple of 10% exactly, not a float32 mean times 100."""
+    data = write_position_dataset(tmp_path / "ten", seed=5, train_rows=16, test_rows=10)
+    for protocol in ("linear_fast", "knn"):
+        report = evaluate(trained_run, quick_eval(data=str(data), protocol=protocol, output_dir=str(tmp_path / "o")))
+        text = (tmp_path / "o" / "eval" / protocol / "report.json").read_text()
+        numbers = [float(n) for n in re.findall(r'"(?:top1|top5|k\d+)": ([0-9.]+)', text)]
+        assert numbers and all(round(n / 10) * 10 == n for n in numbers), numbers
+        assert report["protocol"] == protocol

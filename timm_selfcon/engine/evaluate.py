@@ -287,12 +287,18 @@ def output_names(num_outputs: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ metrics
+def percent(count: int, total: int) -> float:
+    """``100 * count / total`` computed exactly and rounded to 4 decimals: what was measured, without float32
+    artefacts (``42.6``, not ``42.59999990463257``); one image of 10,000 is 0.01."""
+    return round(100.0 * count / total, 4)
+
+
 def topk(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     out = {}
     for k in ks:
         k_eff = min(k, logits.shape[-1])
-        hit = (logits.topk(k_eff, -1).indices == labels[:, None]).any(-1).float().mean().item() * 100
-        out[f"top{k}"] = hit
+        hits = int((logits.topk(k_eff, -1).indices == labels[:, None]).any(-1).sum())
+        out[f"top{k}"] = percent(hits, len(labels))
     return out
 
 
@@ -406,7 +412,7 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
             votes = torch.zeros(len(top_sim), num_classes)
             votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
             correct[k] += (votes.argmax(1) == test_y[start:start + chunk]).sum().item()
-    return {f"k{k}": correct[k] / len(test_x) * 100 for k in ks}
+    return {f"k{k}": percent(correct[k], len(test_x)) for k in ks}
 
 
 # ------------------------------------------------------------------------------------------ early exit
@@ -471,8 +477,8 @@ def early_exit_sweep(model: nn.Module, loader: DataLoader, thresholds: tuple[flo
             total += len(images)
             flops += costs[index.cpu()].sum().item()
             exits += torch.bincount(index.cpu(), minlength=model.num_exits + 1)
-        rows.append(dict(threshold=threshold, top1=correct / total * 100, mean_flops=flops / total,
-                         full_flops=float(costs[-1]), exit_fraction=(exits / total).tolist()))
+        rows.append(dict(threshold=threshold, top1=percent(correct, total), mean_flops=round(flops / total, 1),
+                         full_flops=float(costs[-1]), exit_fraction=[round(int(n) / total, 6) for n in exits]))
     return rows
 
 

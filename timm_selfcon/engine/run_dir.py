@@ -24,16 +24,10 @@ from typing import Any
 
 import yaml
 
-from ..config import TrainConfig
+from ..config import NON_COMPUTATION_KEYS, TrainConfig
 from ..errors import UserInputError
 from .checkpoint import TRAINER_STATE
 
-#: Keys that may differ between a run and its resumption: where and how often things are written, how data
-#: is loaded (augmentation depends only on (seed, epoch, index)), how far to train, and these switches themselves.
-NON_COMPUTATION_KEYS = frozenset({
-    "output_dir", "num_workers", "log_every_steps", "save_every_steps", "save_total_limit", "log_with", "resume",
-    "overwrite", "allow_config_change", "max_steps", "probe", "provenance",
-})
 CONFIG_HISTORY = "config_history.yaml"
 #: What a training run writes at the top of its ``output_dir``; ``overwrite=true`` removes exactly these.
 RUN_FILES = ("config.yaml", CONFIG_HISTORY, "run_info.json", "metrics.jsonl", "summary.json", "last", "last.tmp",
