@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,10 +88,6 @@ def test_cli_keeps_the_traceback_of_other_errors(monkeypatch: pytest.MonkeyPatch
     def broken(args: object) -> int:
         raise TypeError("a programming error")
 
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    for action in parser._subparsers._group_actions[0].choices.values():  # every sub-command
-        action.set_defaults(func=broken)
+    monkeypatch.setattr(cli, "_models", broken)  # the handler of `timm-selfcon models`
     with pytest.raises(TypeError, match="a programming error"):
         cli.main(["models"])
-    assert sys.exc_info() == (None, None, None)
