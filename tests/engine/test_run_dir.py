@@ -113,6 +113,7 @@ def test_cli_refusal_is_one_error_line(tiny_data: Path, tmp_path: Path, capsys: 
         assert main(["train", str(recipe)]) == 2
     finally:
         os.unlink(recipe)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith("timm-selfcon train: error: output_dir") and err.count("\n") == 1
+    assert out == ""  # refused before anything else is said or done
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 1

@@ -252,13 +252,13 @@ def training_normalization(data: str) -> tuple[tuple[float, ...], tuple[float, .
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train ``config.model`` with ``config.method``; returns the run summary (also written to ``summary.json``)."""
+    plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     accelerator = make_accelerator(config)
     mismatch = launcher_mismatch(accelerator.num_processes, os.environ)
     if mismatch:
         warnings.warn(mismatch, UserWarning, stacklevel=2)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
-    plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     # deterministic=true: torch.use_deterministic_algorithms, without which two separate multi-threaded CPU runs of
     # the same recipe already differ by ~1e-6 after one step (measured with 2 threads; see recipes/README.md)
     set_seed(config.seed, deterministic=config.deterministic)
