@@ -13,7 +13,7 @@ Issue "SelfCon that learns", item 3. Everything here is ours (CPU scale), not th
   contrastive methods SupCon's.
 
 Phases, in order (a run whose JSON exists under ``--results`` is skipped; a killed run resumes from its last
-per-epoch checkpoint with ``resume=true``):
+per-epoch checkpoint with ``resume=auto``):
 
 1. ``floor_*``: each initial encoder untrained (SelfCon's with its exit, CE's and SupCon's without), probed the
    same way: the floors every gain is read against.
@@ -128,7 +128,7 @@ def run_training(name: str, spec: dict, epochs: int, args: argparse.Namespace, f
 
     out_dir = Path(args.work_dir) / name
     values = dict(spec, data=str(args.data_dir), epochs=epochs, output_dir=str(out_dir),
-                  save_every_steps=STEPS_PER_EPOCH, resume=(out_dir / "last").exists(),
+                  save_every_steps=STEPS_PER_EPOCH, resume="auto",
                   provenance="ours: benchmarks/rank_methods.py, CPU-scale method ranking")
     config = resolve_config(None, values)
     start = time.perf_counter()

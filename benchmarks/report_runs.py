@@ -107,6 +107,7 @@ def train_and_evaluate(name: str, overrides: dict, args: argparse.Namespace) -> 
     steps_per_epoch = args.train_images // BATCH_SIZE
     values = {**overrides, "data": str(args.train_data), "epochs": args.epochs, "output_dir": str(out_dir),
               "save_every_steps": steps_per_epoch if args.per_epoch else 10**6,
+              "overwrite": True,  # a run without its results JSON was interrupted: start it again from scratch
               "provenance": "ours: CPU-scale reproduction report run" + (f" on {Path(recipe).name}" if recipe else "")}
     config = resolve_config(recipe, values)
     start = time.perf_counter()

@@ -1,4 +1,8 @@
-"""``timm-selfcon`` command line: each sub-command parses its arguments and calls the Python function of the same job."""
+"""``timm-selfcon`` command line: each sub-command's handler calls the Python function of the same job.
+
+The arguments are parsed by :mod:`timm_selfcon_cli` (outside the package, so ``--help`` and ``--version`` need no
+torch); ``main`` and ``build_parser`` here are the same, for ``python -m timm_selfcon.cli`` and Python callers.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .errors import UserInputError
 
 # recipes/quickstart.yaml in the repository; timm_selfcon/quickstart.yaml links to it and wheels ship a copy
 QUICKSTART_RECIPE = Path(__file__).resolve().parent / "quickstart.yaml"
@@ -18,7 +24,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise UserInputError(f"expected key=value, got {item!r}")
         try:
             out[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -115,7 +121,7 @@ def _typed_overrides(config_cls: type, items: Sequence[str]) -> dict[str, Any]:
         if key not in valid:
             nearest = difflib.get_close_matches(key, valid, n=1)
             hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(valid)}"
-            raise ValueError(f"unknown key {key!r}{hint}")
+            raise UserInputError(f"unknown key {key!r}{hint}")
         out[key] = value
     return out
 
@@ -130,72 +136,17 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timm-selfcon", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build a multi-exit model and run it on shipped CIFAR-10 test images")
-    demo.add_argument("--model", default="selfcon_resnet18_cifar")
-    demo.add_argument("--num-images", type=int, default=8)
-    demo.add_argument("model_kwargs", nargs="*", help="model kwargs as key=value, e.g. sub_network=same")
-    demo.set_defaults(func=_demo)
-    train = sub.add_parser("train", help="train from a YAML recipe through Accelerate")
-    train.add_argument("recipe", help="path to a recipe YAML (see recipes/README.md)")
-    train.add_argument("overrides", nargs="*", help="recipe keys as key=value, e.g. epochs=10 lr=0.1")
-    train.set_defaults(func=_train)
-    quick = sub.add_parser("quickstart", help="SelfCon on the shipped CIFAR-10 subset, then a probe vs random init")
-    quick.add_argument("overrides", nargs="*", help="recipe keys as key=value")
-    quick.set_defaults(func=_train)
-    evaluate = sub.add_parser("eval", help="linear probe / kNN / per-exit, ensemble and early-exit accuracy")
-    evaluate.add_argument("source", help="checkpoint dir, training output_dir (its 'last'), or a timm model name")
-    evaluate.add_argument("overrides", nargs="*", help="data=... protocol=linear_fast|linear|knn|early_exit|all ...")
-    evaluate.set_defaults(func=_eval)
-    fine = sub.add_parser("finetune", help="fine-tune the encoder (exits removed) on a datasets dataset")
-    fine.add_argument("source", help="checkpoint dir, training output_dir, or a timm model name")
-    fine.add_argument("overrides", nargs="*", help="data=... epochs=... lr=... layer_decay=0.75 ...")
-    fine.set_defaults(func=_finetune)
-    models = sub.add_parser("models", help="list the registered models")
-    models.set_defaults(func=_models)
-    exp = sub.add_parser("export", help="write a timm Hub folder (config.json, model.safetensors, model card)")
-    exp.add_argument("checkpoint", help="training checkpoint dir, training output_dir (its 'last'), or finetune output")
-    exp.add_argument("out_dir", help="folder to write")
-    exp.add_argument("--protocol", default=None, help="eval protocol whose classifiers to include: linear, "
-                     "early_exit or linear_fast (default: the first found; none found = encoder only)")
-    exp.add_argument("--encoder-only", action="store_true", help="no classifiers (num_classes=0)")
-    exp.add_argument("--no-exits", action="store_true", help="remove the exits and their classifiers")
-    exp.add_argument("--eval-dir", default=None, help="folder holding <protocol>/ evaluations (default <run>/eval)")
-    exp.add_argument("--repo-id", default=None, help="ORG/NAME for the card's usage snippet")
-    exp.add_argument("--license", default="apache-2.0")
-    exp.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from")
-    exp.set_defaults(func=_export)
-    push = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub (HfApi)")
-    push.add_argument("out_dir", help="a folder written by `timm-selfcon export`")
-    push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
-    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` token)")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--revision", default=None)
-    push.add_argument("--create-pr", action="store_true")
-    push.add_argument("--commit-message", default=None)
-    push.add_argument("--dry-run", action="store_true", help="print the files and the card; no network")
-    push.set_defaults(func=_push)
-    conv = sub.add_parser("convert-official", help="convert an official SelfCon checkpoint to this package's format")
-    conv.add_argument("checkpoint", help="official .pth file ({'opt', 'model', ...})")
-    conv.add_argument("out_dir", help="training output_dir to write (config.yaml, ckpt-0/, last)")
-    conv.add_argument("--model", default=None, help="this package's model name (default: from the official options)")
-    conv.add_argument("--data", default=None, help="recipe data (default: from the official --dataset)")
-    conv.set_defaults(func=_convert_official)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError) as err:
-        print(f"timm-selfcon {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:  # a non-finite loss: the message names the step; `last` is still good
-        print(f"timm-selfcon {args.command}: stopped: {err}", file=sys.stderr)
-        return 1
+    """The ``timm-selfcon`` command (argument parsing lives in :mod:`timm_selfcon_cli`, which imports no torch)."""
+    from timm_selfcon_cli import main as launch
+
+    return launch(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from timm_selfcon_cli import build_parser as parser
+
+    return parser()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 
 from .data import CIFAR10_SUBSET
 from .methods import with_projection_heads
+from .models.factory import create_model
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -39,7 +40,7 @@ def run_demo(model_name: str = "selfcon_resnet18_cifar", num_images: int = 8, se
     Returns the numbers it printed (parameter counts, predictions, exit indices).
     """
     torch.manual_seed(seed)
-    model = timm.create_model(model_name, num_classes=10, **model_kwargs).eval()
+    model = create_model(model_name, num_classes=10, **model_kwargs).eval()
     encoder = timm.create_model(model_name, num_classes=0, **model_kwargs)
     plain = timm.create_model(model_name, num_classes=0, **{**model_kwargs, "exit_stages": ()})
     projected = with_projection_heads(encoder)

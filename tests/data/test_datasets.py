@@ -19,6 +19,7 @@ from timm_selfcon.data import (
     resolve_columns,
     split_train_val,
 )
+from timm_selfcon.errors import UserInputError
 
 NAMES = ["cat", "dog", "frog"]
 
@@ -136,7 +137,7 @@ def test_no_image_column_is_an_error() -> None:
 
 
 def test_missing_local_path_and_unsupported_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="neither an existing file"):
+    with pytest.raises(UserInputError, match="does not exist: it is neither an existing file"):
         load_image_dataset(tmp_path / "nope.parquet")
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match=r"expected a \.parquet file"):

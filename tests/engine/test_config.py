@@ -1,6 +1,7 @@
 """Recipe schema: every shipped recipe resolves, overrides (plain and dotted), and unknown-key errors."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,30 @@ def test_cli_reports_an_unknown_key_naming_the_nearest(capsys: pytest.CaptureFix
     error = capsys.readouterr().err
     expected = "unknown recipe key 'num_worker' in the overrides; did you mean 'num_workers'?"
     assert f"timm-selfcon train: error: {expected}" in error
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_recipes_pick_precision_and_workers_for_the_machine(recipe: Path) -> None:
+    config = resolve_config(recipe)
+    assert (config.precision, config.num_workers) == ("auto", "auto")
+
+
+def test_num_workers_auto_is_the_cores_available_less_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from timm_selfcon.data import resolve_num_workers
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_num_workers("auto") == max(cores - 1, 0)
+    assert resolve_num_workers("auto", processes_per_machine=cores) == 0  # one core each: no spare for a worker
+    assert resolve_num_workers(3) == 3
+    with pytest.raises(ValueError, match="num_workers must be an int >= 0 or auto, got 'many'"):
+        resolve_config(None, ["num_workers=many"])
+
+
+def test_overridden_keys_are_named_in_the_provenance() -> None:
+    recipe = RECIPES / "selfcon" / "cifar100_resnet18_selfcon.yaml"
+    official = resolve_config(recipe).provenance
+    config = resolve_config(recipe, ["epochs=10", "model_kwargs.sub_network=same", "num_workers=0", "output_dir=x"])
+    assert config.provenance == f"{official}; overridden: epochs=10, model_kwargs.sub_network=same"
+    assert resolve_config(recipe, ["output_dir=x", "epochs=1000"]).provenance == official  # same value, or no effect
+    assert resolve_config(recipe, ["epochs=10", "provenance=mine"]).provenance == "mine"

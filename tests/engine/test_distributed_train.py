@@ -50,8 +50,8 @@ def test_two_process_selfcon_matches_the_one_process_reference(tiny_data: Path, 
     info = json.loads((output_dir / "run_info.json").read_text())
     assert info["num_processes"] == WORLD_SIZE
     assert os.readlink(output_dir / "last") == f"ckpt-{STEPS}"
-    assert (output_dir / f"ckpt-{STEPS}" / f"random_states_{WORLD_SIZE - 1}.pkl").is_file()  # every rank's RNG
-    trained = load_file(str(output_dir / f"ckpt-{STEPS}" / "model.safetensors"))
+    assert (output_dir / f"ckpt-{STEPS}" / "accelerate" / f"random_states_{WORLD_SIZE - 1}.pkl").is_file()  # every rank
+    trained = load_file(str(output_dir / f"ckpt-{STEPS}" / "accelerate" / "model.safetensors"))
 
     # ---- one-process reference: same initial weights (the engine's order: seed, data, model, method)
     config = resolve_config(None, settings)

@@ -100,7 +100,8 @@ def test_report_holds_the_documented_fields(fast_report: dict[str, Any], trained
     assert on_disk["model"] == MODEL and on_disk["method"] == "ce"
     assert on_disk["checkpoint"] == str((trained_run / "ckpt-72").resolve())  # 'last' named by its step
     assert on_disk["dataset"] == dict(data=str(position_data), train_split="train", eval_split="test",
-                                      val_fraction=0.25, num_classes=NUM_CLASSES, class_names=["top", "bottom"])
+                                      val_fraction=0.25, num_classes=NUM_CLASSES, class_names=["top", "bottom"],
+                                      class_list=None, data_from="data=")
     assert on_disk["protocol"] == "linear_fast"
     hyper = on_disk["hyperparameters"]
     assert (hyper["epochs"], hyper["lr"], hyper["batch_size"], hyper["weight_decay"]) == (PROBE_EPOCHS, 0.1, 64, 0.0)
@@ -294,9 +295,9 @@ def test_eval_never_modifies_the_training_checkpoint(trained_run: Path, position
 
 def _copy_run(run: Path, destination: Path) -> Path:
     """config.yaml + ckpt-72 (weights and trainer state only) + ``last``: a checkpoint to tamper with."""
-    (destination / "ckpt-72").mkdir(parents=True)
+    (destination / "ckpt-72" / "accelerate").mkdir(parents=True)
     shutil.copy(run / "config.yaml", destination / "config.yaml")
-    for name in ("model.safetensors", "trainer_state.json"):
+    for name in ("accelerate/model.safetensors", "trainer_state.json"):
         shutil.copy(run / "ckpt-72" / name, destination / "ckpt-72" / name)
     (destination / "last").symlink_to("ckpt-72")
     return destination
@@ -305,7 +306,7 @@ def _copy_run(run: Path, destination: Path) -> Path:
 def test_checkpoint_with_other_keys_is_refused_listing_them(trained_run: Path, position_data: Path,
                                                             tmp_path: Path) -> None:
     run = _copy_run(trained_run, tmp_path / "run")
-    weights = run / "ckpt-72" / "model.safetensors"
+    weights = run / "ckpt-72" / "accelerate" / "model.safetensors"
     state = load_file(str(weights))
     del state["model.fc.bias"]
     state["model.encoder.module.fc.bias"] = torch.zeros(NUM_CLASSES)  # e.g. a DataParallel prefix

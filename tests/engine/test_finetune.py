@@ -70,7 +70,7 @@ def _change(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor], nam
 
 def test_finetune_starts_from_the_checkpoint_and_layer_decay_scales_the_lr(trained_run: Path, position_data: Path,
                                                                            tmp_path: Path) -> None:
-    checkpoint = load_file(str(trained_run / "last" / "model.safetensors"))
+    checkpoint = load_file(str(trained_run / "last" / "accelerate" / "model.safetensors"))
     changes = {}
     for layer_decay in (None, 0.1):
         out = tmp_path / f"decay_{layer_decay}"

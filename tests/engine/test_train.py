@@ -26,9 +26,16 @@ from safetensors.torch import load_file
 
 from timm_selfcon.config import METHOD_NAMES, TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
-from timm_selfcon.engine.checkpoint import TRAINER_STATE
+from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
 from timm_selfcon.engine.schedule import lr_at
-from timm_selfcon.engine.train import auto_precision, build_data, check_batch_layout, resolve_precision, train
+from timm_selfcon.engine.train import (
+    auto_precision,
+    build_data,
+    check_batch_layout,
+    launcher_mismatch,
+    resolve_precision,
+    train,
+)
 from timm_selfcon.methods import build_method
 
 from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
@@ -65,9 +72,14 @@ def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def method_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The training method's state dict in a checkpoint (Accelerate's ``accelerate/model.safetensors``)."""
+    return load_file(str(checkpoint / STATE_DIR / "model.safetensors"))
+
+
 def assert_same_weights(first: Path, second: Path) -> None:
-    """Every tensor of two ``model.safetensors`` files bit-identical (parameters and BatchNorm buffers)."""
-    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    """Every tensor of two checkpoints' method states bit-identical (parameters and BatchNorm buffers)."""
+    a, b = method_state(first), method_state(second)
     assert a.keys() == b.keys()
     different = [name for name in a if not torch.equal(a[name], b[name])]
     assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:5]}"
@@ -99,8 +111,9 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     assert (tmp_path / "last").is_symlink() and os.readlink(tmp_path / "last") == "ckpt-3"
     assert not list(tmp_path.glob("*.tmp"))
     checkpoint = tmp_path / "ckpt-3"
-    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl", TRAINER_STATE):
-        assert (checkpoint / name).is_file(), f"{name} missing from {sorted(p.name for p in checkpoint.iterdir())}"
+    for name in ("model.safetensors", "config.json", TRAINER_STATE, *(f"{STATE_DIR}/{n}" for n in (
+            "model.safetensors", "optimizer.bin", "random_states_0.pkl"))):
+        assert (checkpoint / name).is_file(), f"{name} missing from {sorted(p.name for p in checkpoint.rglob('*'))}"
     assert json.loads((checkpoint / TRAINER_STATE).read_text()) == {"epoch": 0, "step": 3}
     # the resolved config, and what the run actually used
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
@@ -114,7 +127,7 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     # the saved weights load into the registered model (what evaluation and export use)
-    weights = load_file(str(checkpoint / "model.safetensors"))
+    weights = method_state(checkpoint)
     model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
     prefix = "projector.model."
     missing = model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
@@ -195,7 +208,7 @@ def test_gradient_accumulation_and_sgd_match_a_hand_written_step(tiny_data: Path
     config = tiny_config(tiny_data, tmp_path, "ce", gradient_accumulation_steps=2, max_steps=2, lr=0.2,
                          weight_decay=1e-3, epochs=2, warmup_epochs=1, warmup_from=0.1)
     train(config)
-    trained = load_file(str(tmp_path / "last" / "model.safetensors"))
+    trained = method_state(tmp_path / "last")
 
     set_seed(config.seed)  # the engine's order: seed, data, model
     _, _, _, loader, names = build_data(config, 1, 1, 0)
@@ -226,7 +239,7 @@ def test_clip_grad_norm_clips_the_global_norm_before_the_step(tiny_data: Path, t
     """One CE step with ``clip_grad_norm`` equals a hand-written step with ``torch.nn.utils.clip_grad_norm_``."""
     config = tiny_config(tiny_data, tmp_path, "ce", clip_grad_norm=0.01, lr=0.5, weight_decay=0.0)
     train(config)
-    trained = load_file(str(tmp_path / "last" / "model.safetensors"))
+    trained = method_state(tmp_path / "last")
     logged = read_metrics(tmp_path)[0]["grad_norm"]
 
     set_seed(config.seed)
@@ -262,7 +275,8 @@ def test_deterministic_turns_on_deterministic_algorithms_for_the_run(tiny_data: 
         torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
 
 
-@pytest.mark.parametrize("key", ["deterministic", "resume", "channels_last", "strict_data", "gather"])
+@pytest.mark.parametrize("key", ["deterministic", "overwrite", "allow_config_change", "channels_last", "strict_data",
+                                 "gather"])
 def test_non_boolean_switch_is_rejected_naming_it(key: str, tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"{key} must be true or false, got 'ture'"):
         tiny_config(tiny_data, tmp_path, **{key: "ture"})
@@ -286,7 +300,7 @@ def test_non_finite_loss_stops_naming_the_step_and_last_stays_good(log_every_ste
     assert os.readlink(tmp_path / "last") == f"ckpt-{bad_step - 1}"
     assert json.loads((tmp_path / "last" / TRAINER_STATE).read_text())["step"] == bad_step - 1
     assert not (tmp_path / f"ckpt-{bad_step}").exists() and not list(tmp_path.glob("*.tmp"))
-    weights = load_file(str(tmp_path / "last" / "model.safetensors"))
+    weights = method_state(tmp_path / "last")
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
@@ -313,7 +327,9 @@ def test_corrupt_image_is_substituted_and_listed_in_the_summary(corrupt_data: Pa
     messages = [str(w.message) for w in caught]
     assert any(issubclass(w.category, CorruptImageWarning) and f"sample {CORRUPT_ROW}:" in str(w.message)
                for w in caught), messages
-    assert any(f"undecodable images were replaced by substitutes: [{CORRUPT_ROW}]" in m for m in messages), messages
+    assert any(f"1 undecodable image(s) of '{corrupt_data}' [train] were replaced by substitutes: sample {CORRUPT_ROW}"
+               in m for m in messages), messages
+    assert summary["substituted_files"] == [f"sample {CORRUPT_ROW}"]
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
 
 
@@ -336,7 +352,7 @@ def test_resume_after_a_partial_checkpoint_write_is_exact(tiny_data: Path, tmp_p
     # what a SIGKILL during the next save leaves behind: a half-written tmp directory and a dangling last.tmp
     partial = broken / "ckpt-4.tmp"
     shutil.copytree(broken / "ckpt-3", partial)
-    (partial / "model.safetensors").write_bytes(b"\x00" * 17)
+    (partial / STATE_DIR / "model.safetensors").write_bytes(b"\x00" * 17)
     (partial / TRAINER_STATE).unlink()
     (broken / "last.tmp").symlink_to("ckpt-4.tmp")
     metrics = (broken / "metrics.jsonl").read_text()
@@ -397,13 +413,49 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_unbroken_run(tiny_data: Pa
     assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == steps
 
 
-def test_resume_without_a_checkpoint_starts_fresh(tiny_data: Path, tmp_path: Path) -> None:
-    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", resume=True))
+def test_resume_auto_without_a_checkpoint_starts_fresh(tiny_data: Path, tmp_path: Path) -> None:
+    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", resume="auto"))
     assert summary["steps"] == 1 and os.readlink(tmp_path / "last") == "ckpt-1"
 
 
 def test_ce_uses_the_dataset_classes(tiny_data: Path, tmp_path: Path) -> None:
     train(tiny_config(tiny_data, tmp_path, "ce"))
-    weights = load_file(str(tmp_path / "last" / "model.safetensors"))
+    weights = method_state(tmp_path / "last")
     classifier = [v for k, v in weights.items() if k.endswith("fc.weight")]
     assert classifier and classifier[0].shape[0] == NUM_CLASSES
+
+
+def test_corrupt_files_are_named_by_path_once_across_workers(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """An imagefolder with a truncated PNG, two epochs through one DataLoader worker (recreated each epoch): one
+    warning naming the file, in the training process, and the summary names the same file."""
+    from .conftest import png_bytes
+
+    for split, rows in (("train", 16), ("test", 4)):
+        for index in range(rows):
+            label = index % 2
+            folder = tmp_path / "data" / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{index:02d}.png").write_bytes(png_bytes(index, label))
+    broken = tmp_path / "data" / "train" / "class1" / "03.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    config = tiny_config(tmp_path / "data", tmp_path / "run", "supcon_s", batch_size=16, max_steps=2, num_workers=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(config)
+    per_image = [str(w.message) for w in caught if issubclass(w.category, CorruptImageWarning)]
+    assert len(per_image) == 1 and str(broken) in per_image[0], per_image
+    assert len(summary["substituted_images"]) == 1 and str(broken) in summary["substituted_files"][0]
+    assert any("1 undecodable image(s)" in str(w.message) and str(broken) in str(w.message) for w in caught)
+    assert "cannot decode" not in capfd.readouterr().err  # the worker itself stayed silent
+
+
+def test_a_launcher_asking_for_several_processes_is_warned_about(tiny_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "WORLD_SIZE=3 but this run sees 1 process" in launcher_mismatch(1, {"WORLD_SIZE": "3"})
+    assert launcher_mismatch(3, {"WORLD_SIZE": "3"}) is None and launcher_mismatch(1, {}) is None
+    # what `accelerate launch --cpu --num_processes 3` leaves in the one process it starts
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.warns(UserWarning, match=r"accelerate launch asked for several processes .* torchrun --nproc_per_node"):
+        train(tiny_config(tiny_data, tmp_path, "supcon_s"))

@@ -216,7 +216,7 @@ def test_resnet18_fc_exit_converts_to_the_same_encoder(tmp_path: Path) -> None:
     assert config["temperature"] == 0.1 and config["batch_size"] == 1024 and config["epochs"] == 1000
     assert "converted from the official SelfCon checkpoint ckpt_epoch_1000.pth" in config["provenance"]
     assert json.loads((out / "official_opt.json").read_text())["selfcon_pos"] == "[False,True,False]"
-    weights = load_file(str(out / "ckpt-0" / "model.safetensors"))
+    weights = load_file(str(out / "ckpt-0" / "accelerate" / "model.safetensors"))
     assert len(weights) == 130  # every official tensor kept, projection heads included
     assert torch.equal(weights["projector.heads.0.fc1.weight"], official["sub_heads.0.0.weight"])
     assert torch.equal(weights["projector.heads.0.fc2.bias"], official["sub_heads.0.2.bias"])

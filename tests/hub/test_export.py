@@ -318,3 +318,11 @@ def test_finetune_output_exports_with_its_base_model(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), original(x), rtol=0, atol=0)
     assert loaded.pretrained_cfg["label_names"] == CLASS_NAMES
+
+
+def test_cli_export_without_protocol_says_which_classifiers_it_took(evaluated_run: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(evaluated_run), str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert f"no --protocol given: took the '{PROTOCOL}' classifiers" in printed
+    assert "linear > early_exit > linear_fast" in printed

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import timm_selfcon  # noqa: F401  (registers the models)
+from timm_selfcon.errors import UserInputError
 from timm_selfcon.losses import MixCoLoss, SelfConLoss, SupConLoss
 from timm_selfcon.methods import (
     METHODS,
@@ -391,8 +392,8 @@ def test_unknown_method_name_lists_valid_ones() -> None:
         build_method("byol", make_model("moco"))
 
 
-def test_unknown_option() -> None:
-    with pytest.raises(TypeError, match=r"method 'simclr' got unknown option\(s\) \['queue_size'\]"):
+def test_unknown_option_is_a_user_input_error() -> None:
+    with pytest.raises(UserInputError, match=r"method 'simclr' got unknown option\(s\) \['queue_size'\]"):
         build_method("simclr", make_model("simclr"), queue_size=8)
 
 

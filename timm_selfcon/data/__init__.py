@@ -17,8 +17,11 @@ from timm_selfcon.data.datasets import (
     collate_samples,
     isolated_rng,
     load_image_dataset,
+    report_substitutions,
     resolve_columns,
+    resolve_num_workers,
     split_train_val,
+    substituted_sources,
 )
 from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatches, DeviceData, decode_split
 from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
@@ -71,6 +74,9 @@ __all__ = [
     "derive_seed",
     "isolated_rng",
     "load_image_dataset",
+    "report_substitutions",
     "resolve_columns",
+    "resolve_num_workers",
     "split_train_val",
+    "substituted_sources",
 ]

@@ -39,7 +39,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
@@ -53,6 +53,8 @@ from torch.utils.data import IterableDataset as TorchIterableDataset
 from torch.utils.data._utils.collate import default_collate
 
 from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
+
+from ..errors import UserInputError, hub_error
 
 __all__ = [
     "KNOWN_DATASETS",
@@ -134,7 +136,7 @@ def _local_builder(path: Path, split: str) -> tuple[str, dict[str, Any]]:
     """Pick the ``datasets`` builder and its arguments for ``split`` of a local file or folder."""
     if path.is_file():
         if path.suffix.lower() != ".parquet":
-            raise ValueError(f"unsupported data file {str(path)!r}: expected a .parquet file or a folder")
+            raise UserInputError(f"unsupported data file {str(path)!r}: expected a .parquet file or a folder")
         return "parquet", {"data_files": {split: [str(path)]}}
     for name in _split_names(split):
         if (path / f"{name}.parquet").is_file():
@@ -160,7 +162,7 @@ def _local_builder(path: Path, split: str) -> tuple[str, dict[str, Any]]:
         # class subfolders straight under the root: the whole folder is the training split
         return _imagefolder(split, str(path / "**"), classes)
     listing = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-    raise ValueError(
+    raise UserInputError(
         f"no split {split!r} in {str(path)!r}: expected {split}.parquet, {split}/*.parquet, "
         f"*{split}*.parquet, {split}/<class>/<image>, or class subfolders (train split only); "
         f"the folder holds {listing[:20]}"
@@ -193,7 +195,7 @@ def load_image_dataset(
     text = os.fspath(data)
     if text.startswith("builtin:"):
         if text not in BUILTIN_DATASETS:
-            raise ValueError(f"unknown built-in dataset {text!r}; expected one of {sorted(BUILTIN_DATASETS)}")
+            raise UserInputError(f"unknown built-in dataset {text!r}; expected one of {sorted(BUILTIN_DATASETS)}")
         text = str(BUILTIN_DATASETS[text])
     path = Path(text).expanduser()
     if path.exists():
@@ -202,9 +204,16 @@ def load_image_dataset(
             builder, split=split, streaming=streaming, cache_dir=cache, **builder_kwargs
         )
     elif text.startswith(("/", ".", "~")) or text.lower().endswith(".parquet") or not _HUB_ID.match(text):
-        raise FileNotFoundError(f"data {text!r} is neither an existing file or folder nor a Hub dataset id")
+        raise UserInputError(f"data {text!r} does not exist: it is neither an existing file or folder nor a Hub "
+                             "dataset id (ORG/NAME)")
     else:
-        ds = datasets.load_dataset(text, split=split, streaming=streaming, cache_dir=cache)
+        try:
+            ds = datasets.load_dataset(text, split=split, streaming=streaming, cache_dir=cache)
+        except Exception as err:
+            answer = hub_error(err, text)
+            if answer is None:
+                raise
+            raise answer from err
     resolve_columns(ds, image_column, label_column, data=text)
     return ds
 
@@ -241,7 +250,7 @@ def resolve_columns(
         return image_column or (known[0] if known else "image"), label_column or (known[1] if known else None)
     for role, column in (("image", image_column), ("label", label_column)):
         if column is not None and column not in names:
-            raise ValueError(f"{role} column {column!r} is not in the dataset; its columns are {names}")
+            raise UserInputError(f"{role} column {column!r} is not in the dataset; its columns are {names}")
     features = _features(ds)
     assert features is not None
     if image_column is None:
@@ -252,7 +261,7 @@ def resolve_columns(
             if image_column is None:
                 image_column = next((n for n in _IMAGE_COLUMN_NAMES if n in names), None)
         if image_column is None:
-            raise ValueError(f"no image column found (no datasets.Image feature); the columns are {names}")
+            raise UserInputError(f"no image column found (no datasets.Image feature); the columns are {names}")
     if label_column is None:
         if known and known[1] in names:
             label_column = known[1]
@@ -279,10 +288,10 @@ def split_train_val(
     if not isinstance(ds, datasets.Dataset):
         raise TypeError(f"split_train_val needs a map-style datasets.Dataset, got {type(ds).__name__}")
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     num_val = round(len(ds) * val_fraction)
     if not 0 < num_val < len(ds):
-        raise ValueError(f"val_fraction={val_fraction} of {len(ds)} rows leaves an empty train or val split")
+        raise UserInputError(f"val_fraction={val_fraction} of {len(ds)} rows leaves an empty train or val split")
     generator = torch.Generator()
     generator.manual_seed(derive_seed("split-train-val", seed))
     perm = torch.randperm(len(ds), generator=generator)
@@ -322,7 +331,7 @@ def _decode_rgb(value: Any) -> Image.Image:
         elif value.get("path"):
             value = value["path"]
         else:
-            raise ValueError("image cell has neither bytes nor path")
+            raise UserInputError("image cell has neither bytes nor path")
     if isinstance(value, bytes | bytearray | memoryview):
         source: Any = io.BytesIO(bytes(value))
     elif isinstance(value, str | os.PathLike):
@@ -331,6 +340,35 @@ def _decode_rgb(value: Any) -> Image.Image:
         raise TypeError(f"cannot decode an image from a {type(value).__name__}")
     with Image.open(source) as image:
         return image.convert("RGB")
+
+
+def _cell_path(value: Any) -> str | None:
+    """The file an image cell came from, if it names one."""
+    if isinstance(value, Mapping) and value.get("path"):
+        return str(value["path"])
+    if isinstance(value, str | os.PathLike):
+        return os.fspath(value)
+    return getattr(value, "filename", None) or None
+
+
+def substituted_sources(dataset: ContrastiveImageDataset, indices: Iterable[int]) -> list[str]:
+    """``"sample <index> (<path>)"`` (or ``"sample <index>"`` for images stored in the table) per index."""
+    out = []
+    for index in sorted(set(indices)):
+        path = _cell_path(dataset.hf_dataset[index][dataset.image_column])
+        out.append(f"sample {index}" + (f" ({path})" if path else ""))
+    return out
+
+
+def report_substitutions(dataset: ContrastiveImageDataset, batch: Mapping[str, Any], seen: set[int]) -> None:
+    """In the process that reads the batches: a :class:`CorruptImageWarning` for every substituted image of
+    ``batch`` not reported before (``seen`` is updated), naming it by path. Worker processes leave it to this."""
+    indices = batch["index"][batch["substituted"]].tolist()
+    new = [i for i in indices if i not in seen and i not in dataset.substituted_indices]  # the latter warned here
+    seen.update(indices)
+    for source in substituted_sources(dataset, new):
+        warnings.warn(f"{source}: cannot decode image; a DataLoader worker used a mid-grey substitute with the "
+                      "original label (strict_data=True to fail)", CorruptImageWarning, stacklevel=2)
 
 
 def _check_label_feature(ds: HFDataset, label_column: str | None) -> None:
@@ -342,7 +380,7 @@ def _check_label_feature(ds: HFDataset, label_column: str | None) -> None:
         return
     if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
         return
-    raise ValueError(
+    raise UserInputError(
         f"label column {label_column!r} has feature {feature}; expected ClassLabel or an integer Value"
     )
 
@@ -351,6 +389,8 @@ class _SampleMaker:
     """Decoding, substitution and seeded augmentation shared by the map-style and streaming datasets."""
 
     hf_dataset: HFDataset
+    #: inside DataLoader workers, leave the warning to :func:`report_substitutions` in the reading process
+    reader_reports: bool = False
 
     def _setup(
         self,
@@ -373,7 +413,7 @@ class _SampleMaker:
             num_classes = len(self.class_names)
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                         or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+            raise UserInputError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self.num_classes = num_classes
         columns = [image_column] + ([label_column] if label_column is not None else [])
         if _features(hf_dataset) is not None:
@@ -392,7 +432,7 @@ class _SampleMaker:
     def set_epoch(self, epoch: int) -> None:
         """Epoch used for integer keys (eval, ``num_workers=0``); sampler keys carry their own epoch."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+            raise UserInputError(f"epoch must be a non-negative int, got {epoch!r}")
         self.epoch = epoch
 
     def _nominal_size(self) -> tuple[int, int]:
@@ -409,7 +449,7 @@ class _SampleMaker:
             return -1
         label = int(value)
         if label != -1 and (label < 0 or (self.num_classes is not None and label >= self.num_classes)):
-            raise ValueError(f"sample {index} has label {label}, outside [0, {self.num_classes}) (or -1)")
+            raise UserInputError(f"sample {index} has label {label}, outside [0, {self.num_classes}) (or -1)")
         return label
 
     def _make_sample(self, image_cell: Any, label_cell: Any, index: int, epoch: int) -> Sample:
@@ -417,19 +457,24 @@ class _SampleMaker:
         try:
             image = _decode_rgb(image_cell)
         except Exception as error:  # any decoder failure of this one cell: corrupt, truncated, missing file
+            path = _cell_path(image_cell)
+            name = f"sample {index}" + (f" ({path})" if path else "")
             if self.strict_data:
-                raise ValueError(
-                    f"sample {index}: cannot decode image ({type(error).__name__}: {error})"
+                raise UserInputError(
+                    f"{name}: cannot decode image ({type(error).__name__}: {error})"
                 ) from error
             image = self._substitute_image()
             substituted = True
+            # once per image and process; inside a DataLoader worker the loop that reads the batches says it (the
+            # ``substituted`` flag), so a worker recreated each epoch does not repeat it and counts agree
+            if index not in self.substituted_indices and (get_worker_info() is None or not self.reader_reports):
+                warnings.warn(
+                    f"{name}: cannot decode image ({type(error).__name__}: {error}); using a mid-grey "
+                    f"{image.width}x{image.height} substitute with the original label (strict_data=True to fail)",
+                    CorruptImageWarning,
+                    stacklevel=2,
+                )
             self.substituted_indices.add(index)
-            warnings.warn(
-                f"sample {index}: cannot decode image ({type(error).__name__}: {error}); using a mid-grey "
-                f"{image.width}x{image.height} substitute with the original label (strict_data=True to fail)",
-                CorruptImageWarning,
-                stacklevel=2,
-            )
         label = self._label(label_cell, index)
         with isolated_rng(derive_seed("augment", self.seed, epoch, index)):
             views = self.transform(image)
@@ -438,6 +483,9 @@ class _SampleMaker:
 
 class ContrastiveImageDataset(_SampleMaker, TorchDataset):
     """Map-style dataset of augmented views whose randomness depends only on ``(seed, epoch, index)``.
+
+    Inside DataLoader workers an undecodable image is warned about by :func:`report_substitutions`, which the
+    training and evaluation loops call on every batch (by path, once per image), not by the worker.
 
     Keys: an int index (uses the epoch of :meth:`set_epoch`) or a ``SampleKey(index, epoch)`` /
     ``(index, epoch)`` tuple as yielded by :class:`ResumableDistributedSampler`.
@@ -471,6 +519,7 @@ class ContrastiveImageDataset(_SampleMaker, TorchDataset):
             )
         self._setup(hf_dataset, transform, image_column, label_column, seed, strict_data, num_classes)
         self._length = len(hf_dataset)
+        self.reader_reports = True
 
     def __len__(self) -> int:
         return self._length
@@ -542,7 +591,7 @@ class StreamingContrastiveDataset(_SampleMaker, TorchIterableDataset):
                 f"{type(hf_dataset).__name__}"
             )
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
+            raise UserInputError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         if num_replicas > 1:
             from datasets.distributed import split_dataset_by_node
 
@@ -555,7 +604,7 @@ class StreamingContrastiveDataset(_SampleMaker, TorchIterableDataset):
         self.hf_dataset.set_epoch(self.epoch)
         for position, row in enumerate(self.hf_dataset):
             if self.image_column not in row:
-                raise ValueError(
+                raise UserInputError(
                     f"image column {self.image_column!r} is not in the stream; it has {list(row)}"
                 )
             label_cell = row[self.label_column] if self.label_column is not None else None
@@ -570,6 +619,19 @@ def collate_samples(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
     """Stack samples into ``{"image": [B, V, C, H, W], "label": int64 [B], "index": int64 [B],
     "substituted": bool [B]}`` (in shared memory inside workers)."""
     return default_collate(list(samples))
+
+
+def resolve_num_workers(num_workers: int | str, processes_per_machine: int | None = None) -> int:
+    """``num_workers``, or for ``"auto"`` the cores this process may use less one for the process itself.
+
+    The cores are those of ``os.sched_getaffinity`` (what a container or ``taskset`` allows) shared by the
+    processes on this machine (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate launch).
+    """
+    if num_workers != "auto":
+        return int(num_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = processes_per_machine or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(cores // max(local, 1) - 1, 0)
 
 
 def _limit_worker_threads(worker_id: int) -> None:
@@ -615,14 +677,14 @@ def build_train_loader(
     if not isinstance(sampler, ResumableDistributedSampler):
         raise TypeError(f"sampler must be a ResumableDistributedSampler, got {type(sampler).__name__}")
     if per_process_batch_size != sampler.per_replica_batch_size:
-        raise ValueError(
+        raise UserInputError(
             f"per_process_batch_size={per_process_batch_size} does not match the sampler's "
             f"global_batch_size / num_replicas = {sampler.per_replica_batch_size}"
         )
     if sampler.num_samples != len(dataset):
-        raise ValueError(f"sampler covers {sampler.num_samples} samples but the dataset has {len(dataset)}")
+        raise UserInputError(f"sampler covers {sampler.num_samples} samples but the dataset has {len(dataset)}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
+        raise UserInputError(f"num_workers must be a non-negative int, got {num_workers!r}")
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -650,9 +712,9 @@ def build_eval_loader(
     Workers are not persistent, so a ``set_epoch`` made on ``dataset`` before iterating reaches them.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise UserInputError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
+        raise UserInputError(f"num_workers must be a non-negative int, got {num_workers!r}")
     return DataLoader(
         dataset,
         batch_size=batch_size,

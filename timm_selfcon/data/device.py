@@ -368,13 +368,14 @@ class DeviceData:
     substituted_indices: list[int]
     hf_dataset: Any = None
     label_column: str | None = None
+    image_column: str | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> DeviceData:
         return DeviceData(self.images.to(device), self.labels.to(device), self.substituted_indices,
-                          self.hf_dataset, self.label_column)
+                          self.hf_dataset, self.label_column, self.image_column)
 
 
 def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: str | None, image_size: int, *,
@@ -393,7 +394,7 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
         substituted = tensors["substituted"].tolist()
         if substituted and strict_data:
             raise ValueError(f"sample {substituted[0]}: cannot decode image (cached in {path}; strict_data=true)")
-        return DeviceData(tensors["images"], tensors["labels"], substituted, hf_dataset, label_column)
+        return DeviceData(tensors["images"], tensors["labels"], substituted, hf_dataset, label_column, image_column)
     plain = hf_dataset
     if isinstance(hf_dataset.features[image_column], datasets.Image):
         plain = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -417,7 +418,8 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
                               CorruptImageWarning, stacklevel=2)
         if label_column is not None:
             labels[start:start + len(rows[label_column])] = [-1 if v is None else int(v) for v in rows[label_column]]
-    data = DeviceData(torch.from_numpy(images), torch.from_numpy(labels), substituted, hf_dataset, label_column)
+    data = DeviceData(torch.from_numpy(images), torch.from_numpy(labels), substituted, hf_dataset, label_column,
+                      image_column)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -23,6 +23,8 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import Sampler
 
+from ..errors import UserInputError
+
 __all__ = ["ResumableDistributedSampler", "SampleKey", "derive_seed"]
 
 
@@ -53,7 +55,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise UserInputError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -97,14 +99,14 @@ class ResumableDistributedSampler(Sampler[list[SampleKey]]):
         self.rank = _check_int("rank", rank, 0)
         self.seed = _check_int("seed", seed, 0)
         if rank >= num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
+            raise UserInputError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         if global_batch_size % num_replicas != 0:
-            raise ValueError(
+            raise UserInputError(
                 f"global_batch_size={global_batch_size} is not divisible by num_replicas={num_replicas}; "
                 "every process needs the same per-process batch size"
             )
         if drop_last and num_samples < global_batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"global_batch_size={global_batch_size} exceeds the dataset's {num_samples} samples with "
                 "drop_last=True: an epoch would have no step"
             )
@@ -134,7 +136,7 @@ class ResumableDistributedSampler(Sampler[list[SampleKey]]):
         """Skip the first ``step`` global batches of the current epoch (resume mid-epoch)."""
         _check_int("step", step, 0)
         if step > self.steps_per_epoch:
-            raise ValueError(f"start step {step} is beyond the {self.steps_per_epoch} steps of an epoch")
+            raise UserInputError(f"start step {step} is beyond the {self.steps_per_epoch} steps of an epoch")
         self.start_step = step
 
     def permutation(self, epoch: int | None = None) -> torch.Tensor:
@@ -152,7 +154,7 @@ class ResumableDistributedSampler(Sampler[list[SampleKey]]):
 
     def _global_batch(self, perm: torch.Tensor, step: int) -> list[int]:
         if not 0 <= step < self.steps_per_epoch:
-            raise ValueError(f"step must be in [0, {self.steps_per_epoch}), got {step}")
+            raise UserInputError(f"step must be in [0, {self.steps_per_epoch}), got {step}")
         batch = perm[step * self.global_batch_size : (step + 1) * self.global_batch_size]
         shortfall = -len(batch) % self.num_replicas
         if shortfall:

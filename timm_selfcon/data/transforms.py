@@ -26,6 +26,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..errors import UserInputError
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -90,7 +92,7 @@ def _augmentations(pipeline: str, image_size: int, crop_pct: float) -> list[v2.T
     if pipeline == "eval":
         resize_to = math.floor(image_size / crop_pct)
         return [v2.Resize(resize_to, antialias=True), v2.CenterCrop(image_size)]
-    raise ValueError(f"unknown augmentation pipeline {pipeline!r}; valid pipelines: {', '.join(PIPELINES)}")
+    raise UserInputError(f"unknown augmentation pipeline {pipeline!r}; valid pipelines: {', '.join(PIPELINES)}")
 
 
 class MultiViewTransform:
@@ -123,7 +125,7 @@ def _check_stats(name: str, values: Sequence[float]) -> tuple[float, ...]:
     except TypeError as error:
         raise TypeError(f"{name} must be a sequence of 3 floats, got {values!r}") from error
     if len(stats) != 3:
-        raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(stats)}: {values!r}")
+        raise UserInputError(f"{name} must have 3 values (one per RGB channel), got {len(stats)}: {values!r}")
     return stats
 
 
@@ -146,17 +148,17 @@ def build_transform(
         crop_pct: only for ``eval``: fraction of the resized image kept by the center crop.
     """
     if pipeline not in PIPELINES:
-        raise ValueError(f"unknown augmentation pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
+        raise UserInputError(f"unknown augmentation pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        raise UserInputError(f"image_size must be a positive int, got {image_size!r}")
     if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ValueError(f"views must be a positive int, got {views!r}")
+        raise UserInputError(f"views must be a positive int, got {views!r}")
     if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+        raise UserInputError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     mean_t = _check_stats("mean", mean)
     std_t = _check_stats("std", std)
     if min(std_t) <= 0:
-        raise ValueError(f"std must be positive, got {std!r}")
+        raise UserInputError(f"std must be positive, got {std!r}")
     view_transform = v2.Compose(
         [
             *_augmentations(pipeline, image_size, crop_pct),

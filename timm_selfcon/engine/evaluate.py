@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -42,21 +43,35 @@ from ..data import (
     build_transform,
     class_names,
     load_image_dataset,
+    report_substitutions,
     resolve_columns,
     split_train_val,
 )
+from ..errors import UserInputError
+from ..models.factory import create_model
+from .checkpoint import match_umask
 
 PROTOCOLS = ("linear", "linear_fast", "knn", "early_exit", "all")
 EARLY_EXIT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 
 
+#: The dataset a timm model name is evaluated on when no ``data=`` is given (a training run uses its own).
+DEFAULT_EVAL_DATA = "uoft-cs/cifar10"
+
+
 @dataclass
 class EvalConfig:
-    """Evaluation keys (``timm-selfcon eval MODEL key=value ...``)."""
+    """Evaluation keys (``timm-selfcon eval MODEL key=value ...``).
 
-    data: str = "uoft-cs/cifar10"
-    train_split: str = "train"
-    split: str = "test"
+    ``data``, ``train_split``, ``split``, ``image_column`` and ``label_column`` left at None mean: a training run's
+    or checkpoint's own (its ``config.yaml``: ``data``, ``train_split``, ``eval_split``, columns, ``class_list``),
+    or for a timm model name ``uoft-cs/cifar10`` with ``train`` / ``test``. ``data=`` overrides the run's dataset;
+    then the splits default to ``train`` / ``test`` and the columns are detected, unless given.
+    """
+
+    data: str | None = None
+    train_split: str | None = None
+    split: str | None = None
     val_fraction: float = 0.1
     image_column: str | None = None
     label_column: str | None = None
@@ -78,13 +93,59 @@ class EvalConfig:
 
     def validate(self) -> EvalConfig:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {list(PROTOCOLS)}")
+            raise UserInputError(f"unknown protocol {self.protocol!r}; expected one of {list(PROTOCOLS)}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise UserInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         return self
 
 
 # ------------------------------------------------------------------------------------------ loading
+@dataclass
+class DataChoice:
+    """The dataset an evaluation or fine-tuning reads, and where each setting came from."""
+
+    data: str
+    train_split: str
+    split: str
+    image_column: str | None
+    label_column: str | None
+    class_list: list[str] | None
+    source: str  # "run config" (the run's config.yaml), "data=" (an override) or "default"
+
+    def describe(self) -> str:
+        where = {"run config": "the run's config.yaml", "data=": "data=", "default": "the default: no data= given"}
+        return (f"data {self.data!r}, train split {self.train_split!r}, evaluation split {self.split!r} "
+                f"(from {where[self.source]})")
+
+
+def choose_data(info: dict[str, Any], data: str | None, train_split: str | None, split: str | None,
+                image_column: str | None, label_column: str | None) -> DataChoice:
+    """The run's own dataset, splits, columns and classes unless ``data`` overrides them (see :class:`EvalConfig`)."""
+    recipe = info.get("recipe")
+    if data is None and recipe:
+        return DataChoice(data=recipe["data"], train_split=train_split or recipe.get("train_split") or "train",
+                          split=split or recipe.get("eval_split") or "test",
+                          image_column=image_column or recipe.get("image_column"),
+                          label_column=label_column or recipe.get("label_column"),
+                          class_list=recipe.get("class_list"), source="run config")
+    return DataChoice(data=data or DEFAULT_EVAL_DATA, train_split=train_split or "train", split=split or "test",
+                      image_column=image_column, label_column=label_column, class_list=None,
+                      source="data=" if data else "default")
+
+
+def load_split(choice: DataChoice, split: str, image_column: str | None = None, label_column: str | None = None):
+    """One split of ``choice``'s dataset, restricted to (and relabelled by) the run's ``class_list`` if it had one."""
+    hf = load_image_dataset(choice.data, split, image_column=image_column or choice.image_column,
+                            label_column=label_column or choice.label_column)
+    if choice.class_list:
+        from .train import select_classes
+
+        _, label = resolve_columns(hf, image_column or choice.image_column, label_column or choice.label_column,
+                                   data=choice.data)
+        hf = select_classes(hf, label, choice.class_list)
+    return hf
+
+
 def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The encoder to evaluate and where it came from.
 
@@ -98,9 +159,10 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
     from .train import method_kwargs, training_normalization
 
     path = Path(source)
+    check_model_source(str(source))
     if path.exists():
         if model_kwargs:
-            raise ValueError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
+            raise UserInputError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
                              "builds its model from its own config.yaml")
         checkpoint = resolve_checkpoint(path).resolve()  # ``last`` -> the ckpt-<step> it names, for the report
         run_dir = checkpoint.parent
@@ -108,7 +170,7 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
 
         config = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
         state = _read_weights(checkpoint)
-        model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
+        model = create_model(config.model, num_classes=0, **config.model_kwargs)
         if config.method == "ce":
             model.reset_classifier(_checkpoint_num_classes(model, state, checkpoint))
         with warnings.catch_warnings():
@@ -125,9 +187,31 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
         info = dict(model=config.model, model_kwargs=config.model_kwargs, checkpoint=str(checkpoint),
                     run_dir=str(run_dir), method=config.method, data=config.data, recipe=config.to_dict())
         return encoder, info
-    model = timm.create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
+    model = create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
                               **model_kwargs)
     return model, dict(model=str(source), model_kwargs=model_kwargs, checkpoint=None, run_dir=None)
+
+
+def check_model_source(source: str) -> None:
+    """Refuse, with the way on, a path that does not exist and a timm model folder given as a checkpoint."""
+    if source.startswith("local-dir:"):
+        folder = Path(source.removeprefix("local-dir:"))
+        if not (folder / "config.json").is_file():
+            what = "does not exist" if not folder.exists() else "holds no config.json (not a timm model folder)"
+            raise UserInputError(f"{source!r}: the folder {str(folder)!r} {what}")
+        return
+    if source.startswith(("hf-hub:", "hf_hub:")):
+        return
+    path = Path(source)
+    if not path.exists():
+        if "/" in source or os.sep in source:
+            raise UserInputError(f"{source!r} does not exist: expected a training run folder, a ckpt-<step> "
+                                 "checkpoint, a timm model name, hf-hub:ORG/NAME or local-dir:FOLDER")
+        return  # a timm model name; create_model suggests the nearest if it is unknown
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "last").exists() and not (
+            path / "trainer_state.json").is_file():
+        raise UserInputError(f"{source!r} is a timm model folder (an export or fine-tuning output: config.json, no "
+                             f"training checkpoint); give it as local-dir:{source}")
 
 
 def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: Path) -> int:
@@ -139,7 +223,7 @@ def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], ch
     backbone = names[0] if isinstance(names, (tuple, list)) else names
     rows = {int(v.shape[0]) for k, v in state.items() if k.partition(".")[2] == f"{backbone}.weight"}
     if len(rows) != 1:
-        raise ValueError(f"checkpoint {str(checkpoint)!r} of a 'ce' run has no single backbone classifier "
+        raise UserInputError(f"checkpoint {str(checkpoint)!r} of a 'ce' run has no single backbone classifier "
                          f"'{backbone}.weight' (found {sorted(rows)} sizes); cannot tell its number of classes")
     return rows.pop()
 
@@ -147,9 +231,12 @@ def _checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], ch
 def _read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    files = sorted(checkpoint.glob("model*.safetensors"))
+    from .checkpoint import accelerate_state_dir
+
+    state_dir = accelerate_state_dir(checkpoint)
+    files = sorted(state_dir.glob("model*.safetensors"))
     if not files:
-        raise ValueError(f"no model.safetensors in checkpoint {str(checkpoint)!r}")
+        raise UserInputError(f"no model.safetensors in checkpoint {str(state_dir)!r}")
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file)))
@@ -163,7 +250,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) ->
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise UserInputError(
             f"{what} does not fit the model: {len(missing)} missing keys {missing[:8]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:8]}, {len(mismatched)} with other shapes {mismatched[:8]}")
     module.load_state_dict(state, strict=True)
@@ -177,7 +264,9 @@ def extract_exit_features(encoder: nn.Module, loader: DataLoader, desc: str) -> 
     device = next(encoder.parameters()).device
     outputs: list[list[torch.Tensor]] = []
     labels = []
+    seen: set[int] = set()
     for batch in tqdm(loader, desc=desc, leave=False):
+        report_substitutions(loader.dataset, batch, seen)
         feats = forward_outputs(encoder, batch["image"][:, 0].to(device))
         if not outputs:
             outputs = [[] for _ in feats]
@@ -198,12 +287,18 @@ def output_names(num_outputs: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ metrics
+def percent(count: int, total: int) -> float:
+    """``100 * count / total`` computed exactly and rounded to 4 decimals: what was measured, without float32
+    artefacts (``42.6``, not ``42.59999990463257``); one image of 10,000 is 0.01."""
+    return round(100.0 * count / total, 4)
+
+
 def topk(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     out = {}
     for k in ks:
         k_eff = min(k, logits.shape[-1])
-        hit = (logits.topk(k_eff, -1).indices == labels[:, None]).any(-1).float().mean().item() * 100
-        out[f"top{k}"] = hit
+        hits = int((logits.topk(k_eff, -1).indices == labels[:, None]).any(-1).sum())
+        out[f"top{k}"] = percent(hits, len(labels))
     return out
 
 
@@ -317,7 +412,7 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
             votes = torch.zeros(len(top_sim), num_classes)
             votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
             correct[k] += (votes.argmax(1) == test_y[start:start + chunk]).sum().item()
-    return {f"k{k}": correct[k] / len(test_x) * 100 for k in ks}
+    return {f"k{k}": percent(correct[k], len(test_x)) for k in ks}
 
 
 # ------------------------------------------------------------------------------------------ early exit
@@ -382,8 +477,8 @@ def early_exit_sweep(model: nn.Module, loader: DataLoader, thresholds: tuple[flo
             total += len(images)
             flops += costs[index.cpu()].sum().item()
             exits += torch.bincount(index.cpu(), minlength=model.num_exits + 1)
-        rows.append(dict(threshold=threshold, top1=correct / total * 100, mean_flops=flops / total,
-                         full_flops=float(costs[-1]), exit_fraction=(exits / total).tolist()))
+        rows.append(dict(threshold=threshold, top1=percent(correct, total), mean_flops=round(flops / total, 1),
+                         full_flops=float(costs[-1]), exit_fraction=[round(int(n) / total, 6) for n in exits]))
     return rows
 
 
@@ -404,19 +499,21 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
     encoder, info = load_encoder(source, **config.model_kwargs)
     if config.protocol == "early_exit" and not getattr(encoder, "num_exits", 0):
-        raise ValueError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
+        raise UserInputError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
     encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
     cfg = encoder.pretrained_cfg
     image_size = config.image_size or cfg["input_size"][-1]
     mean, std = cfg.get("mean", NORMALIZATION["imagenet"][0]), cfg.get("std", NORMALIZATION["imagenet"][1])
-    data = config.data
-    train_hf = load_image_dataset(data, config.train_split, image_column=config.image_column,
-                                  label_column=config.label_column)
-    image_col, label_col = resolve_columns(train_hf, config.image_column, config.label_column, data=data)
+    choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
+                         config.label_column)
+    data = choice.data
+    print(f"evaluating {info['model']} on {choice.describe()}", file=sys.stderr)
+    train_hf = load_split(choice, choice.train_split)
+    image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=data)
     if label_col is None:
-        raise ValueError(f"evaluation needs labels; dataset {data!r} has no label column "
-                         f"(columns: {train_hf.column_names})")
-    test_hf = load_image_dataset(data, config.split, image_column=image_col, label_column=label_col)
+        raise UserInputError(f"evaluation needs labels; dataset {data!r} has no label column "
+                             f"(columns: {train_hf.column_names})")
+    test_hf = load_split(choice, choice.split, image_col, label_col)
     if config.max_train_samples:
         train_hf = train_hf.select(range(min(config.max_train_samples, len(train_hf))))
     train_hf, val_hf = split_train_val(train_hf, config.val_fraction, config.seed) if config.val_fraction else (
@@ -431,13 +528,13 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
             ds.set_epoch(shuffle_epoch)
         return build_eval_loader(ds, config.batch_size, config.num_workers)
 
-    out_dir = Path(config.output_dir or (Path(info["run_dir"]) if info["run_dir"] else Path("eval_runs"))) / "eval"
-    out_dir = out_dir / config.protocol
+    out_dir = eval_output_dir(config.output_dir, info) / "eval" / config.protocol
     report: dict[str, Any] = dict(
         model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
-        method=info.get("method"), dataset=dict(data=config.data, train_split=config.train_split,
-                                                  eval_split=config.split, val_fraction=config.val_fraction,
-                                                  num_classes=num_classes, class_names=names),
+        method=info.get("method"), dataset=dict(data=data, train_split=choice.train_split,
+                                                  eval_split=choice.split, val_fraction=config.val_fraction,
+                                                  num_classes=num_classes, class_names=names,
+                                                  class_list=choice.class_list, data_from=choice.source),
         protocol=config.protocol, columns=[image_col, label_col],
     )
     test_loader = loader(test_hf)
@@ -458,8 +555,31 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
         state = classifier_state_dict(encoder, classifiers)
         report["classifiers"] = sorted({k.rsplit(".", 1)[0] for k in state})
         classifiers = state
-    write_report(out_dir, report, classifiers, config.output)
+    for path in write_report(out_dir, report, classifiers, config.output):
+        print(f"wrote {path}", file=sys.stderr)
     return report
+
+
+#: Where evaluations of a timm model name or ``local-dir:`` go: ``eval_runs/<model id>/eval/<protocol>/``.
+EVAL_RUNS = Path("eval_runs")
+
+
+def eval_output_dir(output_dir: str | None, info: dict[str, Any]) -> Path:
+    """``output_dir=``, else the training run's folder, else ``eval_runs/<model id as a folder name>``."""
+    if output_dir:
+        return Path(output_dir)
+    if info.get("run_dir"):
+        return Path(info["run_dir"])
+    return EVAL_RUNS / model_folder_name(info["model"])
+
+
+def model_folder_name(model: str) -> str:
+    """A folder name for a model id: ``hf-hub:org/name`` -> ``hf-hub--org--name``; a ``local-dir:`` path keeps
+    its resolved parts, so two folders with the same last name do not share one."""
+    if model.startswith("local-dir:"):
+        model = "local-dir:" + str(Path(model.removeprefix("local-dir:")).resolve())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "--", model).strip("-.")
+    return name[-150:] or "model"
 
 
 def _linear(encoder, config, report, loader, train_hf, val_hf, test_loader, num_classes, image_size, mean, std):
@@ -549,20 +669,26 @@ def classifier_state_dict(model: nn.Module, heads: nn.ModuleList) -> dict[str, t
 
 
 def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, torch.Tensor] | None,
-                 output: str | None) -> None:
+                 output: str | None) -> list[Path]:
     """``report.json``, ``classifiers.safetensors`` and ``plot.png``, each written to a temp name and renamed.
 
     ``classifiers`` uses the model's own parameter names (``fc.weight``, ``exit_heads.0.weight``, ...), so an
     export loads them straight into the model.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
     if classifiers is not None:
         tmp = out_dir / "classifiers.safetensors.tmp"
         save_file(classifiers, str(tmp), metadata={"protocol": report["protocol"]})
+        match_umask(tmp)
         os.replace(tmp, out_dir / "classifiers.safetensors")
+        written.append(out_dir / "classifiers.safetensors")
     for path in [out_dir / "report.json", *([Path(output)] if output else [])]:
         _write_json(path, report)
-    plot_report(report, out_dir / "plot.png")
+        written.append(path)
+    if plot_report(report, out_dir / "plot.png"):
+        written.append(out_dir / "plot.png")
+    return written
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
@@ -572,15 +698,20 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def plot_report(report: dict[str, Any], path: Path) -> None:
-    """Accuracy per exit and ensemble, the probe's training curve and the early-exit curve (if present)."""
+def plot_report(report: dict[str, Any], path: Path) -> bool:
+    """Accuracy per exit and ensemble, the probe's training curve and the early-exit curve (if present).
+
+    Returns False, after a one-line notice, where matplotlib is not installed.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        print(f"note: matplotlib is not installed, so no {path.name} was drawn (pip install matplotlib, "
+              "or timm-selfcon[plot])", file=sys.stderr)
+        return False
     panels = [p for p in ("results", "history", "early_exit") if report.get(p)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -611,3 +742,4 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+    return True

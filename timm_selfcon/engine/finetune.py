@@ -24,7 +24,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
-from ..config import PRECISIONS
+from ..config import PRECISIONS, check_optimizer
 from ..data import (
     ContrastiveImageDataset,
     ResumableDistributedSampler,
@@ -32,20 +32,25 @@ from ..data import (
     build_train_loader,
     build_transform,
     class_names,
-    load_image_dataset,
     resolve_columns,
 )
-from .evaluate import load_encoder, topk
+from ..errors import UserInputError
+from .checkpoint import match_umask
+from .evaluate import choose_data, load_encoder, load_split, topk
 from .train import resolve_precision
 
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning keys (``key=value`` on the command line)."""
+    """Fine-tuning keys (``key=value`` on the command line).
 
-    data: str = "uoft-cs/cifar10"
-    train_split: str = "train"
-    split: str = "test"
+    ``data``, ``train_split``, ``split`` and the columns left at None mean a training run's own (its
+    ``config.yaml``), or for a timm model name ``uoft-cs/cifar10`` with ``train`` / ``test`` (see ``EvalConfig``).
+    """
+
+    data: str | None = None
+    train_split: str | None = None
+    split: str | None = None
     image_column: str | None = None
     label_column: str | None = None
     epochs: int = 10
@@ -69,20 +74,23 @@ class FinetuneConfig:
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
+    check_optimizer(config.optimizer)
     if config.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {config.precision!r}; expected one of {list(PRECISIONS)}")
+        raise UserInputError(f"unknown precision {config.precision!r}; expected one of {list(PRECISIONS)}")
     precision = resolve_precision(config.precision)
     if precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
+        raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
     accelerator = _make_accelerator(precision)
     set_seed(config.seed)
     encoder, info = load_encoder(source, **config.model_kwargs)
     model = encoder.plain_encoder() if hasattr(encoder, "plain_encoder") else encoder
-    train_hf = load_image_dataset(config.data, config.train_split, image_column=config.image_column,
-                                  label_column=config.label_column)
-    image_col, label_col = resolve_columns(train_hf, config.image_column, config.label_column, data=config.data)
+    choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
+                         config.label_column)
+    accelerator.print(f"fine-tuning {info['model']} on {choice.describe()}")
+    train_hf = load_split(choice, choice.train_split)
+    image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=choice.data)
     if label_col is None:
-        raise ValueError(f"fine-tuning needs labels; {config.data!r} has columns {train_hf.column_names}")
+        raise UserInputError(f"fine-tuning needs labels; {choice.data!r} has columns {train_hf.column_names}")
     names = class_names(train_hf, label_col)
     num_classes = len(names) if names else int(max(train_hf[label_col])) + 1
     model.reset_classifier(num_classes)
@@ -94,7 +102,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
     sampler = ResumableDistributedSampler(len(train_set), config.batch_size, num_replicas=accelerator.num_processes,
                                           rank=accelerator.process_index, seed=config.seed)
     train_loader = build_train_loader(train_set, sampler, sampler.per_replica_batch_size, config.num_workers)
-    test_hf = load_image_dataset(config.data, config.split, image_column=image_col, label_column=label_col)
+    test_hf = load_split(choice, choice.split, image_col, label_col)
     test_set = ContrastiveImageDataset(test_hf, build_transform("eval", image_size, mean, std), image_col, label_col,
                                        seed=config.seed)
     test_loader = build_eval_loader(test_set, config.batch_size, config.num_workers)
@@ -126,7 +134,8 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
         accelerator.print(f"epoch {epoch + 1}: test top-1 {history[-1]['top1']:.2f}%")
         if config.max_steps and step >= config.max_steps:
             break
-    report = dict(source=str(source), model=info["model"], data=config.data, split=config.split,
+    report = dict(source=str(source), model=info["model"], data=choice.data, split=choice.split,
+                  train_split=choice.train_split, data_from=choice.source,
                   num_classes=num_classes, hyperparameters=asdict(config), history=history,
                   result=dict(last=history[-1]))
     if accelerator.is_main_process:
@@ -143,6 +152,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
         if hasattr(unwrapped, "exit_stages"):
             model_args["exit_stages"] = ()
         save_for_hf(unwrapped, out, model_args=model_args, safe_serialization=True)
+        match_umask(out / "model.safetensors")
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

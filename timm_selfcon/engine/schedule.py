@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import UserInputError
+
 SCHEDULES = ("cosine", "cosine_per_step", "constant", "simclr_official")
 SIMCLR_CONSTANT_EPOCHS = 10
 
@@ -29,7 +31,7 @@ def lr_at(step: int, steps_per_epoch: int, *, epochs: int, lr: float, schedule: 
           min_lr_ratio: float = 0.001, warmup_epochs: int = 0, warmup_from: float = 0.01) -> float:
     """Learning rate of optimizer step ``step`` (0-based)."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; expected one of {list(SCHEDULES)}")
+        raise UserInputError(f"unknown schedule {schedule!r}; expected one of {list(SCHEDULES)}")
     epoch = step // steps_per_epoch
     if warmup_epochs > 0 and epoch < warmup_epochs:
         warmup_to = cosine_epoch_lr(warmup_epochs - 1, epochs, lr, min_lr_ratio) if schedule == "cosine" else lr

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from accelerate.utils import gather_object, set_seed
 from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
+from ..config import TrainConfig, tracker_names
 from ..data import (
     NORMALIZATION,
     ContrastiveImageDataset,
@@ -40,12 +41,18 @@ from ..data import (
     build_transform,
     class_names,
     load_image_dataset,
+    report_substitutions,
     resolve_columns,
+    resolve_num_workers,
+    substituted_sources,
 )
 from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
+from ..errors import UserInputError
 from ..methods import METHODS, build_method
-from .checkpoint import read_trainer_state, resolve_checkpoint, save_checkpoint
+from ..models.factory import create_model
+from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
 from .probe import probe_trained_vs_random
+from .run_dir import plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
 
 CONTRASTIVE = ("supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
@@ -72,18 +79,53 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     """Accelerator for the config's precision; fp16 needs a GPU (CPUs autocast in bf16)."""
     precision = resolve_precision(config.precision)
     if precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
+        raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", mixed) != mixed:
         # Accelerate keeps one process-wide state and refuses a second precision; a later train() call in the
         # same process (Python API, notebooks) with another precision resets it (the process group is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
-    log_with = "tensorboard" if _has_tensorboard() else None
+    log_with, notice = resolve_trackers(config.log_with)
     # cpu=True on a machine without an accelerator: otherwise Accelerate ignores torchrun's WORLD_SIZE on CPUs
     # and every process trains alone (and they overwrite each other's checkpoints)
-    return Accelerator(mixed_precision=mixed, log_with=log_with, project_dir=config.output_dir,
-                       gradient_accumulation_steps=config.gradient_accumulation_steps, cpu=not _has_accelerator_device())
+    accelerator = Accelerator(mixed_precision=mixed, log_with=log_with or None, project_dir=config.output_dir,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              cpu=not _has_accelerator_device())
+    if notice:
+        accelerator.print(notice)
+    return accelerator
+
+
+def resolve_trackers(log_with: str | list[str] | None) -> tuple[list[str], str | None]:
+    """The Accelerate trackers of ``log_with`` and a notice to print, or a UserInputError for a missing package.
+
+    ``auto`` is TensorBoard when it is installed; without it the run says once what it skips and how to get it.
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    names = tracker_names(log_with)
+    if names is None:
+        if _has_tensorboard():
+            return ["tensorboard"], None
+        return [], ("note: tensorboard is not installed, so this run writes no TensorBoard logs (metrics.jsonl has "
+                    "every metric); pip install tensorboard to get them, or log_with=none to silence this note")
+    # registered custom trackers are always available; Accelerate silently drops a built-in one it cannot import
+    builtin = {t.value for t in LoggerType}
+    available = {str(t) for t in get_available_trackers()} | (set(LOGGER_TYPE_TO_CLASS) - builtin)
+    missing = [n for n in names if n != "all" and n not in available]
+    if missing:
+        raise UserInputError(f"log_with={log_with!r}: {', '.join(missing)} is not installed (pip install "
+                             f"{' '.join(missing)}), or choose log_with=none")
+    return names, None
+
+
+def tracker_config(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config for ``init_trackers``: scalars kept, lists / mappings / None as JSON text (what
+    TensorBoard's hparams and the other trackers take)."""
+    return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in config.to_dict().items()}
 
 
 def _has_accelerator_device() -> bool:
@@ -99,6 +141,26 @@ def _has_tensorboard() -> bool:
     return True
 
 
+def launcher_mismatch(num_processes: int, environ: Mapping[str, str]) -> str | None:
+    """A warning when a launcher asked for several processes but this run is one of one.
+
+    ``accelerate launch --cpu --num_processes N`` starts a single process on CPUs (its simple launcher: only
+    ``MASTER_ADDR`` / ``MASTER_PORT`` say more were wanted); a ``WORLD_SIZE`` > 1 that Accelerate did not join
+    would also train alone.
+    """
+    if num_processes != 1:
+        return None
+    fix = ("; on CPUs start the processes with torchrun: torchrun --nproc_per_node N -m timm_selfcon.cli train "
+           "RECIPE (README, Training)")
+    world = environ.get("WORLD_SIZE", "")
+    if world.isdigit() and int(world) > 1:
+        return f"the launcher set WORLD_SIZE={world} but this run sees 1 process{fix}"
+    if environ.get("MASTER_ADDR") and not world and environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1"):
+        return ("accelerate launch asked for several processes (MASTER_ADDR is set) but this run is 1 process: "
+                f"its --cpu launcher starts only one{fix}")
+    return None
+
+
 def timm_optimizer_name(optimizer: str) -> str:
     """The ``create_optimizer_v2`` name of a recipe's ``optimizer``.
 
@@ -112,14 +174,14 @@ def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
     """The per-process batch size, or a ValueError before any training happens."""
     accum = config.gradient_accumulation_steps
     if accum > 1 and config.method in CONTRASTIVE:
-        raise ValueError(f"gradient_accumulation_steps={accum} is refused for the contrastive method {config.method!r}: "
+        raise UserInputError(f"gradient_accumulation_steps={accum} is refused for the contrastive method {config.method!r}: "
                          "it would silently change the negatives each loss sees; lower batch_size instead")
     if config.batch_size % (num_processes * accum) != 0:
-        raise ValueError(f"batch_size={config.batch_size} must divide by processes x accumulation steps "
+        raise UserInputError(f"batch_size={config.batch_size} must divide by processes x accumulation steps "
                          f"= {num_processes} x {accum}")
     per_process = config.batch_size // (num_processes * accum)
     if config.method in MIXCO and per_process % 2:
-        raise ValueError(f"MixCo needs an even per-process batch, got batch_size={config.batch_size} over "
+        raise UserInputError(f"MixCo needs an even per-process batch, got batch_size={config.batch_size} over "
                          f"{num_processes} processes = {per_process}")
     return per_process
 
@@ -139,7 +201,7 @@ def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
     return dict(
         num_processes=accelerator.num_processes, device=str(accelerator.device),
         precision=config.precision, precision_used=resolve_precision(config.precision),
-        mixed_precision=accelerator.mixed_precision,
+        mixed_precision=accelerator.mixed_precision, num_workers_used=resolve_num_workers(config.num_workers),
         versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
                       accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
         git_commit=commit,
@@ -173,7 +235,8 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
     if config.data_pipeline == "device":
         loader = DeviceBatches(dataset, augment, sampler)
     else:
-        loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size, config.num_workers)
+        loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size,
+                                    resolve_num_workers(config.num_workers))
     return hf, dataset, sampler, loader, class_names(hf, label_column)
 
 
@@ -183,10 +246,10 @@ def select_classes(hf, label_column: str, class_list: list[str]):
 
     names = class_names(hf, label_column)
     if names is None:
-        raise ValueError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
+        raise UserInputError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
     missing = [c for c in class_list if c not in names]
     if missing:
-        raise ValueError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
+        raise UserInputError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
     new_label = {names.index(c): i for i, c in enumerate(class_list)}
     hf = hf.filter(lambda label: label in new_label, input_columns=label_column)
     hf = hf.map(lambda label: {label_column: new_label[label]}, input_columns=label_column)
@@ -211,11 +274,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     loss on the device, not yet synchronised: reading it (``float(...)``) waits for the step, which is what a
     benchmark timing steps wants and what the loop itself does only every ``log_every_steps``.
     """
+    plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     accelerator = make_accelerator(config)
+    mismatch = launcher_mismatch(accelerator.num_processes, os.environ)
+    if mismatch:
+        warnings.warn(mismatch, UserWarning, stacklevel=2)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
     # deterministic=true: torch.use_deterministic_algorithms, without which two separate multi-threaded CPU runs of
     # the same recipe already differ by ~1e-6 after one step (measured with 2 threads; see recipes/README.md)
     set_seed(config.seed, deterministic=config.deterministic)
@@ -228,12 +293,12 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     num_classes = 0
     if config.method == "ce":
         num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
-    model = timm.create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+    model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
     method = build_method(config.method, model, **method_kwargs(config))
     if config.sync_bn:
         # BatchNorm statistics stay per process by default, as in the official DataParallel runs
         if not torch.cuda.is_available():
-            raise ValueError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
+            raise UserInputError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
@@ -247,19 +312,22 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
-    step = 0
-    if config.resume and (output_dir / "last").exists():
-        checkpoint = resolve_checkpoint(output_dir)
-        accelerator.load_state(str(checkpoint))
-        step = read_trainer_state(checkpoint)["step"]
-        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    # everything is validated (data, model, method, optimizer): only now is the output_dir created or changed
+    accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
+    step = read_trainer_state(plan.resume_from)["step"] if plan.resume_from is not None else 0
+    if accelerator.is_main_process:
+        prepare_run_dir(plan, step)
+    accelerator.wait_for_everyone()
+    if plan.resume_from is not None:
+        accelerator.load_state(str(accelerate_state_dir(plan.resume_from)))
+        accelerator.print(f"resumed from {plan.resume_from} at step {step}")
         if accelerator.is_main_process:
             _drop_metrics_after(output_dir / "metrics.jsonl", step)
     if accelerator.is_main_process:
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
     if accelerator.trackers == [] and accelerator.log_with:
-        accelerator.init_trackers("train")
+        accelerator.init_trackers("train", config=tracker_config(config))
 
     # the device pipeline decoded every image up front; the workers path reports substitutions per batch
     substituted: set[int] = set(getattr(dataset, "substituted_indices", ())) if config.data_pipeline == "device" else set()
@@ -284,7 +352,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             views = batch["image"].to(accelerator.device, non_blocking=True)
             labels = batch["label"].to(accelerator.device, non_blocking=True)
             if "substituted" in batch:  # CPU tensors from the workers
-                substituted.update(batch["index"][batch["substituted"]].tolist())
+                report_substitutions(dataset, batch, substituted)
             loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps)
             if config.clip_grad_norm is not None:
                 logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
@@ -313,7 +381,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
             if save_now:
-                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch))
+                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch),
+                                timm_encoder=timm_encoder(config, accelerator.unwrap_model(method).encoder),
+                                total_limit=config.save_total_limit)
                 window_tick = time.perf_counter()  # images/s measures training, not checkpoint writing
             if step >= total_steps:
                 break
@@ -321,16 +391,26 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
     accelerator.end_training()  # also destroys the process group: no collective after this
+    sources = substituted_sources(dataset, substituted)
     summary = dict(steps=step, final_loss=last_loss, substituted_images=sorted(substituted),
-                   output_dir=str(output_dir), last=str(output_dir / "last"))
+                   substituted_files=sources, output_dir=str(output_dir), last=str(output_dir / "last"))
     if substituted:
-        warnings.warn(f"{len(substituted)} undecodable images were replaced by substitutes: {sorted(substituted)[:20]}",
-                      stacklevel=2)
+        warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "
+                      f"replaced by substitutes: {', '.join(sources)}", stacklevel=2)
     if config.probe.get("enabled") and accelerator.is_main_process:
         summary["probe"] = run_probe(config, accelerator.unwrap_model(method).encoder)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def timm_encoder(config: TrainConfig, encoder: torch.nn.Module) -> TimmEncoder:
+    """The encoder's timm files for each checkpoint: the run's model kwargs and its preprocessing."""
+    mean, std = training_normalization(config.data)
+    size = config.image_size
+    return TimmEncoder(encoder, model_args={**config.model_kwargs, "num_classes": int(encoder.num_classes)},
+                       data_config=dict(input_size=(3, size, size), mean=tuple(mean), std=tuple(std), crop_pct=1.0,
+                                        interpolation="bilinear"))
 
 
 def parameter_groups(method: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
@@ -340,8 +420,8 @@ def parameter_groups(method: torch.nn.Module, config: TrainConfig) -> list[dict[
         return [dict(params=method.trainable_parameters())]
     heads = {id(p) for p in method.head_parameters()}
     if not heads:
-        raise ValueError(f"head_lr_warmup_steps={config.head_lr_warmup_steps} needs a method with projection heads; "
-                         f"{config.method!r} has none (use head_lr_warmup_steps=0)")
+        raise UserInputError(f"head_lr_warmup_steps={config.head_lr_warmup_steps} needs a method with projection "
+                             f"heads; {config.method!r} has none (use head_lr_warmup_steps=0)")
     params = method.trainable_parameters()
     return [dict(params=[p for p in params if id(p) not in heads]),
             dict(params=[p for p in params if id(p) in heads], heads=True)]

@@ -11,9 +11,11 @@ only ``argparse.Namespace``; nothing else is unpickled.
 
 ``convert_official(CHECKPOINT, OUT_DIR)`` writes a training ``output_dir``: ``config.yaml`` (the model, its
 ``exit_stages`` / ``sub_network``, the method and what the official options say of the recipe, with provenance),
-``official_opt.json`` and ``ckpt-0/`` (``model.safetensors`` = the state dict of ``build_method(method, model)``,
-projection heads included for continued pretraining; ``trainer_state.json``) plus the ``last`` link, so
-``timm-selfcon eval`` and ``timm-selfcon export`` work on it. The official code never saves its linear
+``official_opt.json`` and ``ckpt-0/`` (the training checkpoint layout: ``accelerate/model.safetensors`` = the state
+dict of ``build_method(method, model)``, projection heads included for continued pretraining; the encoder's timm
+``model.safetensors`` + ``config.json``; ``trainer_state.json``) plus the ``last`` link, so ``timm-selfcon eval``,
+``timm-selfcon export`` and ``timm.create_model("local-dir:OUT_DIR/last", pretrained=True)`` work on it.
+The official code never saves its linear
 classifiers: they come from this package's evaluation.
 
 Key mapping (official -> this package): ``encoder.conv1`` -> ``conv1``; ResNet ``shortcut.{0,1}`` ->
@@ -38,6 +40,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from ..errors import UserInputError
+
 __all__ = ["OFFICIAL_DATASETS", "convert_official", "convert_state_dict", "read_official_checkpoint"]
 
 #: official ``--dataset`` -> (this package's ``data``, ``label_column``, ``image_size``, CIFAR-style stem)
@@ -60,18 +64,18 @@ def read_official_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, to
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"official checkpoint {str(path)!r} does not exist")
+        raise UserInputError(f"official checkpoint {str(path)!r} does not exist")
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"cannot read {str(path)!r} with torch.load(weights_only=True) (only argparse.Namespace "
+            raise UserInputError(f"cannot read {str(path)!r} with torch.load(weights_only=True) (only argparse.Namespace "
                              f"is allowed besides tensors): {err}") from err
     if not isinstance(raw, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected the official checkpoint dict")
+        raise UserInputError(f"{str(path)!r} holds a {type(raw).__name__}, expected the official checkpoint dict")
     state = raw.get("model", raw)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} has no state dict of tensors under 'model'")
+        raise UserInputError(f"{str(path)!r} has no state dict of tensors under 'model'")
     opt = raw.get("opt")
     options = vars(opt).copy() if isinstance(opt, argparse.Namespace) else dict(opt or {})
     if "epoch" in raw and "epoch" not in options:
@@ -103,12 +107,12 @@ def _model_name(options: dict[str, Any], state: dict[str, torch.Tensor], model: 
         return model
     arch = str(options.get("model") or "")
     if not arch:
-        raise ValueError("the checkpoint has no 'opt' options naming the model; pass model=... (e.g. "
+        raise UserInputError("the checkpoint has no 'opt' options naming the model; pass model=... (e.g. "
                          "'selfcon_resnet18_cifar' or 'selfcon_wrn16_8_cifar')")
     if arch in OFFICIAL_WRNS:
         return OFFICIAL_WRNS[arch]
     if arch not in OFFICIAL_RESNETS:
-        raise ValueError(f"official model {arch!r} is not supported; expected one of "
+        raise UserInputError(f"official model {arch!r} is not supported; expected one of "
                          f"{[*OFFICIAL_RESNETS, *OFFICIAL_WRNS]} (VGG / EfficientNet have no counterpart here)")
     dataset = str(options.get("dataset") or "")
     cifar_stem = OFFICIAL_DATASETS[dataset][3] if dataset in OFFICIAL_DATASETS else \
@@ -125,7 +129,7 @@ def _method_name(options: dict[str, Any], num_exits: int) -> str:
         return "supcon" if multiview else "supcon_s"
     if official == "Con":
         return "simclr"
-    raise ValueError(f"official method {official!r} is not supported; expected 'SelfCon', 'SupCon' or 'Con'")
+    raise UserInputError(f"official method {official!r} is not supported; expected 'SelfCon', 'SupCon' or 'Con'")
 
 
 def _parse_positions(value: Any) -> list[bool] | None:
@@ -135,7 +139,7 @@ def _parse_positions(value: Any) -> list[bool] | None:
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f"cannot read official selfcon_pos {value!r}: expected a list of booleans") from err
+            raise UserInputError(f"cannot read official selfcon_pos {value!r}: expected a list of booleans") from err
     return [bool(v) for v in value]
 
 
@@ -145,7 +149,7 @@ def _map_encoder_key(key: str, is_resnet: bool, exit_index: dict[int, int], sub_
     if match:
         pos, rest = int(match.group(1)), match.group(2)
         if pos not in exit_index:
-            raise ValueError(f"official key {key!r} belongs to an exit at position {pos} that the options disable")
+            raise UserInputError(f"official key {key!r} belongs to an exit at position {pos} that the options disable")
         name = f"exits.{exit_index[pos]}." + (f"fc.{rest}" if sub_network == "fc" else f"stages.{rest}")
     if is_resnet:
         name = re.sub(r"\.shortcut\.", ".downsample.", name)
@@ -173,7 +177,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], exit_positions: list[int]
             continue
         out[new] = value.detach().clone().contiguous()
     if unknown:
-        raise ValueError(f"{len(unknown)} official tensors have no counterpart in this package: {unknown[:10]}")
+        raise UserInputError(f"{len(unknown)} official tensors have no counterpart in this package: {unknown[:10]}")
     return out
 
 
@@ -233,23 +237,24 @@ def convert_official(
     Returns the path of ``out_dir``; ``load_encoder(out_dir)`` then gives the encoder.
     """
     from ..config import TrainConfig
+    from ..engine.checkpoint import STATE_DIR, match_umask
     from ..engine.evaluate import load_strict
-    from ..engine.train import method_kwargs
+    from ..engine.train import method_kwargs, timm_encoder
     from ..methods import build_method
 
     source = Path(checkpoint)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not empty")
+        raise UserInputError(f"out_dir {str(out_dir)!r} exists and is not empty")
     raw_state, options = read_official_checkpoint(source)
     state = _strip_data_parallel(raw_state)
     if "encoder.conv1.weight" not in state:
-        raise ValueError(f"{str(source)!r} is not an official SelfCon checkpoint: no encoder.conv1.weight "
+        raise UserInputError(f"{str(source)!r} is not an official SelfCon checkpoint: no encoder.conv1.weight "
                          f"(first keys: {sorted(state)[:5]})")
     positions = _exit_positions(state)
     flags = _parse_positions(options.get("selfcon_pos"))
     if flags is not None and [i for i, on in enumerate(flags) if on] != positions:
-        raise ValueError(f"official selfcon_pos {options.get('selfcon_pos')!r} disagrees with the checkpoint's "
+        raise UserInputError(f"official selfcon_pos {options.get('selfcon_pos')!r} disagrees with the checkpoint's "
                          f"sub-networks at positions {positions}")
     model_name = _model_name(options, state, model)
     is_resnet = "wrn" not in model_name
@@ -278,10 +283,13 @@ def convert_official(
     tmp = out_dir.parent / f".{out_dir.name}.convert-tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    (tmp / "ckpt-0").mkdir(parents=True)
+    (tmp / "ckpt-0" / STATE_DIR).mkdir(parents=True)
     try:
+        # the training layout: the method's state where Accelerate keeps it, the encoder's timm files beside it
         save_file({k: v.contiguous() for k, v in training_method.state_dict().items()},
-                  str(tmp / "ckpt-0" / "model.safetensors"))
+                  str(tmp / "ckpt-0" / STATE_DIR / "model.safetensors"))
+        timm_encoder(config, training_method.encoder).write(tmp / "ckpt-0")
+        match_umask(tmp / "ckpt-0")
         (tmp / "ckpt-0" / "trainer_state.json").write_text(json.dumps(
             {"step": 0, "epoch": options.get("epoch"), "converted_from": source.name}, indent=2))
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

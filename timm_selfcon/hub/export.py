@@ -34,6 +34,9 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
+from ..engine.checkpoint import match_umask
+from ..errors import UserInputError
+from ..models.factory import create_model
 from .card import dataset_short_name, render_card
 
 __all__ = [
@@ -114,7 +117,7 @@ def export(
     """
     if protocol is not None and protocol not in CLASSIFIER_PROTOCOLS:
         hint = " (kNN trains no classifiers)" if protocol == "knn" else ""
-        raise ValueError(f"unknown protocol {protocol!r} for export{hint}; expected one of {list(CLASSIFIER_PROTOCOLS)} "
+        raise UserInputError(f"unknown protocol {protocol!r} for export{hint}; expected one of {list(CLASSIFIER_PROTOCOLS)} "
                          "or None (the first evaluation found)")
     if repo_id is not None:
         _check_repo_id(repo_id)
@@ -123,7 +126,7 @@ def export(
     source_path = Path(source)
     if (source_path / "config.json").is_file() and (source_path / "report.json").is_file():
         if protocol is not None or not exits:
-            raise ValueError(f"{str(source_path)!r} is a fine-tuned model with its own classifier and no exits; "
+            raise UserInputError(f"{str(source_path)!r} is a fine-tuned model with its own classifier and no exits; "
                              "protocol= and exits=False do not apply to it")
         model, info = _from_finetune_dir(source_path, classifiers=classifiers, base_model=base_model)
     else:
@@ -144,6 +147,7 @@ def export(
         _check_round_trip(model, tmp)
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2, default=_json_default))
         render_card(json.loads((tmp / EXPORT_INFO).read_text()), repo_id).save(str(tmp / "README.md"))
+        match_umask(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -177,6 +181,9 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
     trained_exits = list(encoder.exit_stages) if multi_exit else []
 
     chosen = _choose_protocol(protocol, eval_root, reports, checkpoint) if classifiers else None
+    if protocol is None and chosen is not None:
+        notes.append(f"no --protocol given: took the {chosen!r} classifiers from {str(eval_root / chosen)!r} (the first "
+                     f"evaluation found in the order {' > '.join(CLASSIFIER_PROTOCOLS)})")
     own_classifier = classifiers and chosen is None and int(getattr(encoder, "num_classes", 0) or 0) > 0
     head_state: dict[str, torch.Tensor] = {}
     num_classes, label_names = 0, None
@@ -184,7 +191,7 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
         head_state = load_file(str(eval_root / chosen / "classifiers.safetensors"))
         backbone_head = classifier_names(encoder)[0]
         if f"{backbone_head}.weight" not in head_state:
-            raise ValueError(f"{eval_root / chosen / 'classifiers.safetensors'} has no {backbone_head}.weight "
+            raise UserInputError(f"{eval_root / chosen / 'classifiers.safetensors'} has no {backbone_head}.weight "
                              f"(keys: {sorted(head_state)[:6]}); it does not belong to this model")
         num_classes = int(head_state[f"{backbone_head}.weight"].shape[0])
         names = (reports.get(chosen, {}).get("dataset") or {}).get("class_names")
@@ -208,7 +215,7 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
         if getattr(encoder, "backbone_kwargs", None):
             model_args["backbone_kwargs"] = dict(encoder.backbone_kwargs)
     model_args["num_classes"] = num_classes
-    model = timm.create_model(config.model, **model_args)
+    model = create_model(config.model, **model_args)
 
     drop = tuple(f"{name}." for name in (*classifier_names(encoder), *(() if exits else ("exits", "exit_heads"))))
     encoder_state, model_keys = encoder.state_dict(), set(model.state_dict())
@@ -248,7 +255,7 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, A
     available = [p for p in CLASSIFIER_PROTOCOLS if (eval_root / p / "classifiers.safetensors").is_file()]
     if protocol is not None:
         if protocol not in available:
-            raise ValueError(f"no {protocol!r} evaluation with classifiers under {str(eval_root)!r} (found: "
+            raise UserInputError(f"no {protocol!r} evaluation with classifiers under {str(eval_root)!r} (found: "
                              f"{available or 'none'}); run `timm-selfcon eval {checkpoint.parent} protocol={protocol}`")
         chosen = protocol
     elif available:
@@ -257,7 +264,7 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, A
         return None
     evaluated = (reports.get(chosen) or {}).get("checkpoint")
     if not evaluated or Path(evaluated).name != checkpoint.name:
-        raise ValueError(f"the {chosen!r} classifiers under {str(eval_root)!r} were trained on the features of "
+        raise UserInputError(f"the {chosen!r} classifiers under {str(eval_root)!r} were trained on the features of "
                          f"{evaluated!r}, not of the checkpoint being exported ({checkpoint.name}); evaluate this "
                          "checkpoint again or export the evaluated one")
     return chosen
@@ -365,14 +372,14 @@ def _check_round_trip(model: nn.Module, folder: Path) -> None:
 
 def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).exists())):
-        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not an earlier timm-selfcon export; "
+        raise UserInputError(f"out_dir {str(out_dir)!r} exists and is not an earlier timm-selfcon export; "
                          "choose an empty or new folder")
 
 
 def _check_repo_id(repo_id: str) -> None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"repo_id must look like 'ORG/NAME', got {repo_id!r}")
+        raise UserInputError(f"repo_id must look like 'ORG/NAME', got {repo_id!r}")
 
 
 def _json_default(value: Any) -> Any:

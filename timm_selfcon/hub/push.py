@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import OfflineModeIsEnabled
 
+from ..errors import UserInputError
 from .card import render_card
 from .export import EXPORT_INFO, PICKLE_SUFFIXES, _check_repo_id
 
@@ -55,19 +56,19 @@ def upload_files(folder: str | os.PathLike[str]) -> list[str]:
     """The files of an export folder that ``push`` uploads (checked: required files present, no pickle)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"export folder {str(folder)!r} does not exist; run `timm-selfcon export` first")
+        raise UserInputError(f"export folder {str(folder)!r} does not exist; run `timm-selfcon export` first")
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"{str(folder)!r} is not a timm-selfcon export: missing {missing} "
+        raise UserInputError(f"{str(folder)!r} is not a timm-selfcon export: missing {missing} "
                          "(create it with `timm-selfcon export CHECKPOINT OUT_DIR`)")
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
     if pickles:
-        raise ValueError(f"refusing to upload pickle files {pickles} from {str(folder)!r}: exports hold "
+        raise UserInputError(f"refusing to upload pickle files {pickles} from {str(folder)!r}: exports hold "
                          "model.safetensors only; delete them")
     subdirs = [p.name for p in folder.iterdir() if p.is_dir()]
     if subdirs:
-        raise ValueError(f"unexpected folders {subdirs} in export {str(folder)!r}")
+        raise UserInputError(f"unexpected folders {subdirs} in export {str(folder)!r}")
     return sorted({*files, "README.md"})
 
 

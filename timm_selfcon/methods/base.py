@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UserInputError
 from .projection import ProjectionHead
 
 __all__ = ["BackboneProjection", "TrainingMethod", "check_nonnegative", "check_positive"]
@@ -62,27 +63,27 @@ __all__ = ["BackboneProjection", "TrainingMethod", "check_nonnegative", "check_p
 def check_positive(name: str, value: float) -> float:
     """``value`` as a float if it is a finite number > 0, else ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise UserInputError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def check_nonnegative(name: str, value: float) -> float:
     """``value`` as a float if it is a finite number >= 0, else ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise UserInputError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def check_bool(name: str, value: bool) -> bool:
     """``value`` if it is a bool, else ``ValueError`` naming it (a YAML typo such as ``ture`` is a string)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise UserInputError(f"{name} must be true or false, got {value!r}")
     return value
 
 
 def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise UserInputError(f"{name} must be a positive int, got {value!r}")
     return value
 
 
@@ -182,7 +183,7 @@ class TrainingMethod(nn.Module):
             raise TypeError(f"views must be a torch.Tensor [B, {expected}, C, H, W], got {type(views).__name__}")
         if views.dim() != 5 or views.shape[1] != expected or views.shape[0] == 0:
             what = "one crop" if expected == 1 else f"{expected} crops"
-            raise ValueError(
+            raise UserInputError(
                 f"method {self.name!r} needs {what} per image: views of shape [B, {expected}, C, H, W], "
                 f"got shape {tuple(views.shape)}"
             )
@@ -191,7 +192,7 @@ class TrainingMethod(nn.Module):
         if not self.needs_labels:
             return views, None
         if labels is None:
-            raise ValueError(f"method {self.name!r} needs labels (class indices [B]), got None")
+            raise UserInputError(f"method {self.name!r} needs labels (class indices [B]), got None")
         if not isinstance(labels, torch.Tensor):
             raise TypeError(f"labels must be a torch.Tensor [B], got {type(labels).__name__}")
         if labels.shape != (views.shape[0],):

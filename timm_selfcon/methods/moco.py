@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UserInputError
 from ..losses import MixCoLoss
 from .base import (
     BackboneProjection,
@@ -83,9 +84,9 @@ class MoCo(TrainingMethod):
         warn_unused_exits(model, self.name)
         check_positive_int("queue_size", queue_size)
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+            raise UserInputError(f"momentum must be a number in [0, 1], got {momentum!r}")
         if key_bn not in KEY_BN_MODES:
-            raise ValueError(f"unknown key_bn {key_bn!r}; expected one of {list(KEY_BN_MODES)}")
+            raise UserInputError(f"unknown key_bn {key_bn!r}; expected one of {list(KEY_BN_MODES)}")
         self.projector = BackboneProjection(model, out_dim)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum = float(momentum)
@@ -165,7 +166,7 @@ class MoCo(TrainingMethod):
         processes = get_world_size() if self.gather else 1
         global_batch = local_batch * processes
         if self.queue_size % global_batch != 0:
-            raise ValueError(
+            raise UserInputError(
                 f"queue_size {self.queue_size} must be a multiple of the global batch {global_batch} "
                 f"(local batch {local_batch} x {processes} process(es))"
             )

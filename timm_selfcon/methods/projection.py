@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UserInputError
+
 __all__ = ["ProjectedModel", "ProjectionHead", "with_projection_heads"]
 
 
@@ -46,7 +48,7 @@ class ProjectedModel(nn.Module):
     def __init__(self, model: nn.Module, out_dim: int = 128, hidden_batchnorm: bool = False) -> None:
         super().__init__()
         if not isinstance(out_dim, int) or out_dim <= 0:
-            raise ValueError(f"out_dim must be a positive int, got {out_dim!r}")
+            raise UserInputError(f"out_dim must be a positive int, got {out_dim!r}")
         self.model = model
         self.out_dim = out_dim
         num_outputs = getattr(model, "num_exits", 0) + 1

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from ..errors import UserInputError
 from .base import TrainingMethod
 from .moco import MoCo, MoCoMixCo
 from .simclr import SimCLR, SimCLRMixCo
@@ -21,7 +22,7 @@ METHODS: dict[str, type[TrainingMethod]] = {
 
 def _method_class(name: str) -> type[TrainingMethod]:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; expected one of {list(METHODS)}")
+        raise UserInputError(f"unknown method {name!r}; expected one of {list(METHODS)}")
     return METHODS[name]
 
 
@@ -36,11 +37,11 @@ def build_method(name: str, model: nn.Module, **options: Any) -> TrainingMethod:
 
     ``build_method("moco_mixco", timm.create_model("mixco_resnet18_cifar", num_classes=0), queue_size=4096)``.
 
-    Raises ``ValueError`` for an unknown name and ``TypeError`` for an option the method does not take.
+    Raises :class:`~timm_selfcon.errors.UserInputError` (a ``ValueError``) for an unknown name or option.
     """
     cls = _method_class(name)
     valid = method_defaults(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"method {name!r} got unknown option(s) {unknown}; valid options: {sorted(valid)}")
+        raise UserInputError(f"method {name!r} got unknown option(s) {unknown}; valid options: {sorted(valid)}")
     return cls(model, **options)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UserInputError
 from ..losses import SelfConLoss, SupConLoss
 from .base import (
     BackboneProjection,
@@ -50,7 +51,7 @@ class CrossEntropy(TrainingMethod):
         super().__init__(model)
         num_classes = getattr(model, "num_classes", 0)
         if not num_classes:
-            raise ValueError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
+            raise UserInputError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
                              "create it with num_classes=<number of classes>")
         warn_unused_exits(model, self.name)
         self.model = model

@@ -25,6 +25,7 @@ over an ``nn.Sequential`` comparing indices), no branch on tensor shapes (fx). P
 This module has no ``from __future__ import annotations``: torch.fx copies ``forward``'s
 annotations into the traced code, where a string ``'torch.Tensor'`` cannot be scripted.
 """
+
 import copy
 from collections.abc import Iterable, Sequence
 
@@ -33,6 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_classifier, get_device_dtype
 from timm.models._features import feature_take_indices
+
+from ..errors import UserInputError
 
 SUB_NETWORKS = ("same", "small", "fc")
 ENSEMBLE_AVERAGES = ("logits", "probs")
@@ -55,19 +58,19 @@ def validate_exit_stages(exit_stages: Iterable[int] | int | None, valid: Sequenc
         if isinstance(stage, bool) or not isinstance(stage, int):
             raise TypeError(f"exit_stages must contain ints, got {stage!r} in {exit_stages!r}")
         if stage not in valid:
-            raise ValueError(
+            raise UserInputError(
                 f"exit stage {stage} is out of range for {family}: an exit may follow stages "
                 f"{list(valid)} (timm feature_info numbering; never the last stage)"
             )
     if len(set(stages)) != len(stages):
-        raise ValueError(f"exit_stages has duplicates: {exit_stages!r}")
+        raise UserInputError(f"exit_stages has duplicates: {exit_stages!r}")
     return tuple(sorted(stages))
 
 
 def validate_sub_network(sub_network: str) -> str:
     """Check ``sub_network`` is one of ``same``, ``small`` or ``fc``."""
     if sub_network not in SUB_NETWORKS:
-        raise ValueError(f"unknown sub_network {sub_network!r}; expected one of {list(SUB_NETWORKS)}")
+        raise UserInputError(f"unknown sub_network {sub_network!r}; expected one of {list(SUB_NETWORKS)}")
     return sub_network
 
 
@@ -84,7 +87,7 @@ class ExitPool(nn.Module):
     def __init__(self, pool_type: str = "avg") -> None:
         super().__init__()
         if pool_type not in EXIT_POOLS:
-            raise ValueError(f"unknown exit pooling {pool_type!r}; expected one of {list(EXIT_POOLS)}")
+            raise UserInputError(f"unknown exit pooling {pool_type!r}; expected one of {list(EXIT_POOLS)}")
         self.pool_type = pool_type
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,7 +250,7 @@ class MultiExitMixin:
         their softmax probabilities and returns probabilities.
         """
         if average not in ENSEMBLE_AVERAGES:
-            raise ValueError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
+            raise UserInputError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
         self._check_has_classifier("forward_ensemble")
         logits = torch.stack(self.forward_exit_logits(x))
         if average == "probs":
@@ -300,7 +303,7 @@ class MultiExitMixin:
 
     def _check_has_classifier(self, what: str) -> None:
         if self.num_classes == 0:
-            raise ValueError(f"{what} needs classifiers, but the model has num_classes=0; "
+            raise UserInputError(f"{what} needs classifiers, but the model has num_classes=0; "
                              "use forward_exits for features or reset_classifier(n)")
 
     def _ensemble_active(self) -> bool:
@@ -372,7 +375,7 @@ class MultiExitMixin:
 def ensemble_from_logits(logits: Sequence[torch.Tensor], average: str = "logits") -> torch.Tensor:
     """Ensemble of precomputed head logits ``[B, C]`` each: mean logits, or mean softmax probabilities."""
     if average not in ENSEMBLE_AVERAGES:
-        raise ValueError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
+        raise UserInputError(f"unknown average {average!r}; expected one of {list(ENSEMBLE_AVERAGES)}")
     stacked = torch.stack(list(logits))
     return F.softmax(stacked, -1).mean(0) if average == "probs" else stacked.mean(0)
 

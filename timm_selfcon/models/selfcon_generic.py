@@ -14,6 +14,7 @@ stages taken from a second, independently initialised backbone, so nothing is sh
 ``small`` (the same with half the blocks of each remaining stage). Because ``backbone`` is a model
 kwarg, exports record it in ``config.json`` and load back with ``timm.create_model``.
 """
+
 from typing import Any, ClassVar
 
 import timm
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from ..errors import UserInputError
 from .exits import FcExit, MultiExitMixin, StageExit, halve_blocks, validate_exit_stages, validate_sub_network
 
 __all__ = ["DEFAULT_BACKBONE", "SelfConTimmNet"]
@@ -46,7 +48,7 @@ def _segment_names(backbone: nn.Module, num_taps: int | None = None) -> tuple[li
     segments, start = [], 0
     for tap in taps:
         if tap not in dotted_names:
-            raise ValueError(
+            raise UserInputError(
                 f"cannot split {type(backbone).__name__} at feature tap {tap!r}: the generic SelfCon path needs a "
                 "backbone whose feature taps are its (possibly Sequential-nested) children, as timm's FeatureListNet"
             )
@@ -90,7 +92,7 @@ class SelfConTimmNet(MultiExitMixin, nn.Module):
         """
         super().__init__()
         if not isinstance(backbone, str) or not timm.is_model(backbone):
-            raise ValueError(f"unknown timm backbone {backbone!r}; expected a name from timm.list_models()")
+            raise UserInputError(f"unknown timm backbone {backbone!r}; expected a name from timm.list_models()")
         dd = dict(device=device, dtype=dtype)
         self.backbone_name = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
@@ -249,12 +251,21 @@ def backbone_pretrained_cfg(backbone: str, num_exits: int) -> dict[str, Any]:
 def _create_selfcon_timm(variant: str, pretrained: bool = False, **kwargs: Any) -> SelfConTimmNet:
     backbone = kwargs.get("backbone", DEFAULT_BACKBONE)
     if not isinstance(backbone, str) or not timm.is_model(backbone):
-        raise ValueError(f"unknown timm backbone {backbone!r}; expected a name from timm.list_models()")
+        raise UserInputError(f"unknown timm backbone {backbone!r}; expected a name from timm.list_models()")
     exit_stages = kwargs.get("exit_stages")
     num_exits = 1 if exit_stages is None else len((exit_stages,) if isinstance(exit_stages, int) else exit_stages)
     overlay = backbone_pretrained_cfg(backbone, num_exits)
     overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    num_taps = len(timm.create_model(backbone, device="meta", **kwargs.get("backbone_kwargs") or {}).feature_info)
+    feature_info = timm.create_model(backbone, device="meta", **kwargs.get("backbone_kwargs") or {}).feature_info
+    if len({info["reduction"] for info in feature_info}) == 1:
+        # a ViT-style backbone: every tap is a token block of one stride, not a stage; the builder would also
+        # pass it img_size, which this class does not take
+        raise UserInputError(
+            f"selfcon_timm takes timm CNNs whose feature taps are stages of growing stride (ResNet, ConvNeXt, "
+            f"EfficientNet, RegNet, ...); {backbone!r} is a transformer with {len(feature_info)} equal-stride "
+            f"blocks. For Vision Transformers use this package's ViT models: "
+            f"{', '.join(timm.list_models('vit_*_selfcon'))}")
+    num_taps = len(feature_info)
     return build_model_with_cfg(
         SelfConTimmNet, variant, pretrained, pretrained_cfg_overlay=overlay,
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_taps))), **kwargs,

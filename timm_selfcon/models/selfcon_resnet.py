@@ -31,6 +31,7 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
 from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD  # one source for the SupCon / SelfCon code's values
+from ..errors import UserInputError
 from .exits import (
     FcExit,
     MultiExitMixin,
@@ -100,13 +101,13 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         if block not in BLOCKS:
-            raise ValueError(f"unknown block {block!r}; expected one of {list(BLOCKS)}")
+            raise UserInputError(f"unknown block {block!r}; expected one of {list(BLOCKS)}")
         if stem not in ("imagenet", "cifar"):
-            raise ValueError(f"unknown stem {stem!r}; expected 'imagenet' or 'cifar'")
+            raise UserInputError(f"unknown stem {stem!r}; expected 'imagenet' or 'cifar'")
         if len(layers) != 4:
-            raise ValueError(f"layers must give 4 stage depths, got {tuple(layers)}")
+            raise UserInputError(f"layers must give 4 stage depths, got {tuple(layers)}")
         if len(stage_channels) != 4 or any(not isinstance(c, int) or c <= 0 for c in stage_channels):
-            raise ValueError(f"stage_channels must give 4 positive ints, got {tuple(stage_channels)}")
+            raise UserInputError(f"stage_channels must give 4 positive ints, got {tuple(stage_channels)}")
         block_cls = BLOCKS[block]
         stem_chs = stage_channels[0]
         self.num_classes = num_classes

@@ -26,6 +26,7 @@ from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
 
+from ..errors import UserInputError
 from .exits import FcExit, MultiExitMixin, StageExit, validate_exit_stages, validate_sub_network
 from .selfcon_resnet import CIFAR10_MEAN, CIFAR10_STD, classifier_names_for
 
@@ -73,7 +74,7 @@ class SelfConVisionTransformer(MultiExitMixin, VisionTransformer):
         self.sub_network = validate_sub_network(sub_network)
         self.num_stages = depth - 1
         if self.global_pool not in ("token", "avg"):
-            raise ValueError(f"SelfCon ViT exits support global_pool 'token' or 'avg', got {self.global_pool!r}")
+            raise UserInputError(f"SelfCon ViT exits support global_pool 'token' or 'avg', got {self.global_pool!r}")
         exits = []
         for stage in self.exit_stages:
             pool = TokenPool(self.global_pool, self.num_prefix_tokens)

@@ -26,6 +26,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
+from ..errors import UserInputError
 from .exits import (
     FcExit,
     MultiExitMixin,
@@ -105,7 +106,7 @@ class SelfConWideResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
         """
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
-            raise ValueError(f"WRN depth must be 6n + 4 (e.g. 16, 28), got {depth}")
+            raise UserInputError(f"WRN depth must be 6n + 4 (e.g. 16, 28), got {depth}")
         dd = dict(device=device, dtype=dtype)
         blocks_per_stage = (depth - 4) // 6
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)

@@ -1,0 +1,119 @@
+"""A training ``output_dir`` is never overwritten silently; resume is explicit; nothing is created before validation."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from timm_selfcon.cli import main
+from timm_selfcon.config import TrainConfig, resolve_config
+from timm_selfcon.engine.run_dir import CONFIG_HISTORY
+from timm_selfcon.engine.train import train
+from timm_selfcon.errors import UserInputError
+
+from .test_train import read_metrics, tiny_config, tiny_settings
+
+
+def test_training_into_a_previous_run_is_refused_before_any_work(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "supcon_s"))
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(UserInputError) as raised:
+        train(tiny_config(tiny_data, run, "supcon_s", max_steps=2))
+    message = str(raised.value)
+    assert str(run) in message and "resume=true" in message and "overwrite=true" in message
+    assert "new output_dir" in message
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing touched
+
+
+def test_overwrite_clears_the_previous_run(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "supcon_s", max_steps=2, save_every_steps=1))
+    (run / "notes.txt").write_text("mine")  # not a run file: kept
+    train(tiny_config(tiny_data, run, "supcon_s", max_steps=1, overwrite=True))
+    assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-1"]  # the old ckpt-2 is gone
+    assert [r["step"] for r in read_metrics(run)] == [1]
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_resume_true_with_nothing_to_resume_names_the_folder(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=f"resume=true, but output_dir '{tmp_path / 'typo'}' does not exist"):
+        train(tiny_config(tiny_data, tmp_path / "typo", "supcon_s", resume=True))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match=r"holds no checkpoint to resume from.*resume=auto"):
+        train(tiny_config(tiny_data, tmp_path / "empty", "supcon_s", resume=True))
+    assert not (tmp_path / "typo").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_resume_auto_resumes_when_a_checkpoint_exists(tiny_data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1, resume="auto"))
+    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, resume="auto"))
+    assert summary["steps"] == 2 and capsys.readouterr().out.count("resumed from") == 1
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_resume_with_a_changed_computation_key_is_refused_listing_it(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1))
+    # keys that do not change the computation may differ
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, num_workers=1, log_every_steps=2, resume=True))
+    with pytest.raises(UserInputError, match=r"lr: 0.05 -> 0.1; temperature: 0.1 -> 0.2\..*allow_config_change=true"):
+        train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=3, lr=0.1, temperature=0.2, resume=True))
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 0.05
+    assert not (tmp_path / CONFIG_HISTORY).exists()
+
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=3, lr=0.1, resume=True, allow_config_change=True))
+    history = yaml.safe_load((tmp_path / CONFIG_HISTORY).read_text())
+    assert len(history) == 1 and history[0]["step"] == 2
+    assert history[0]["changes"] == {"lr": {"from": 0.05, "to": 0.1}}
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 0.1
+
+
+def test_a_saved_config_without_newer_keys_compares_with_their_defaults(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1))
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for key in ("overwrite", "allow_config_change"):  # as written before these keys existed
+        saved.pop(key)
+    saved["a_key_of_a_newer_version"] = 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, resume=True))["steps"] == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model": "selfcon_resnet19_cifar"}, "unknown model"),
+    ({"data": "does/not/exist.parquet"}, "does/not/exist.parquet"),
+    ({"method_kwargs": {"alpah": 0.5}}, "alpah"),
+    ({"optimizer": "adamw_typo"}, "adamw_typo"),
+    ({"model_kwargs": {"sub_netwrk": "fc", "layers": [1, 1, 1, 1]}}, "sub_netwrk"),
+])
+def test_failed_validation_leaves_no_folder_behind(override: dict, message: str, tiny_data: Path,
+                                                   tmp_path: Path) -> None:
+    run = tmp_path / "nested" / "run"
+    with pytest.raises(ValueError, match=message):
+        train(resolve_config(None, {**tiny_settings(tiny_data, run, "selfcon"), **override}))
+    assert not (tmp_path / "nested").exists()
+
+
+def test_resume_and_overwrite_together_are_refused() -> None:
+    with pytest.raises(UserInputError, match="choose one"):
+        TrainConfig(resume=True, overwrite=True).validate()
+    with pytest.raises(UserInputError, match="resume must be true, false or auto, got 'ture'"):
+        TrainConfig(resume="ture").validate()
+
+
+def test_cli_refusal_is_one_error_line(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s"))
+    recipe = tmp_path.parent / f"{tmp_path.name}.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_settings(tiny_data, tmp_path, "supcon_s")))
+    capsys.readouterr()
+    try:
+        assert main(["train", str(recipe)]) == 2
+    finally:
+        os.unlink(recipe)
+    out, err = capsys.readouterr()
+    assert err.startswith("timm-selfcon train: error: output_dir") and err.count("\n") == 1
+    assert out == ""  # refused before anything else is said or done
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 1

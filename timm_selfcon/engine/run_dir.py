@@ -1,0 +1,134 @@
+"""What a training run does with its ``output_dir``: start, resume, refuse or clear (issue 14).
+
+:func:`plan_run_dir` only reads, so every process can call it before any work; :func:`prepare_run_dir` then
+acts on the plan on the main process. The rules, like the Hugging Face Trainer's:
+
+- a folder holding a previous run (``config.yaml``, ``metrics.jsonl``, ``ckpt-<step>/``, ``last``, ...) is never
+  written over silently: without ``resume`` it is refused, naming the folder and the ways on (``resume=true``, a
+  new ``output_dir``, or ``overwrite=true`` which clears the previous run's files first);
+- ``resume=true`` needs a checkpoint to resume from (an error naming the folder otherwise);
+  ``resume=auto`` resumes when there is one and starts when there is none (for job schedulers that restart the
+  same command);
+- resuming with a key that changes the computation (anything but :data:`NON_COMPUTATION_KEYS`) different from
+  the run's ``config.yaml`` is refused listing the keys, unless ``allow_config_change=true``: then the change is
+  appended to ``config_history.yaml`` and ``config.yaml`` holds the new values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import NON_COMPUTATION_KEYS, TrainConfig
+from ..errors import UserInputError
+from .checkpoint import TRAINER_STATE
+
+CONFIG_HISTORY = "config_history.yaml"
+#: What a training run writes at the top of its ``output_dir``; ``overwrite=true`` removes exactly these.
+RUN_FILES = ("config.yaml", CONFIG_HISTORY, "run_info.json", "metrics.jsonl", "summary.json", "last", "last.tmp",
+             "eval", "train")
+RUN_PATTERNS = ("ckpt-*",)
+
+
+@dataclasses.dataclass
+class RunDirPlan:
+    """What :func:`prepare_run_dir` will do."""
+
+    output_dir: Path
+    resume_from: Path | None  # the checkpoint to load, or None to start at step 0
+    clear: list[Path]  # previous-run entries to delete first (``overwrite=true``, or ``resume=auto`` without a checkpoint)
+    changes: dict[str, dict[str, Any]]  # computation keys that differ from the saved config: {key: {from, to}}
+
+
+def previous_run_entries(output_dir: Path) -> list[Path]:
+    """The entries of ``output_dir`` a training run wrote (empty for a new or unrelated folder)."""
+    if not output_dir.is_dir():
+        return []
+    found = [output_dir / name for name in RUN_FILES if (output_dir / name).is_symlink() or (output_dir / name).exists()]
+    for pattern in RUN_PATTERNS:
+        found += sorted(output_dir.glob(pattern))
+    return found
+
+
+def config_differences(saved: dict[str, Any], config: TrainConfig) -> dict[str, dict[str, Any]]:
+    """Computation keys whose value in ``config`` differs from the saved ``config.yaml`` ``{key: {from, to}}``.
+
+    A key the saved file lacks (written before the key existed) is compared with its default; a key this version
+    does not know is ignored.
+    """
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(TrainConfig)}
+    new = _plain(config.to_dict())
+    old = _plain({**defaults, **{k: v for k, v in saved.items() if k in defaults}})
+    return {key: {"from": old[key], "to": new[key]} for key in new
+            if key not in NON_COMPUTATION_KEYS and old.get(key) != new[key]}
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """YAML-round-tripped values (tuples -> lists), so a saved config compares equal to the one it came from."""
+    return yaml.safe_load(yaml.safe_dump(values))
+
+
+def plan_run_dir(config: TrainConfig) -> RunDirPlan:
+    """Decide, reading only, whether this run starts, resumes, clears or is refused (UserInputError)."""
+    output_dir = Path(config.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserInputError(f"output_dir {str(output_dir)!r} exists and is not a folder")
+    previous = previous_run_entries(output_dir)
+    last = output_dir / "last"
+    has_checkpoint = (last / TRAINER_STATE).is_file()
+    if config.overwrite:
+        return RunDirPlan(output_dir, None, previous, {})
+    if config.resume is True and not has_checkpoint:
+        what = "does not exist" if not output_dir.exists() else "holds no checkpoint to resume from (no 'last' link " \
+                                                                "to a complete ckpt-<step>)"
+        raise UserInputError(f"resume=true, but output_dir {str(output_dir)!r} {what}; check the path, or use "
+                             "resume=auto to resume when a checkpoint exists and start otherwise")
+    if not config.resume and previous:
+        names = ", ".join(p.name for p in previous[:6]) + (", ..." if len(previous) > 6 else "")
+        raise UserInputError(
+            f"output_dir {str(output_dir)!r} already holds a training run ({names}); training again would overwrite "
+            "it. Use resume=true (or resume=auto) to continue it, a new output_dir, or overwrite=true to delete "
+            "that run's files and start over")
+    changes: dict[str, dict[str, Any]] = {}
+    saved_config = output_dir / "config.yaml"
+    if previous and saved_config.is_file():
+        changes = config_differences(yaml.safe_load(saved_config.read_text()) or {}, config)
+        if changes and not config.allow_config_change:
+            listing = "; ".join(f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in changes.items())
+            raise UserInputError(
+                f"resuming {str(output_dir)!r} with keys that change the computation, unlike its config.yaml: "
+                f"{listing}. Resume with the run's own values, start a new output_dir, or pass "
+                f"allow_config_change=true to continue with the new values (recorded in {CONFIG_HISTORY})")
+    if has_checkpoint:
+        return RunDirPlan(output_dir, last.resolve(), [], changes)
+    # resume=auto and no checkpoint: the previous attempt died before its first checkpoint; start it again
+    return RunDirPlan(output_dir, None, [p for p in previous if p.name != CONFIG_HISTORY], changes)
+
+
+def prepare_run_dir(plan: RunDirPlan, step: int) -> None:
+    """Main process: clear what the plan clears, create the folder, record config changes made at ``step``."""
+    for path in plan.clear:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    if plan.changes:
+        history_path = plan.output_dir / CONFIG_HISTORY
+        history = (yaml.safe_load(history_path.read_text()) or []) if history_path.is_file() else []
+        history.append(dict(step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                            changes=plan.changes))
+        write_text_atomic(history_path, yaml.safe_dump(history, sort_keys=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path`` and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
