@@ -224,7 +224,8 @@ def render_rank(rank_dir: Path = RANK) -> str:
         lines += ["", "Stabilizer sweep, SelfCon-S (fc exit), " + f"{sweep[next(iter(sweep))]['recipe']['epochs']} epochs; "
                   "top-1 on the 5,000 held-out **validation** images (rows 45,000-49,999), which alone choose the "
                   "winner:", "",
-                  "| run | stabilizer (ours) | train min | final loss | backbone | gain | exit_0 | ensemble |",
+                  "| run | stabilizer (ours) | train min (wall, shared CPU) | final loss | backbone | gain | exit_0 | "
+                  "ensemble |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, run in sweep.items():
             top1 = _top1(run, "validation")
@@ -234,8 +235,8 @@ def render_rank(rank_dir: Path = RANK) -> str:
                          f"{_gain(top1.get('backbone'), floor)} | {top1.get('exit_0', 0):.2f} | "
                          f"{top1.get('ensemble', 0):.2f} |")
     lines += ["", "Test split (10,000 images); every method the same epochs:", "",
-              "| run | method | stabilizer (ours) | epochs | train min | backbone | gain over floor | exit_0 | ensemble | "
-              "kNN k=20 |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| run | method | stabilizer (ours) | epochs | train min (wall, shared CPU) | backbone | gain over floor | "
+              "exit_0 | ensemble | kNN k=20 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in {**floors, **{n: r for n, r in runs.items() if r.get("phase") == "main"}}.items():
         top1, knn = _top1(run, "test"), run["test"]["knn"]["results"]["backbone"]["k20"]
         trained = run.get("phase") == "main"

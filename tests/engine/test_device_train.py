@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from timm_selfcon.config import resolve_config
 from timm_selfcon.data.device import DeviceBatches
-from timm_selfcon.engine.checkpoint import TRAINER_STATE
+from timm_selfcon.engine.checkpoint import TRAINER_STATE, accelerate_state_dir
 from timm_selfcon.engine.schedule import lr_at
 from timm_selfcon.engine.train import build_data, train
 from timm_selfcon.methods import SelfCon, build_method
@@ -101,7 +101,7 @@ def test_two_processes_on_the_device_pipeline_match_the_one_process_reference(ti
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
     assert json.loads((tmp_path / "ddp" / "run_info.json").read_text())["num_processes"] == world
-    trained = load_file(str(tmp_path / "ddp" / f"ckpt-{steps}" / "model.safetensors"))
+    trained = load_file(str(accelerate_state_dir(tmp_path / "ddp" / f"ckpt-{steps}") / "model.safetensors"))
     logged = [r["loss"] for r in read_metrics(tmp_path / "ddp")]
 
     config = resolve_config(None, settings)

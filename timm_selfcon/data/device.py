@@ -389,15 +389,16 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
         raise TypeError(f"data_pipeline=device needs a map-style datasets.Dataset, got {type(hf_dataset).__name__}")
     name = f"{hf_dataset._fingerprint}-{image_column}-{label_column}-{image_size}px.safetensors"
     path = device_cache_dir() / name
+    # the rows undecoded: the data holds their bytes or paths (a corrupt image is then named, never decoded again)
+    plain = hf_dataset
+    if isinstance(hf_dataset.features[image_column], datasets.Image):
+        plain = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
     if cache and path.is_file():
         tensors = load_file(str(path))
         substituted = tensors["substituted"].tolist()
         if substituted and strict_data:
             raise ValueError(f"sample {substituted[0]}: cannot decode image (cached in {path}; strict_data=true)")
-        return DeviceData(tensors["images"], tensors["labels"], substituted, hf_dataset, label_column, image_column)
-    plain = hf_dataset
-    if isinstance(hf_dataset.features[image_column], datasets.Image):
-        plain = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
+        return DeviceData(tensors["images"], tensors["labels"], substituted, plain, label_column, image_column)
     count = len(plain)
     images = np.empty((count, image_size, image_size, 3), dtype=np.uint8)
     labels = np.full(count, -1, dtype=np.int64)
@@ -418,7 +419,7 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
                               CorruptImageWarning, stacklevel=2)
         if label_column is not None:
             labels[start:start + len(rows[label_column])] = [-1 if v is None else int(v) for v in rows[label_column]]
-    data = DeviceData(torch.from_numpy(images), torch.from_numpy(labels), substituted, hf_dataset, label_column,
+    data = DeviceData(torch.from_numpy(images), torch.from_numpy(labels), substituted, plain, label_column,
                       image_column)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
