@@ -13,8 +13,9 @@ a real ``timm-selfcon train`` + ``eval``, and (``--compare``) CE / SupCon / Self
    the checkpoint.
 4. ``--compare EPOCHS``: CE, SupCon and SelfCon-S (fc exit) from ``recipes/selfcon/cifar10_resnet18_*.yaml``
    (official batch, lr, temperature) on the whole train split, cosine over EPOCHS with a 1-epoch warm-up (the
-   official 10 of 1000 epochs, floored at one), no stabilizer; then linear_fast on the test split (backbone,
-   SelfCon's exit and ensemble; last epoch).
+   official 10 of 1000 epochs, floored at one), no stabilizer, and SelfCon-S again with BatchNorm in its
+   projection heads (ours: the stabilizer ``benchmarks/rank_methods.py`` chose; labelled); then linear_fast on the
+   test split (backbone, SelfCon's exit and ensemble; last epoch), beside each initial encoder untrained.
 
 ``--data DIR``: a CIFAR-10 parquet folder (``train`` and ``test`` splits, ``img`` / ``label``), read through
 ``datasets`` (the package's data layer needs it: on a machine without it carry the wheels of datasets, dill and
@@ -211,21 +212,37 @@ def train_and_eval(args: argparse.Namespace, steps: int) -> dict[str, Any]:
             "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
 
 
+COMPARE_RUNS = {  # run name -> (recipe, overrides): the official recipes, plus SelfCon with our stabilizer
+    "ce": ("ce", {}),
+    "supcon": ("supcon", {}),
+    "selfcon": ("selfcon", {}),
+    "selfcon_head_bn (ours)": ("selfcon", {"method_kwargs": {"head_batchnorm": True}}),
+}
+
+
 def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
-    """Part 4: CE, SupCon, SelfCon-S at equal epochs, each probed with linear_fast on the test split."""
+    """Part 4: CE, SupCon, SelfCon-S (with and without the head-BatchNorm stabilizer, ours) at equal epochs, and
+    each initial encoder untrained (its floor), probed with linear_fast on the test split."""
     from timm_selfcon.engine.evaluate import EvalConfig, evaluate
 
+    probe = dict(data=str(args.data), protocol="linear_fast", val_fraction=0, epochs=2 if args.smoke else 30,
+                 num_workers=0 if args.smoke else 8)
     out = {}
-    for name in ("ce", "supcon", "selfcon"):
-        config = recipe(name, args, epochs=epochs, warmup_epochs=1, output_dir=str(args.work / f"compare_{name}"))
+    for name, (recipe_name, overrides) in COMPARE_RUNS.items():
+        folder = args.work / f"compare_{recipe_name}{'_head_bn' if overrides else ''}"
+        config = recipe(recipe_name, args, epochs=epochs, warmup_epochs=1, output_dir=str(folder), **overrides)
         start = time.perf_counter()
         summary = train(config)
         seconds = time.perf_counter() - start
-        report = evaluate(config.output_dir, EvalConfig(data=str(args.data), protocol="linear_fast", val_fraction=0,
-                                                        epochs=2 if args.smoke else 30,
-                                                        num_workers=0 if args.smoke else 8))
+        report = evaluate(config.output_dir, EvalConfig(**probe))
         out[name] = {"epochs": epochs, "train_s": seconds, "final_loss": summary["final_loss"], "steps": summary["steps"],
                      "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
+    for name in ("selfcon", "supcon"):  # the untrained floors: SelfCon's encoder with its exit, CE's and SupCon's without
+        config = recipe(name, args)
+        report = evaluate(config.model, EvalConfig(**probe, model_kwargs=config.model_kwargs, seed=config.seed,
+                                                   output_dir=str(args.work / f"floor_{name}")))
+        out[f"untrained ({'with exit' if name == 'selfcon' else 'no exit'})"] = {
+            "epochs": 0, "train_s": 0.0, "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
     return out
 
 

@@ -48,5 +48,8 @@ def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.
     assert results["resnet50"]["ratio"]["time"] > 0
     assert results["train"]["steps"] == 3 and results["train"]["finite_losses"] and results["train"]["eval_exit_status"] == 0
     assert set(results["train"]["linear_fast_top1"]) == {"exit_0", "backbone", "ensemble"}
-    assert set(results["compare"]) == {"ce", "supcon", "selfcon"}
+    assert set(results["compare"]) == {"ce", "supcon", "selfcon", "selfcon_head_bn (ours)", "untrained (with exit)",
+                                       "untrained (no exit)"}
     assert "ensemble" in results["compare"]["selfcon"]["linear_fast_top1"]
+    assert "ensemble" in results["compare"]["untrained (with exit)"]["linear_fast_top1"]
+    assert set(results["compare"]["untrained (no exit)"]["linear_fast_top1"]) == {"backbone"}
