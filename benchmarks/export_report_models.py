@@ -53,10 +53,11 @@ def best_selfcon_run() -> dict:
     return run
 
 
-def export_run(run: dict, out_dir: Path) -> None:
+def export_run(run: dict, out_dir: Path, eval_dir: Path | None = None) -> None:
     run_dir = Path(run["recipe"]["output_dir"])
+    extra = ["--eval-dir", str(eval_dir)] if eval_dir else []
     subprocess.run([sys.executable, "-m", "timm_selfcon.cli", "export", str(run_dir), str(out_dir),
-                    "--protocol", "linear_fast"], check=True, cwd=ROOT)
+                    "--protocol", "linear_fast", *extra], check=True, cwd=ROOT)
 
 
 @torch.no_grad()
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     selfcon = best_selfcon_run()
     folder = RESULTS / f"{selfcon['recipe']['model']}-cifar10-cpu-rank"
-    export_run(selfcon, folder)
+    export_run(selfcon, folder, Path(selfcon["recipe"]["output_dir"]) / "test" / "eval")  # rank_methods' test probes
     report["selfcon"] = check(selfcon, folder, args.data)
     report["selfcon"]["chosen_by"] = ("the ranking's SelfCon run with the stabilizer chosen on the validation split "
                                       "(no test-split selection)")
@@ -154,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     report["selfcon"]["against_untrained"] = probe_against_untrained(folder, args.data)
 
     mixco_json = RUNS / f"{args.mixco_run}.json"
-    if mixco_json.exists():
-        mixco = json.loads(mixco_json.read_text())
+    mixco = json.loads(mixco_json.read_text()) if mixco_json.exists() else None
+    if mixco is not None and Path(mixco["recipe"]["output_dir"]).is_dir():
         folder = Path(mixco["recipe"]["output_dir"]) / "export"
         export_run(mixco, folder)
         report["mixco"] = check(mixco, folder)
         report["mixco"]["note"] = "exported into the run's folder under runs/ (not committed)"
     else:
-        print(f"skip MixCo: {mixco_json} does not exist yet")
+        print(f"skip MixCo: {mixco_json} or its run folder does not exist here")
 
     out = RESULTS / "exported_models.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
