@@ -87,7 +87,6 @@ def heads_top1(folder: Path, data: Path) -> dict[str, float]:
     return {name: 100.0 * count / len(test) for name, count in correct.items()}
 
 
-@torch.no_grad()
 def probe_against_untrained(folder: Path, data: Path) -> dict:
     """Linear probe of the exported backbone and of an untrained one (``pretrained=False``, seed 0), both on frozen
     features of the first ``PROBE_TRAIN_IMAGES`` train images, tested on the test split."""
@@ -100,8 +99,9 @@ def probe_against_untrained(folder: Path, data: Path) -> dict:
 
     exported = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
     torch.manual_seed(0)
-    untrained = timm.create_model(exported.pretrained_cfg["architecture"], pretrained=False, num_classes=0,
-                                  **json.loads((folder / "config.json").read_text()).get("model_args", {}))
+    model_args = {k: v for k, v in json.loads((folder / "config.json").read_text()).get("model_args", {}).items()
+                  if k != "num_classes"}
+    untrained = timm.create_model(exported.pretrained_cfg["architecture"], pretrained=False, num_classes=0, **model_args)
     cfg = resolve_data_config(model=exported)
     transform = build_transform("eval", cfg["input_size"][-1], cfg["mean"], cfg["std"])
     splits = {"train": load_image_dataset(str(data), "train").select(range(PROBE_TRAIN_IMAGES)),
