@@ -217,7 +217,8 @@ def render_rank(rank_dir: Path = RANK) -> str:
     lines = ["Measured here (ours): `benchmarks/rank_methods.py`, `selfcon_resnet10_w16_cifar` (0.31M parameters), "
              "batch 256, lr 0.125 (the official 0.5 at 1024, scaled), 1-epoch warm-up, per-step cosine, fp32, one CPU "
              "thread; trained on CIFAR-10 train rows 0-44,999; `linear_fast` probe (cached features, not the papers' "
-             "protocol), top-1 %; gains are over the run's own untrained encoder (the floor rows)."]
+             "protocol), top-1 %; gains are over the run's own untrained encoder (the floor rows; CE's is "
+             "`floor_noexit`, the same architecture without exit, whose initial draw differs from CE's by the classifier)."]
     sweep = {n: r for n, r in runs.items() if r.get("phase") == "sweep"}
     floors = {n: r for n, r in runs.items() if r.get("phase") == "floor"}
     if sweep:
