@@ -109,24 +109,25 @@ def our_method(model_name: str, stabilizer: str, seed: int = 0):
 
 def trace_run(method, features_fn, batches, lr: float, warmup_steps: int, stabilizer: str = "none",
               steps_per_epoch: int = 100) -> list[dict]:
-    """Train with the engine's schedule and stabilizers on ``batches``; per step the loss and the cosines."""
+    """Train on ``batches`` with the engine's lr warm-up (from 0.01, then constant), optimizer and stabilizers
+    (``head_warmup``: the heads' lr ramps over ``steps_per_epoch`` steps); per step the loss and the cosines."""
     from timm.optim import create_optimizer_v2
 
-    from timm_selfcon.engine.train import head_lr_factor
+    from timm_selfcon.engine.schedule import lr_at
+    from timm_selfcon.engine.train import head_lr_factor, parameter_groups
 
-    head_ids = {id(p) for p in method.head_parameters()} if hasattr(method, "head_parameters") else set()
-    params = [p for p in method.parameters() if p.requires_grad]
-    groups = [dict(params=[p for p in params if id(p) not in head_ids]),
-              dict(params=[p for p in params if id(p) in head_ids], heads=True)]
-    optimizer = create_optimizer_v2([g for g in groups if g["params"]], opt="lars" if stabilizer == "lars" else "momentum",
-                                    lr=lr, momentum=0.9, weight_decay=1e-4)
+    head_warmup_steps = steps_per_epoch if stabilizer == "head_warmup" else 0
+    groups = (parameter_groups(method, head_warmup_steps) if hasattr(method, "head_parameters") else
+              [dict(params=list(method.parameters()))])  # the official model: no stabilizer, one group
+    optimizer = create_optimizer_v2(groups, opt="lars" if stabilizer == "lars" else "momentum", lr=lr, momentum=0.9,
+                                    weight_decay=1e-4)
     method.train()
     trace = []
     for step, (views, labels) in enumerate(batches):
-        step_lr = 0.01 + (lr - 0.01) * step / warmup_steps if step < warmup_steps else lr
+        step_lr = lr_at(step, max(warmup_steps, 1), epochs=len(batches), lr=lr, schedule="constant",
+                        warmup_epochs=int(warmup_steps > 0), warmup_from=0.01)
         for group in optimizer.param_groups:
-            warm = head_lr_factor(step, steps_per_epoch) if stabilizer == "head_warmup" and group.get("heads") else 1.0
-            group["lr"] = step_lr * warm
+            group["lr"] = step_lr * (head_lr_factor(step, head_warmup_steps) if group.get("heads") else 1.0)
         features = features_fn(views)
         loss = method.criterion(features, labels)
         optimizer.zero_grad(set_to_none=True)

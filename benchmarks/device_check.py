@@ -79,7 +79,8 @@ def build_step(config, device: torch.device):
     method = build_method(config.method, model, **method_kwargs(config)).to(device)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(parameter_groups(method, config), opt=timm_optimizer_name(config.optimizer),
+    optimizer = create_optimizer_v2(parameter_groups(method, config.head_lr_warmup_steps),
+                                    opt=timm_optimizer_name(config.optimizer),
                                     lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     forward = torch.compile(method) if config.compile else method
     bf16 = resolve_precision(config.precision) == "bf16"

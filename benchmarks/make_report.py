@@ -206,6 +206,10 @@ def _stabilizer(recipe: dict) -> str:
     return ", ".join(parts) or "none"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _gain(value: float | None, floor: float | None) -> str:
     return "-" if value is None or floor is None else f"{value - floor:+.2f}"
 
@@ -232,9 +236,9 @@ def render_rank(rank_dir: Path = RANK) -> str:
             top1 = _top1(run, "validation")
             floor = _top1(_floor_of(run, runs), "validation").get("backbone")
             lines.append(f"| {name} | {_stabilizer(run['recipe'])} | {run['train_seconds_this_sitting'] / 60:.1f} | "
-                         f"{run['train_summary']['final_loss']:.3f} | {top1.get('backbone', 0):.2f} | "
-                         f"{_gain(top1.get('backbone'), floor)} | {top1.get('exit_0', 0):.2f} | "
-                         f"{top1.get('ensemble', 0):.2f} |")
+                         f"{run['train_summary']['final_loss']:.3f} | {_num(top1.get('backbone'))} | "
+                         f"{_gain(top1.get('backbone'), floor)} | {_num(top1.get('exit_0'))} | "
+                         f"{_num(top1.get('ensemble'))} |")
     lines += ["", "Test split (10,000 images); every method the same epochs:", "",
               "| run | method | stabilizer (ours) | epochs | train min (wall, shared CPU) | backbone | gain over floor | "
               "exit_0 | ensemble | kNN k=20 |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -245,8 +249,8 @@ def render_rank(rank_dir: Path = RANK) -> str:
         lines.append(f"| {name} | {run['recipe']['method']} | {_stabilizer(run['recipe']) if trained else '-'} | "
                      f"{run['recipe']['epochs'] if trained else 0} | "
                      f"{run.get('train_seconds_this_sitting', 0) / 60:.1f} | {top1['backbone']:.2f} | "
-                     f"{_gain(top1['backbone'], floor)} | {top1.get('exit_0', float('nan')):.2f} | "
-                     f"{top1.get('ensemble', float('nan')):.2f} | {knn:.2f} |".replace("nan", "-"))
+                     f"{_gain(top1['backbone'], floor)} | {_num(top1.get('exit_0'))} | "
+                     f"{_num(top1.get('ensemble'))} | {knn:.2f} |")
     curves = rank_curves(runs)
     if curves:
         epochs = sorted({e for heads in curves.values() for e in heads["backbone"]})
@@ -305,7 +309,7 @@ def render_parity(parity_path: Path = PARITY, collapse_path: Path = COLLAPSE) ->
     return "\n".join(lines) or "Not measured yet."
 
 
-BLOCKS = {"runs": lambda: render(), "rank": lambda: render_rank(), "parity": lambda: render_parity()}
+BLOCKS = {"runs": render, "rank": render_rank, "parity": render_parity}  # README marker -> renderer
 
 
 def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | None:

@@ -125,14 +125,15 @@ def official_side(ConResNet, ConLoss, initial: dict, size: str | None, views: in
             return criterion(features.double(), labels).float()
         return criterion(features, labels)
 
-    return Side(model, loss, lambda: official_weights(model, size))
+    return Side(model, loss, lambda: to_our_names(model.state_dict(), size))
 
 
-def official_weights(model: nn.Module, size: str | None) -> dict[str, torch.Tensor]:
+def to_our_names(official_state: dict[str, torch.Tensor], size: str | None) -> dict[str, torch.Tensor]:
+    """An official ConResNet state dict under this package's names (the converter of ``convert-official``)."""
     from timm_selfcon.hub.convert import convert_state_dict
 
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return convert_state_dict(state, [1] if size else [], size or "same", is_resnet=True, multi_head=bool(size))
+    return convert_state_dict(dict(official_state), [1] if size else [], size or "same", is_resnet=True,
+                              multi_head=bool(size))
 
 
 def our_side(initial: dict, size: str | None, temperature: float) -> Side:
@@ -177,20 +178,13 @@ def run_case(name: str, ConResNet, ConLoss, batches, temperature: float = 0.1,
     positions = [False, True, False] if size else [False, False, False]
     initial_official = copy.deepcopy(ConResNet("resnet18", selfcon_pos=positions, selfcon_size=size or "same",
                                                dataset="cifar10").state_dict())
-    initial_ours = convert_initial(initial_official, size)
+    initial_ours = to_our_names(initial_official, size)
     result = compare(
         lambda: official_side(ConResNet, ConLoss, initial_official, size, views, temperature),
         lambda: our_side(initial_ours, size, our_temperature or temperature),
         lambda: official_side(ConResNet, ConLoss, initial_official, size, views, temperature, float64_loss=True),
         batches)
     return dict(case=name, sub_network=size, views=views, temperature=temperature, **result)
-
-
-def convert_initial(initial_official: dict, size: str | None) -> dict:
-    from timm_selfcon.hub.convert import convert_state_dict
-
-    return convert_state_dict(dict(initial_official), [1] if size else [], size or "same", is_resnet=True,
-                              multi_head=bool(size))
 
 
 def main(argv: list[str] | None = None) -> int:

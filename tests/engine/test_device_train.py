@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,15 @@ from timm_selfcon.engine.train import build_data, train
 from timm_selfcon.methods import SelfCon, build_method
 
 from .conftest import CORRUPT_ROW, TRAIN_ROWS
-from .test_train import REPO_ROOT, assert_same_weights, checkpoint_step, read_metrics, run_cli, tiny_config, tiny_settings
+from .test_train import (
+    REPO_ROOT,
+    assert_same_weights,
+    kill_after_checkpoint,
+    read_metrics,
+    run_cli,
+    tiny_config,
+    tiny_settings,
+)
 
 DEVICE = {"data_pipeline": "device"}
 
@@ -62,15 +68,8 @@ def test_sigkill_then_resume_on_the_device_pipeline_ends_bit_identical(tiny_data
                              warmup_epochs=1, log_every_steps=4, **DEVICE)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(settings))
-    process = run_cli(recipe)
     last = tmp_path / "killed" / "last"
-    deadline = time.monotonic() + 240
-    while process.poll() is None and checkpoint_step(last) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    killed_at = checkpoint_step(last)
-    process.send_signal(signal.SIGKILL)
-    output = process.communicate()[0]
-    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{output[-3000:]}"
+    killed_at = kill_after_checkpoint(run_cli(recipe), last, 2)
     assert 2 <= killed_at < steps and (last / TRAINER_STATE).is_file()
 
     resumed = run_cli(recipe, "resume=true")

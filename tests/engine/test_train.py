@@ -77,6 +77,18 @@ def method_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(str(checkpoint / STATE_DIR / "model.safetensors"))
 
 
+def kill_after_checkpoint(process: subprocess.Popen, last: Path, step: int) -> int:
+    """SIGKILL ``process`` once ``last`` points at checkpoint ``step`` or later; the step it had reached."""
+    deadline = time.monotonic() + 240
+    while process.poll() is None and checkpoint_step(last) < step and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed_at = checkpoint_step(last)
+    process.send_signal(signal.SIGKILL)
+    output = process.communicate()[0]
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{output[-3000:]}"
+    return killed_at
+
+
 def assert_same_weights(first: Path, second: Path) -> None:
     """Every tensor of two checkpoints' method states bit-identical (parameters and BatchNorm buffers)."""
     a, b = method_state(first), method_state(second)
@@ -388,15 +400,8 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_unbroken_run(tiny_data: Pa
                              warmup_epochs=1)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(settings))
-    process = run_cli(recipe, "num_workers=1")
     last = tmp_path / "killed" / "last"
-    deadline = time.monotonic() + 240
-    while process.poll() is None and checkpoint_step(last) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    killed_at = checkpoint_step(last)
-    process.send_signal(signal.SIGKILL)
-    output = process.communicate()[0]
-    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{output[-3000:]}"
+    killed_at = kill_after_checkpoint(run_cli(recipe, "num_workers=1"), last, 2)
     assert 2 <= killed_at < steps
     # `last` points at a complete checkpoint, whatever the moment of the kill
     assert (last / TRAINER_STATE).is_file() and (last / "model.safetensors").is_file()

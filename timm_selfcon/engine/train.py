@@ -48,7 +48,7 @@ from ..data import (
 )
 from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
 from ..errors import UserInputError
-from ..methods import METHODS, build_method
+from ..methods import METHODS, TrainingMethod, build_method
 from ..models.factory import create_model
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
 from .probe import probe_trained_vs_random
@@ -302,7 +302,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(parameter_groups(method, config), opt=timm_optimizer_name(config.optimizer),
+    optimizer = create_optimizer_v2(parameter_groups(method, config.head_lr_warmup_steps),
+                                    opt=timm_optimizer_name(config.optimizer),
                                     lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.compile:
         method.compile()  # in place: forward and loss compiled, parameter names (and checkpoints) unchanged
@@ -413,15 +414,15 @@ def timm_encoder(config: TrainConfig, encoder: torch.nn.Module) -> TimmEncoder:
                                         interpolation="bilinear"))
 
 
-def parameter_groups(method: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+def parameter_groups(method: TrainingMethod, head_lr_warmup_steps: int = 0) -> list[dict[str, Any]]:
     """The optimizer's parameter groups: one, or with ``head_lr_warmup_steps`` the encoder's and the heads'
     (``method.head_parameters()``, marked ``heads=True``) so the heads' lr can be warmed up on its own."""
-    if not config.head_lr_warmup_steps:
+    if not head_lr_warmup_steps:
         return [dict(params=method.trainable_parameters())]
     heads = {id(p) for p in method.head_parameters()}
     if not heads:
-        raise UserInputError(f"head_lr_warmup_steps={config.head_lr_warmup_steps} needs a method with projection "
-                             f"heads; {config.method!r} has none (use head_lr_warmup_steps=0)")
+        raise UserInputError(f"head_lr_warmup_steps={head_lr_warmup_steps} needs a method with projection heads; "
+                             f"{method.name!r} has none (use head_lr_warmup_steps=0)")
     params = method.trainable_parameters()
     return [dict(params=[p for p in params if id(p) not in heads]),
             dict(params=[p for p in params if id(p) in heads], heads=True)]
