@@ -1,164 +1,225 @@
-"""One schema for training recipes: YAML files under ``recipes/`` plus ``key=value`` overrides.
+"""Typed configs for every command, and the one ``key.sub=value`` override parser they share.
 
-A recipe may name a ``base:`` recipe (a path relative to itself) whose keys it overrides, so each
-setting is a small file on top of a shared base. Every key is a field of :class:`TrainConfig`
-(documented in ``recipes/README.md``); an unknown key is an error naming the nearest valid one.
+Training recipes are YAML files under ``recipes/``; a recipe may name a ``base:`` recipe (a path relative to
+itself) whose keys it overrides. Every key is a field of :class:`TrainConfig` (documented in
+``recipes/README.md``), typed and range-checked by pydantic v2: a bad value is refused when the config is
+resolved, before any data is read, with the key's path and what was expected; an unknown key names the nearest
+valid one. The method-specific keys come from the method's own declaration (``timm_selfcon.methods``): the
+top-level keys it maps (``recipe_keys``) and the options ``method_kwargs`` may set, with their types.
+
+Why pydantic rather than OmegaConf structured configs: pydantic checks ranges (``gt=0``), unions
+(``num_workers: int | "auto"``) and cross-field rules in one model and reports every error with its path;
+OmegaConf checks types only, and we would still hand-write the ranges.
 """
 from __future__ import annotations
 
-import ast
-import dataclasses
 import difflib
 import math
-import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UserInputError
 
-METHOD_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-DATA_PIPELINES = ("workers", "device")
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+Schedule = Literal["cosine", "cosine_per_step", "constant", "simclr_official"]
+DataPipeline = Literal["workers", "device"]
 
 
-@dataclasses.dataclass
-class TrainConfig:
+def _number(value: Any) -> Any:
+    """Refuse booleans where a number is expected (pydantic would read ``true`` as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got true/false")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_number), AfterValidator(_finite)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+UnitFloat = Annotated[Float, Field(ge=0, le=1)]
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+
+
+def _workers(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"expected an int >= 0 or auto, got {value!r}")
+
+
+def _resume(value: Any) -> Any:
+    if value in ("auto",) or isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true, false or auto, got {value!r}")
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys refused, values checked again when assigned."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise UserInputError("; ".join(_describe(e) for e in err.errors())) from None
+
+    def validate(self) -> StrictModel:  # type: ignore[override]  (pydantic v1's classmethod, deprecated in v2)
+        """Nothing left to check (construction validated every key); kept so ``Config(...).validate()`` works."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class ProbeSettings(StrictModel):
+    """``probe:``: the quickstart's ``linear_fast`` probe after training (trained encoder vs a random one)."""
+
+    enabled: StrictBool = False
+    epochs: PositiveInt = 100
+
+
+class TrainConfig(StrictModel):
     """Every recipe key, with its default. ``batch_size`` is global (all processes together)."""
 
     provenance: str = "ours"
     model: str = "selfcon_resnet18_cifar"
-    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
     method: str = "selfcon"
-    method_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    temperature: float = 0.1
-    base_temperature: float = 0.07
-    projection_dim: int = 128
-    queue_size: int = 65536
-    moco_momentum: float = 0.999
-    mix_temperature: float = 0.05
-    mix_weight: float = 1.0
-    gather: bool = True
+    method_kwargs: dict[str, Any] = Field(default_factory=dict)
+    temperature: PositiveFloat = 0.1
+    base_temperature: PositiveFloat = 0.07
+    projection_dim: PositiveInt = 128
+    queue_size: PositiveInt = 65536
+    moco_momentum: UnitFloat = 0.999
+    mix_temperature: PositiveFloat = 0.05
+    mix_weight: NonNegativeFloat = 1.0
+    gather: StrictBool = True
     data: str = "uoft-cs/cifar10"
     train_split: str = "train"
     eval_split: str = "test"
     image_column: str | None = None
     label_column: str | None = None
     class_list: list[str] | None = None
-    streaming: bool = False
-    strict_data: bool = False
-    augmentation: str = "supcon"
-    image_size: int = 32
-    num_workers: int | str = "auto"  # DataLoader workers per process; auto: the cores this process may use, less one
-    data_pipeline: str = "workers"
-    device_data_max_gib: float = 24.0
-    epochs: int = 1000
-    max_steps: int | None = None
-    batch_size: int = 1024
-    gradient_accumulation_steps: int = 1
+    strict_data: StrictBool = False
+    augmentation: str = "auto"  # auto: the method's own pipeline (its declaration in timm_selfcon.methods)
+    image_size: PositiveInt = 32
+    num_workers: Annotated[int | str, BeforeValidator(_workers)] = "auto"  # auto: the cores this process may use, less one
+    data_pipeline: DataPipeline = "workers"
+    device_data_max_gib: PositiveFloat = 24.0
+    epochs: PositiveInt = 1000
+    max_steps: PositiveInt | None = None
+    batch_size: PositiveInt = 1024
+    gradient_accumulation_steps: PositiveInt = 1
     optimizer: str = "sgd"
-    lr: float = 0.5
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.001
-    warmup_epochs: int = 10
-    warmup_from: float = 0.01
-    clip_grad_norm: float | None = None
-    head_lr_warmup_steps: int = 0
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = False
+    lr: PositiveFloat = 0.5
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 1e-4
+    schedule: Schedule = "cosine"
+    min_lr_ratio: UnitFloat = 0.001
+    warmup_epochs: NonNegativeInt = 10
+    warmup_from: NonNegativeFloat = 0.01
+    clip_grad_norm: PositiveFloat | None = None
+    head_lr_warmup_steps: NonNegativeInt = 0
+    precision: Precision = "fp32"
+    channels_last: StrictBool = False
+    compile: StrictBool = False
+    sync_bn: StrictBool = False
     output_dir: str = "runs/selfcon"
-    save_every_steps: int = 500
-    save_total_limit: int | None = None  # keep only the newest N checkpoints (never the one `last` points to)
-    log_every_steps: int = 10
+    save_every_steps: PositiveInt = 500
+    save_total_limit: PositiveInt | None = None  # keep only the newest N checkpoints (never the one `last` points to)
+    log_every_steps: PositiveInt = 10
     log_with: str | list[str] | None = "auto"  # Accelerate trackers; auto = tensorboard when installed; none
-    seed: int = 0
-    deterministic: bool = False
-    resume: bool | str = False  # true, false or "auto" (resume if output_dir has a checkpoint, else start)
-    overwrite: bool = False  # clear a previous run's files from output_dir before starting
-    allow_config_change: bool = False  # resume although computation keys differ (recorded in config_history.yaml)
-    probe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: StrictInt = 0
+    deterministic: StrictBool = False
+    resume: Annotated[bool | str, BeforeValidator(_resume)] = False  # true, false or auto (resume if there is a checkpoint)
+    overwrite: StrictBool = False  # clear a previous run's files from output_dir before starting
+    allow_config_change: StrictBool = False  # resume although computation keys differ (recorded in config_history.yaml)
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
-    def validate(self) -> TrainConfig:
-        for key in FLOAT_KEYS:
-            value = getattr(self, key)
-            if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
-                value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
-                setattr(self, key, value)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserInputError(f"{key} must be a finite number, got {value!r}")
-        if self.method not in METHOD_NAMES:
-            raise UserInputError(f"unknown method {self.method!r}; expected one of {list(METHOD_NAMES)}")
-        if self.data_pipeline not in DATA_PIPELINES:
-            raise UserInputError(f"unknown data_pipeline {self.data_pipeline!r}; expected one of {list(DATA_PIPELINES)}")
-        if self.data_pipeline == "device" and self.streaming:
-            raise UserInputError("data_pipeline=device decodes the whole split into memory once, which streaming=true "
-                                 "exists to avoid; use data_pipeline=workers with streaming data")
-        if self.device_data_max_gib <= 0:
-            raise UserInputError(f"device_data_max_gib must be > 0, got {self.device_data_max_gib}")
-        if self.precision not in PRECISIONS:
-            raise UserInputError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
-        for key in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "gradient_accumulation_steps"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserInputError(f"{key} must be a positive int, got {value!r}")
-        value = self.head_lr_warmup_steps
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserInputError(f"head_lr_warmup_steps must be an int >= 0 (0 = off), got {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
-            raise UserInputError(f"max_steps must be a positive int or null, got {self.max_steps!r}")
-        from .engine.schedule import SCHEDULES
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from .methods import method_class
 
-        if self.schedule not in SCHEDULES:
-            raise UserInputError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
-        if self.mix_weight < 0:
-            raise UserInputError(f"mix_weight must be >= 0, got {self.mix_weight}")
-        if self.lr <= 0:
-            raise UserInputError(f"lr must be > 0, got {self.lr}")
-        for key in BOOL_KEYS:  # "resume=ture" would otherwise be a truthy string
-            if not isinstance(getattr(self, key), bool):
-                raise UserInputError(f"{key} must be true or false, got {getattr(self, key)!r}")
-        self._validate_run_keys()
-        self._validate_optimizer()
-        self._validate_num_workers()
-        self._validate_log_with()
-        if self.clip_grad_norm is not None:
-            value = self.clip_grad_norm
-            if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
-                value = self.clip_grad_norm = float(value)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise UserInputError(f"clip_grad_norm must be a positive number or null, got {value!r}")
+        method_class(method)
+        return method
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, optimizer: str) -> str:
+        check_optimizer(optimizer)
+        return optimizer
+
+    @field_validator("log_with")
+    @classmethod
+    def _known_trackers(cls, log_with: str | list[str] | None) -> str | list[str] | None:
+        tracker_names(log_with)
+        return log_with
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        from .methods import method_class
+
+        method = method_class(self.method)
+        if self.augmentation == "auto":
+            # object.__setattr__: validate_assignment would run this validator again
+            object.__setattr__(self, "augmentation", method.augmentation)
+        check_augmentation(self.augmentation)
+        check_method_kwargs(self.method, self.method_kwargs)
+        if self.resume is True and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other: resume continues the run in "
+                             "output_dir, overwrite clears it; choose one")
         return self
 
-    def _validate_num_workers(self) -> None:
-        value = self.num_workers
-        if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise UserInputError(f"num_workers must be an int >= 0 or auto, got {value!r}")
 
-    def _validate_optimizer(self) -> None:
-        check_optimizer(self.optimizer)
+def check_augmentation(name: str) -> None:
+    from .data.transforms import PIPELINES
 
-    def _validate_log_with(self) -> None:
-        tracker_names(self.log_with)
+    if name not in PIPELINES:
+        raise ValueError(f"augmentation: unknown pipeline {name!r}; expected auto or one of {list(PIPELINES)}")
 
-    def _validate_run_keys(self) -> None:
-        """The keys that say what to do with an existing ``output_dir`` and its checkpoints (issue 14)."""
-        limit = self.save_total_limit
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise UserInputError(f"save_total_limit must be a positive int or null (keep all), got {limit!r}")
-        if self.resume not in (True, False, "auto"):
-            raise UserInputError(f"resume must be true, false or auto, got {self.resume!r}")
-        if self.resume is True and self.overwrite:
-            raise UserInputError("resume=true and overwrite=true contradict each other: resume continues the run in "
-                                 "output_dir, overwrite clears it; choose one")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def check_method_kwargs(method: str, method_kwargs: Mapping[str, Any]) -> None:
+    """Every ``method_kwargs`` key is an option of ``method`` and has the option's type."""
+    from .methods import method_options
+
+    options = method_options(method)
+    for key, value in method_kwargs.items():
+        if key not in options:
+            nearest = difflib.get_close_matches(key, list(options), n=1)
+            hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+            raise ValueError(f"method_kwargs.{key}: method {method!r} has no option {key!r}; {hint}"
+                             f"its options: {', '.join(options)}")
+        try:
+            TypeAdapter(options[key].annotation, config=ConfigDict(strict=True)).validate_python(value)
+        except ValidationError as err:
+            expected = getattr(options[key].annotation, "__name__", str(options[key].annotation))
+            raise ValueError(f"method_kwargs.{key}: expected {expected}, got {value!r} "
+                             f"({err.errors()[0]['msg']})") from None
 
 
 def tracker_names(log_with: str | list[str] | None) -> list[str] | None:
@@ -198,27 +259,109 @@ NON_COMPUTATION_KEYS = frozenset({
     "output_dir", "num_workers", "log_every_steps", "save_every_steps", "save_total_limit", "log_with", "resume",
     "overwrite", "allow_config_change", "max_steps", "probe", "provenance",
 })
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
-BOOL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type in (bool, "bool"))
-FLOAT_KEYS = ("temperature", "base_temperature", "moco_momentum", "mix_temperature", "mix_weight", "lr", "momentum",
-              "weight_decay", "min_lr_ratio", "warmup_from", "device_data_max_gib")
-_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+FIELD_NAMES = tuple(TrainConfig.model_fields)
 COMMON_ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "temp": "temperature",
                   "arch": "model", "dataset": "data", "num_epochs": "epochs", "amp": "precision"}
+#: Keys of earlier versions, dropped when a saved config has them at their old default; any other value is refused.
+REMOVED_KEYS = {
+    "streaming": (False, "streaming was removed in 0.3.0: training indexes samples by position (exact mid-epoch "
+                          "resume, per-sample augmentation seeds), which a streamed dataset cannot do; load the "
+                          "dataset map-style (the default)"),
+}
+
+ConfigT = TypeVar("ConfigT", bound=StrictModel)
 
 
-def _check_keys(keys: Sequence[str], where: str) -> None:
+# ------------------------------------------------------------------------------------------ overrides
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``; values are YAML (``3``, ``0.5``, ``true``, ``[2]``, ``{a: 1}``).
+
+    The one parser of every command's ``key=value`` arguments (``train``, ``eval``, ``finetune``, ``demo``).
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise UserInputError(f"expected key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:
+            number = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+            value = number if math.isfinite(number) and any(c.isdigit() for c in value) else value
+        except ValueError:
+            pass
+    if isinstance(value, str) and value.startswith("("):
+        import ast
+
+        value = list(ast.literal_eval(value))
+    return key, value
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: value}`` in order (a dotted key stays one key: ``"probe.epochs"``)."""
+    return dict(parse_override(item) for item in items)
+
+
+def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` updated by ``overrides``; ``top.sub`` keys update one entry of a mapping-valued key."""
+    values = dict(values)
+    for key, value in overrides.items():
+        top, _, sub = key.partition(".")
+        if sub:
+            values[top] = {**dict(values.get(top) or {}), sub: value}
+        else:
+            values[key] = value
+    return values
+
+
+# ------------------------------------------------------------------------------------------ validation
+def check_keys(config_cls: type[StrictModel], keys: Sequence[str], where: str,
+               aliases: Mapping[str, str] | None = None) -> None:
+    """Refuse a key ``config_cls`` lacks (``top.sub`` checked inside a section), naming the nearest valid one."""
     for key in keys:
-        if key == "base":
-            continue
-        if key not in FIELD_NAMES:
-            # a misspelt alias ("learning_rte") is nearer to the alias than to any key
-            candidates = FIELD_NAMES + tuple(COMMON_ALIASES)
-            nearest = [COMMON_ALIASES.get(m, m) for m in difflib.get_close_matches(key, candidates, n=1)]
-            hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(FIELD_NAMES)}"
-            raise UserInputError(f"unknown recipe key {key!r} in {where}{hint}")
+        top, _, sub = key.partition(".")
+        _check_key(config_cls, top, where, aliases or {})
+        section = config_cls.model_fields[top].annotation
+        if sub and isinstance(section, type) and issubclass(section, StrictModel):
+            _check_key(section, sub, where, {}, prefix=f"{top}.")
 
 
+def _check_key(config_cls: type[StrictModel], key: str, where: str, aliases: Mapping[str, str],
+               prefix: str = "") -> None:
+    kind = "recipe key" if config_cls is TrainConfig else "key"
+    fields = tuple(config_cls.model_fields)
+    if key in fields:
+        return
+    if not prefix and key in REMOVED_KEYS:
+        raise UserInputError(f"{key} in {where}: {REMOVED_KEYS[key][1]}")
+    # a misspelt alias ("learning_rte") is nearer to the alias than to any key
+    nearest = [aliases.get(m, m) for m in difflib.get_close_matches(key, fields + tuple(aliases), n=1)]
+    hint = f"; did you mean {prefix + nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(fields)}"
+    raise UserInputError(f"unknown {kind} {prefix + key!r} in {where}{hint}")
+
+
+def validate_config(config_cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
+    """``config_cls(**values)``: every validation error in one UserInputError, each naming its key path."""
+    return config_cls(**values)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    shown = "" if error["type"] == "value_error" else f" (got {error['input']!r})"
+    return f"{path}: {message}{shown}" if path else f"{message}{shown}"
+
+
+def resolve(config_cls: type[ConfigT], overrides: Sequence[str] | Mapping[str, Any] = (),
+            base: Mapping[str, Any] | None = None, where: str = "the overrides") -> ConfigT:
+    """A typed config from ``base`` values and ``key=value`` overrides (strings, or an already parsed mapping)."""
+    parsed = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    check_keys(config_cls, list(parsed), where)
+    return validate_config(config_cls, apply_overrides(dict(base or {}), parsed))
+
+
+# ------------------------------------------------------------------------------------------ recipes
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The merged key/value mapping of a recipe file and its chain of ``base:`` files."""
     path = Path(path)
@@ -227,7 +370,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, Mapping):
         raise UserInputError(f"recipe {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
-    _check_keys(list(raw), str(path))
+    check_keys(TrainConfig, [k for k in raw if k != "base"], str(path), COMMON_ALIASES)
     merged: dict[str, Any] = {}
     if raw.get("base"):
         merged.update(read_recipe(path.parent / raw["base"]))
@@ -235,42 +378,54 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return merged
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"key=value"`` -> ``(key, value)``; values are YAML (``3``, ``0.5``, ``true``, ``[2]``, ``{a: 1}``)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise UserInputError(f"expected key=value, got {item!r}")
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
-        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
-    if isinstance(value, str) and value.startswith("("):
-        value = list(ast.literal_eval(value))
-    return key, value
+def load_saved_config(values: Mapping[str, Any]) -> TrainConfig:
+    """A run's saved ``config.yaml`` values as a TrainConfig; keys removed since it was written are dropped when
+    they hold their old default."""
+    values = dict(values)
+    for key, (old_default, message) in REMOVED_KEYS.items():
+        if key in values and values.pop(key) != old_default:
+            raise UserInputError(f"{key} in the saved config: {message}")
+    return validate_config(TrainConfig, values)
 
 
 def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
     """Recipe file (or defaults) + overrides -> a validated :class:`TrainConfig`.
 
-    ``model_kwargs.exit_stages=[1,2]`` style dotted keys update one entry of a dict-valued key.
+    ``model_kwargs.exit_stages=[1,2]`` style dotted keys update one entry of a dict-valued key. The model and its
+    ``model_kwargs`` are checked by building the model on PyTorch's ``meta`` device (no memory, no weights).
     """
     values = read_recipe(recipe) if recipe is not None else {}
-    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
-    changed, own_provenance = [], False
-    for key, value in items:
-        own_provenance = own_provenance or key == "provenance"
-        top, _, sub = key.partition(".")
-        _check_keys([top], "the overrides")
-        before = (values.get(top) or {}).get(sub) if sub else values.get(key)
-        if top not in NON_COMPUTATION_KEYS and value != before:
-            changed.append(f"{key}={value}")
-        if sub:
-            values[top] = {**(values.get(top) or {}), sub: value}
-        else:
-            values[key] = value
-    if recipe is not None and changed and "provenance" in values and not own_provenance:
+    parsed = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    check_keys(TrainConfig, list(parsed), "the overrides", COMMON_ALIASES)
+    changed = [f"{key}={value}" for key, value in parsed.items()
+               if key.partition(".")[0] not in NON_COMPUTATION_KEYS and value != _lookup(values, key)]
+    values = apply_overrides(values, parsed)
+    if recipe is not None and changed and "provenance" in values and "provenance" not in parsed:
         # a recipe's provenance ("official script values") no longer describes a run with other values
         values["provenance"] = f"{values['provenance']}; overridden: {', '.join(changed)}"
-    return TrainConfig(**values).validate()
+    config = validate_config(TrainConfig, values)
+    check_model(config.model, config.model_kwargs)
+    return config
+
+
+def _lookup(values: Mapping[str, Any], key: str) -> Any:
+    top, _, sub = key.partition(".")
+    return (values.get(top) or {}).get(sub) if sub else values.get(key)
+
+
+def check_model(model: str, model_kwargs: Mapping[str, Any]) -> None:
+    """Build ``model`` with ``model_kwargs`` on the meta device (no memory, no weights): an unknown model or
+    keyword, or a bad value, is an error naming it now rather than after the data has loaded. Hub and local
+    models (``hf-hub:``, ``local-dir:``) are checked when they are loaded."""
+    if model.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        return
+    import torch
+
+    from .models.factory import create_model
+
+    with torch.device("meta"):
+        try:
+            create_model(model, num_classes=0, **model_kwargs)
+        except UserInputError as err:
+            where = "model" if str(err).startswith("unknown model") else "model_kwargs"
+            raise UserInputError(f"{where}: {err}") from None

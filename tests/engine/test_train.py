@@ -24,7 +24,7 @@ import yaml
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
-from timm_selfcon.config import METHOD_NAMES, TrainConfig, resolve_config
+from timm_selfcon.config import TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
 from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
 from timm_selfcon.engine.schedule import lr_at
@@ -36,7 +36,7 @@ from timm_selfcon.engine.train import (
     resolve_precision,
     train,
 )
-from timm_selfcon.methods import build_method
+from timm_selfcon.methods import METHODS, build_method
 
 from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
 
@@ -100,7 +100,7 @@ def assert_same_weights(first: Path, second: Path) -> None:
 # ------------------------------------------------------------------------------------------ every method
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_one_step_of_every_method(method: str, tiny_data: Path, tmp_path: Path) -> None:
     summary = train(tiny_config(tiny_data, tmp_path, method))
     assert summary["steps"] == 1 and summary["substituted_images"] == []

@@ -87,7 +87,7 @@ def test_one_training_step(name: str) -> None:
 
 
 def test_registry_names_and_interface() -> None:
-    assert tuple(METHODS) == RECIPE_NAMES
+    assert set(METHODS) == set(RECIPE_NAMES)
     expected = {  # (views_required, needs_labels)
         "ce": (1, True), "supcon": (2, True), "supcon_s": (1, True), "selfcon": (1, True), "selfcon_m": (2, True),
         "simclr": (2, False), "moco": (2, False), "simclr_mixco": (2, False), "moco_mixco": (2, False),
@@ -440,3 +440,44 @@ def test_baselines_warn_about_untrained_exits() -> None:
         warnings.simplefilter("error")
         build_method("selfcon", make_model("selfcon"))
         build_method("supcon", make_model("moco"))
+
+
+def test_every_method_declares_what_the_engine_and_the_card_need() -> None:
+    from timm_selfcon.methods import method_options
+
+    for name, cls in METHODS.items():
+        assert cls.name == name and cls.paper and cls.description and cls.augmentation, name
+        assert cls.views_required in (1, 2) and cls.per_process_batch_multiple >= 1
+        options = method_options(name)
+        assert set(cls.recipe_keys.values()) <= set(options), name
+        assert cls.supervised == build_method(
+            name, make_model(name, num_classes=10 if cls.trains_classifier else 0),
+            **({"queue_size": 32} if "queue_size" in options else {})).needs_labels
+    # the engine's three special cases are declarations, not names
+    assert [n for n, c in METHODS.items() if c.trains_classifier] == ["ce"]
+    assert [n for n, c in METHODS.items() if c.allows_gradient_accumulation] == ["ce"]
+    assert sorted(n for n, c in METHODS.items() if c.per_process_batch_multiple == 2) == ["moco_mixco", "simclr_mixco"]
+
+
+def test_a_new_method_registers_with_the_decorator_and_is_refused_when_incomplete() -> None:
+    from timm_selfcon.methods import register_method
+    from timm_selfcon.methods.base import TrainingMethod
+
+    class Incomplete(TrainingMethod):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="must set paper, description, augmentation"):
+        register_method(Incomplete)
+
+    class WrongKey(TrainingMethod):
+        name, paper, description, augmentation = "wrong_key", "p", "d", "supcon"
+        recipe_keys = {"temperature": "tau"}  # noqa: RUF012
+
+        def __init__(self, model, temperature: float = 0.1) -> None:
+            super().__init__(model)
+
+    with pytest.raises(TypeError, match=r"map to \['tau'\]"):
+        register_method(WrongKey)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_method(type("Again", (METHODS["ce"],), {}))
+    assert "incomplete" not in METHODS and "wrong_key" not in METHODS

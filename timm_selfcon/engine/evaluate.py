@@ -153,7 +153,7 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
     name (``selfcon_resnet18_cifar``, ``hf-hub:org/name``, ``local-dir:/path``). A checkpoint that does not fit
     its model is refused with the missing and unexpected keys (never a silently random encoder).
     """
-    from ..config import TrainConfig
+    from ..config import load_saved_config
     from ..methods import build_method
     from .checkpoint import resolve_checkpoint
     from .train import method_kwargs, training_normalization
@@ -168,7 +168,7 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
         run_dir = checkpoint.parent
         import yaml
 
-        config = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+        config = load_saved_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
         state = _read_weights(checkpoint)
         model = create_model(config.model, num_classes=0, **config.model_kwargs)
         if config.method == "ce":

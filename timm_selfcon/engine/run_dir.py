@@ -61,8 +61,7 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> dict[str, 
     A key the saved file lacks (written before the key existed) is compared with its default; a key this version
     does not know is ignored.
     """
-    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-                for f in dataclasses.fields(TrainConfig)}
+    defaults = TrainConfig().to_dict()
     new = _plain(config.to_dict())
     old = _plain({**defaults, **{k: v for k, v in saved.items() if k in defaults}})
     return {key: {"from": old[key], "to": new[key]} for key in new

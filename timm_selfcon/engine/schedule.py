@@ -14,10 +14,12 @@ the warm-up to ``eta_min`` at the last step: the official per-epoch form spends 
 from __future__ import annotations
 
 import math
+import typing
 
+from ..config import Schedule
 from ..errors import UserInputError
 
-SCHEDULES = ("cosine", "cosine_per_step", "constant", "simclr_official")
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 SIMCLR_CONSTANT_EPOCHS = 10
 
 

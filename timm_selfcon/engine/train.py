@@ -48,15 +48,12 @@ from ..data import (
 )
 from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
 from ..errors import UserInputError
-from ..methods import METHODS, TrainingMethod, build_method
+from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
 from .probe import probe_trained_vs_random
 from .run_dir import plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
-
-CONTRASTIVE = ("supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
-MIXCO = ("simclr_mixco", "moco_mixco")
 
 
 def auto_precision(cuda: bool, cuda_bf16: bool, cpu_capability: str) -> str:
@@ -172,17 +169,19 @@ def timm_optimizer_name(optimizer: str) -> str:
 
 def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
     """The per-process batch size, or a ValueError before any training happens."""
+    method = method_class(config.method)
     accum = config.gradient_accumulation_steps
-    if accum > 1 and config.method in CONTRASTIVE:
-        raise UserInputError(f"gradient_accumulation_steps={accum} is refused for the contrastive method {config.method!r}: "
-                         "it would silently change the negatives each loss sees; lower batch_size instead")
+    if accum > 1 and not method.allows_gradient_accumulation:
+        raise UserInputError(f"gradient_accumulation_steps={accum} is refused for method {config.method!r}: it would "
+                             "silently change the negatives each loss sees; lower batch_size instead")
     if config.batch_size % (num_processes * accum) != 0:
         raise UserInputError(f"batch_size={config.batch_size} must divide by processes x accumulation steps "
-                         f"= {num_processes} x {accum}")
+                             f"= {num_processes} x {accum}")
     per_process = config.batch_size // (num_processes * accum)
-    if config.method in MIXCO and per_process % 2:
-        raise UserInputError(f"MixCo needs an even per-process batch, got batch_size={config.batch_size} over "
-                         f"{num_processes} processes = {per_process}")
+    multiple = method.per_process_batch_multiple
+    if per_process % multiple:
+        raise UserInputError(f"method {config.method!r} needs a per-process batch that is a multiple of {multiple}, "
+                             f"got batch_size={config.batch_size} over {num_processes} processes = {per_process}")
     return per_process
 
 
@@ -287,11 +286,11 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if accelerator.device.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True  # static shapes (drop_last): the autotuned kernels are reused
 
-    _, dataset, sampler, loader, names = build_data(config, METHODS[config.method].views_required,
-                                                    accelerator.num_processes, accelerator.process_index,
-                                                    accelerator.device)
+    method_cls = method_class(config.method)
+    _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
+                                                    accelerator.process_index, accelerator.device)
     num_classes = 0
-    if config.method == "ce":
+    if method_cls.trains_classifier:
         num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
     model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
     method = build_method(config.method, model, **method_kwargs(config))
@@ -398,7 +397,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if substituted:
         warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "
                       f"replaced by substitutes: {', '.join(sources)}", stacklevel=2)
-    if config.probe.get("enabled") and accelerator.is_main_process:
+    if config.probe.enabled and accelerator.is_main_process:
         summary["probe"] = run_probe(config, accelerator.unwrap_model(method).encoder)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -443,7 +442,7 @@ def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
     top1 = probe_trained_vs_random(
         encoder, config.model, config.model_kwargs, config.data, train_split=config.train_split,
         eval_split=config.eval_split, image_size=config.image_size, mean=mean, std=std,
-        epochs=int(config.probe.get("epochs", 100)), seed=config.seed)
+        epochs=config.probe.epochs, seed=config.seed)
     print(f"linear_fast probe (frozen features, no augmentation; not the papers' protocol), "
           f"trained on '{config.train_split}', top-1 on held-out '{config.eval_split}':")
     print(f"  trained encoder ({config.method}): {top1['trained']:.2f}%")
@@ -495,14 +494,5 @@ def _drop_metrics_after(metrics_path: Path, step: int) -> None:
 
 
 def method_kwargs(config: TrainConfig) -> dict[str, Any]:
-    """The recipe keys each method takes (methods ignore none silently: unknown kwargs raise)."""
-    common: dict[str, Any] = {}
-    if config.method != "ce":
-        common.update(temperature=config.temperature, out_dim=config.projection_dim, gather=config.gather)
-    if config.method in ("supcon", "supcon_s", "selfcon", "selfcon_m"):
-        common.update(base_temperature=config.base_temperature)
-    if config.method in ("moco", "moco_mixco"):
-        common.update(queue_size=config.queue_size, momentum=config.moco_momentum)
-    if config.method in MIXCO:
-        common.update(mix_temperature=config.mix_temperature, mix_weight=config.mix_weight)
-    return {**common, **config.method_kwargs}
+    """The method's constructor options from the recipe (the keys its class declares, then ``method_kwargs``)."""
+    return options_from_recipe(config.method, config.to_dict())

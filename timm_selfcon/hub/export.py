@@ -165,13 +165,13 @@ def export(
 # ------------------------------------------------------------------------------------------ sources
 def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str | None, classifiers: bool, exits: bool,
                               eval_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, dict[str, Any]]:
-    from ..config import TrainConfig
+    from ..config import load_saved_config
     from ..engine.checkpoint import read_trainer_state, resolve_checkpoint
     from ..engine.evaluate import PROTOCOLS, load_encoder, load_strict
 
     checkpoint = resolve_checkpoint(source)
     encoder, loaded = load_encoder(checkpoint)
-    config = TrainConfig(**loaded["recipe"])
+    config = load_saved_config(loaded["recipe"])
     eval_root = Path(eval_dir) if eval_dir is not None else checkpoint.parent / "eval"
     reports = {p: json.loads((eval_root / p / "report.json").read_text())
                for p in PROTOCOLS if (eval_root / p / "report.json").is_file()}

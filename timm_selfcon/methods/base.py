@@ -47,8 +47,8 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
-from typing import ClassVar
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -133,13 +133,40 @@ class BackboneProjection(nn.Module):
 class TrainingMethod(nn.Module):
     """Base class of every method; see the module docstring for the interface the engine relies on.
 
-    Subclasses set ``name`` and ``views_required``, set ``self.needs_labels`` in ``__init__``, implement
+    Subclasses declare the class attributes below, are decorated with
+    :func:`~timm_selfcon.methods.registry.register_method`, set ``self.needs_labels`` in ``__init__``, implement
     ``encoder`` and ``forward(views, labels) -> (loss, logs)``, and may override ``after_optimizer_step``.
     """
 
+    #: the recipe's ``method`` value
     name: ClassVar[str] = ""
+    #: the paper(s), as cited in docstrings and model cards
+    paper: ClassVar[str] = ""
+    #: one sentence for the model card
+    description: ClassVar[str] = ""
+    #: crops per image the data pipeline must produce (``views [B, V, C, H, W]``)
     views_required: ClassVar[int] = 1
+    #: labels are used by default (a method may still ignore them, e.g. SelfCon with ``supervised=False``)
+    supervised: ClassVar[bool] = True
+    #: the model needs a classifier over the dataset's classes (``num_classes`` > 0)
+    trains_classifier: ClassVar[bool] = False
+    #: the training augmentation pipeline of recipes that leave ``augmentation: auto``
+    augmentation: ClassVar[str] = ""
+    #: gradient accumulation keeps the loss unchanged (false for contrastive losses: it changes the negatives)
+    allows_gradient_accumulation: ClassVar[bool] = False
+    #: the per-process batch must be a multiple of this (MixCo mixes first half with second half)
+    per_process_batch_multiple: ClassVar[int] = 1
+    #: top-level recipe keys the method takes -> its constructor argument (others go in ``method_kwargs``)
+    recipe_keys: ClassVar[dict[str, str]] = {}
+    #: model-card family name (None: SelfCon for a multi-exit model, else timm-selfcon) and extra tags
+    card_family: ClassVar[str | None] = None
+    card_tags: ClassVar[tuple[str, ...]] = ()
     needs_labels: bool
+
+    @classmethod
+    def card_text(cls, recipe: Mapping[str, Any]) -> str:
+        """The method's paragraph in a model card, given the run's resolved recipe."""
+        return cls.description
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -7,9 +7,21 @@ folding); every image is in exactly one mix.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-__all__ = ["mix_pairs"]
+__all__ = ["MIXCO_RECIPE_KEYS", "mix_pairs", "mixco_card_text"]
+
+#: The recipe keys of the MixCo term (both MixCo methods add them to their base method's keys).
+MIXCO_RECIPE_KEYS = {"mix_temperature": "mix_temperature", "mix_weight": "mix_weight"}
+
+
+def mixco_card_text(description: str, base_method: str, recipe: Mapping[str, Any]) -> str:
+    """A MixCo method's model-card paragraph: its description, base method and mix settings."""
+    return (f"{description} Base method: **{base_method}**; mix temperature **{recipe.get('mix_temperature')}**, "
+            f"mix weight **{recipe.get('mix_weight')}**.")
 
 
 def mix_pairs(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,8 @@ keys), so this is only traffic; ``broadcast_buffers=False`` avoids it.
 """
 from __future__ import annotations
 
-import copy
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -49,13 +50,16 @@ from .base import (
     warn_unused_exits,
 )
 from .distributed import all_gather_no_grad, broadcast, gather_sizes, get_rank, get_world_size, is_distributed
-from .mixing import mix_pairs
+from .mixing import MIXCO_RECIPE_KEYS, mix_pairs, mixco_card_text
+from .momentum import check_momentum, frozen_copy, momentum_update_
+from .registry import register_method
 
 __all__ = ["KEY_BN_MODES", "MoCo", "MoCoMixCo"]
 
 KEY_BN_MODES = ("auto", "shuffle", "split", "none")
 
 
+@register_method
 class MoCo(TrainingMethod):
     """``moco``: MoCo v2 with a momentum key encoder and a queue.
 
@@ -75,7 +79,14 @@ class MoCo(TrainingMethod):
     """
 
     name = "moco"
+    paper = "MoCo v2: Chen, Fan, Girshick, He, arXiv 2003.04297"
+    description = "MoCo v2: self-supervised contrastive learning with a momentum key encoder and a queue."
     views_required = 2
+    supervised = False
+    augmentation = "moco_v2"
+    recipe_keys: ClassVar[dict[str, str]] = {"temperature": "temperature", "projection_dim": "out_dim", "gather": "gather",
+                   "queue_size": "queue_size", "moco_momentum": "momentum"}
+    card_tags = ("selfcon", "self-supervised-learning")
 
     def __init__(self, model: nn.Module, out_dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
                  temperature: float = 0.2, key_bn: str = "auto", num_splits: int = 2, gather: bool = True,
@@ -83,13 +94,11 @@ class MoCo(TrainingMethod):
         super().__init__(model)
         warn_unused_exits(model, self.name)
         check_positive_int("queue_size", queue_size)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-            raise UserInputError(f"momentum must be a number in [0, 1], got {momentum!r}")
         if key_bn not in KEY_BN_MODES:
             raise UserInputError(f"unknown key_bn {key_bn!r}; expected one of {list(KEY_BN_MODES)}")
         self.projector = BackboneProjection(model, out_dim)
-        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.momentum = float(momentum)
+        self.key_projector = frozen_copy(self.projector)
+        self.momentum = check_momentum(momentum)
         self.temperature = check_positive("temperature", temperature)
         self.key_bn = key_bn
         self.num_splits = check_positive_int("num_splits", num_splits)
@@ -108,8 +117,7 @@ class MoCo(TrainingMethod):
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Momentum update of the key encoder's parameters: ``θ_k <- m θ_k + (1 - m) θ_q``."""
-        for key_param, query_param in zip(self.key_projector.parameters(), self.projector.parameters()):
-            key_param.lerp_(query_param.detach(), 1.0 - self.momentum)
+        momentum_update_(self.key_projector, self.projector, self.momentum)
 
     # ---- keys --------------------------------------------------------------------------------------
     def resolved_key_bn(self) -> str:
@@ -214,6 +222,7 @@ class MoCo(TrainingMethod):
         return loss, logs
 
 
+@register_method
 class MoCoMixCo(MoCo):
     """``moco_mixco``: MoCo v2 plus the MixCo term.
 
@@ -233,6 +242,16 @@ class MoCoMixCo(MoCo):
     """
 
     name = "moco_mixco"
+    paper = "MixCo: Kim, Lee, Bae, Yun, arXiv 2010.06300 (on MoCo v2, arXiv 2003.04297)"
+    description = "MixCo on MoCo v2: MoCo v2 plus mix-up semi-positives with soft targets (Kim et al., 2020)."
+    per_process_batch_multiple = 2
+    recipe_keys: ClassVar[dict[str, str]] = {**MoCo.recipe_keys, **MIXCO_RECIPE_KEYS}
+    card_family = "MixCo"
+    card_tags = ("mixco", "self-supervised-learning")
+
+    @classmethod
+    def card_text(cls, recipe: Mapping[str, Any]) -> str:
+        return mixco_card_text(cls.description, "MoCo v2", recipe)
 
     def __init__(self, model: nn.Module, out_dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
                  temperature: float = 0.2, key_bn: str = "auto", num_splits: int = 2, gather: bool = True,

@@ -12,17 +12,22 @@ per process. The mix term is always local, as in the official code.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import torch
 import torch.nn as nn
 
 from ..losses import MixCoLoss, SupConLoss
 from .base import BackboneProjection, TrainingMethod, check_nonnegative, check_positive, warn_unused_exits
 from .distributed import all_gather_with_grad
-from .mixing import mix_pairs
+from .mixing import MIXCO_RECIPE_KEYS, mix_pairs, mixco_card_text
+from .registry import register_method
 
 __all__ = ["SimCLR", "SimCLRMixCo"]
 
 
+@register_method
 class SimCLR(TrainingMethod):
     """``simclr``: two crops, each through the encoder in its own pass; NT-Xent over their projections.
 
@@ -36,7 +41,13 @@ class SimCLR(TrainingMethod):
     """
 
     name = "simclr"
+    paper = "SimCLR: Chen, Kornblith, Norouzi, Hinton, arXiv 2002.05709"
+    description = "SimCLR: self-supervised contrastive learning on two views."
     views_required = 2
+    supervised = False
+    augmentation = "simclr"
+    recipe_keys: ClassVar[dict[str, str]] = {"temperature": "temperature", "projection_dim": "out_dim", "gather": "gather"}
+    card_tags = ("selfcon", "self-supervised-learning")
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.5, gather: bool = True) -> None:
         super().__init__(model)
@@ -65,6 +76,7 @@ class SimCLR(TrainingMethod):
         return loss, {"loss_simclr": loss.detach()}
 
 
+@register_method
 class SimCLRMixCo(SimCLR):
     """``simclr_mixco``: SimCLR plus the symmetric MixCo term.
 
@@ -83,6 +95,16 @@ class SimCLRMixCo(SimCLR):
     """
 
     name = "simclr_mixco"
+    paper = "MixCo: Kim, Lee, Bae, Yun, arXiv 2010.06300 (on SimCLR, arXiv 2002.05709)"
+    description = "MixCo on SimCLR: SimCLR plus mix-up semi-positives with soft targets (Kim et al., 2020)."
+    per_process_batch_multiple = 2
+    recipe_keys: ClassVar[dict[str, str]] = {**SimCLR.recipe_keys, **MIXCO_RECIPE_KEYS}
+    card_family = "MixCo"
+    card_tags = ("mixco", "self-supervised-learning")
+
+    @classmethod
+    def card_text(cls, recipe: Mapping[str, Any]) -> str:
+        return mixco_card_text(cls.description, "SimCLR", recipe)
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.5, gather: bool = True,
                  mix_temperature: float = 0.5, mix_weight: float = 1.0,

@@ -12,6 +12,8 @@ processes with their gradient, so the loss sees the global batch as in the offic
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,10 +31,16 @@ from .base import (
 )
 from .distributed import all_gather_no_grad, all_gather_with_grad
 from .projection import ProjectedModel, with_projection_heads
+from .registry import register_method
 
-__all__ = ["CrossEntropy", "SelfCon", "SelfConM", "SupCon", "SupConS"]
+__all__ = ["CONTRASTIVE_RECIPE_KEYS", "CrossEntropy", "SelfCon", "SelfConM", "SupCon", "SupConS"]
+
+#: The recipe keys of the supervised contrastive methods -> their constructor arguments.
+CONTRASTIVE_RECIPE_KEYS = {"temperature": "temperature", "base_temperature": "base_temperature",
+                           "projection_dim": "out_dim", "gather": "gather"}
 
 
+@register_method
 class CrossEntropy(TrainingMethod):
     """``ce``: cross-entropy on the model's **backbone** logits ``forward_head(forward_features(x))``.
 
@@ -45,7 +53,13 @@ class CrossEntropy(TrainingMethod):
     """
 
     name = "ce"
+    paper = "SelfCon: Bae, Kim, Ko, Lee, Noh, Yun, AAAI 2023, arXiv 2106.15499 (its CE baseline)"
+    description = "Supervised cross-entropy training (the baseline of the SelfCon paper)."
     views_required = 1
+    trains_classifier = True
+    augmentation = "ce"
+    allows_gradient_accumulation = True
+    card_tags = ("selfcon",)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -75,6 +89,10 @@ class CrossEntropy(TrainingMethod):
 class _SupConBase(TrainingMethod):
     """Shared set-up of SupCon and SupCon-S: one projection head on the pooled backbone feature."""
 
+    augmentation = "supcon"
+    recipe_keys: ClassVar[dict[str, str]] = CONTRASTIVE_RECIPE_KEYS
+    card_tags = ("selfcon", "supervised-contrastive-learning")
+
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, gather: bool = True, head_batchnorm: bool = False) -> None:
         super().__init__(model)
@@ -96,6 +114,7 @@ class _SupConBase(TrainingMethod):
         return loss, {"loss_supcon": loss.detach()}
 
 
+@register_method
 class SupCon(_SupConBase):
     """``supcon``: two crops, backbone projections ``[B, 2, D]``, SupCon L_out with labels.
 
@@ -110,6 +129,8 @@ class SupCon(_SupConBase):
     """
 
     name = "supcon"
+    paper = "SupCon: Khosla et al., NeurIPS 2020, arXiv 2004.11362"
+    description = "SupCon: supervised contrastive learning on two augmented views (Khosla et al., 2020)."
     views_required = 2
 
     def forward(
@@ -122,6 +143,7 @@ class SupCon(_SupConBase):
         return self._loss(features, labels)
 
 
+@register_method
 class SupConS(_SupConBase):
     """``supcon_s``: one crop, backbone projections ``[B, 1, D]``, SupCon with labels.
 
@@ -130,6 +152,8 @@ class SupConS(_SupConBase):
     """
 
     name = "supcon_s"
+    paper = "SupCon-S: Bae et al., AAAI 2023, arXiv 2106.15499 (SupCon: Khosla et al., arXiv 2004.11362)"
+    description = "SupCon-S: supervised contrastive learning on a single view."
     views_required = 1
 
     def forward(
@@ -141,7 +165,12 @@ class SupConS(_SupConBase):
 
 
 class _SelfConBase(TrainingMethod):
+    """Shared set-up of SelfCon-S and SelfCon-M: one projection head per exit and for the backbone."""
+
     multiview: bool = False
+    augmentation = "supcon"
+    recipe_keys: ClassVar[dict[str, str]] = CONTRASTIVE_RECIPE_KEYS
+    card_tags = ("selfcon", "supervised-contrastive-learning")
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, alpha: float = 0.0, supervised: bool = True,
@@ -164,6 +193,7 @@ class _SelfConBase(TrainingMethod):
         return loss, {"loss_selfcon": loss.detach()}
 
 
+@register_method
 class SelfCon(_SelfConBase):
     """``selfcon`` (SelfCon-S): one crop; projections of every exit and the backbone ``[B, K+1, D]``.
 
@@ -182,6 +212,9 @@ class SelfCon(_SelfConBase):
     """
 
     name = "selfcon"
+    paper = "SelfCon: Bae, Kim, Ko, Lee, Noh, Yun, AAAI 2023, arXiv 2106.15499"
+    description = ("SelfCon-S: supervised contrastive learning on a single view, the sub-network exits providing the "
+                   "other views (Bae et al., AAAI 2023).")
     views_required = 1
 
     def forward(
@@ -195,6 +228,7 @@ class SelfCon(_SelfConBase):
         return self._loss(features, labels)
 
 
+@register_method
 class SelfConM(_SelfConBase):
     """``selfcon_m`` (SelfCon-M): two crops concatenated on the batch axis, ``[2B, K+1, D]``, labels shared.
 
@@ -206,6 +240,8 @@ class SelfConM(_SelfConBase):
     """
 
     name = "selfcon_m"
+    paper = "SelfCon: Bae, Kim, Ko, Lee, Noh, Yun, AAAI 2023, arXiv 2106.15499"
+    description = "SelfCon-M: SelfCon on two augmented views, exits and backbone of both views contrasted."
     views_required = 2
     multiview = True
 
