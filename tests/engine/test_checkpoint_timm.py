@@ -14,8 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE, prune_checkpoints
-from timm_selfcon.engine.evaluate import EvalConfig, evaluate, load_encoder
+from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE, load_encoder, prune_checkpoints
+from timm_selfcon.engine.evaluate import EvalConfig, evaluate
 from timm_selfcon.engine.train import train
 from timm_selfcon.hub import export
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from timm_selfcon.config import FIELD_NAMES, TrainConfig, parse_override, read_recipe, resolve_config
-from timm_selfcon.methods import METHODS
 from timm_selfcon.engine.schedule import SCHEDULES
+from timm_selfcon.methods import METHODS
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 ALL_RECIPES = sorted(RECIPES.rglob("*.yaml"))

@@ -15,22 +15,16 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from torch.utils.flop_counter import FlopCounterMode
 
 from timm_selfcon import cli
 from timm_selfcon.data import ContrastiveImageDataset, build_eval_loader, build_transform, load_image_dataset
-from timm_selfcon.engine.evaluate import (
-    EvalConfig,
-    _selection,
-    attach_classifiers,
-    evaluate,
-    exit_costs,
-    extract_exit_features,
-    knn_accuracy,
-    load_encoder,
-    segment_flops,
-    topk,
-)
+from timm_selfcon.engine.checkpoint import load_encoder
+from timm_selfcon.engine.evaluate import EvalConfig, evaluate
+from timm_selfcon.engine.evaluation.classifiers import attach_classifiers, select_epochs
+from timm_selfcon.engine.evaluation.early_exit import early_exit_sweep
+from timm_selfcon.engine.evaluation.features import extract_exit_features
+from timm_selfcon.engine.evaluation.knn import knn_accuracy
+from timm_selfcon.engine.evaluation.metrics import topk
 
 from ._eval_data import (
     MODEL,
@@ -135,11 +129,11 @@ def test_selection_reports_last_best_on_validation_and_best_on_test() -> None:
                     test={"backbone": dict(top1=test, top5=100.0)})
 
     history = [epoch(1, 50.0, 60.0), epoch(2, 90.0, 70.0), epoch(3, 80.0, 85.0), epoch(4, 70.0, 65.0)]
-    result = _selection(history, ["backbone"])["backbone"]
+    result = select_epochs(history, ["backbone"])["backbone"]
     assert result["last"] == dict(top1=65.0, top5=100.0)
     assert result["best_val"] == dict(top1=70.0, top5=100.0, epoch=2, val_top1=90.0)  # test accuracy of epoch 2
     assert (result["best_test"]["top1"], result["best_test"]["epoch"]) == (85.0, 3)
-    no_val = _selection([dict(h, val={}) for h in history], ["backbone"])["backbone"]
+    no_val = select_epochs([dict(h, val={}) for h in history], ["backbone"])["backbone"]
     assert no_val["best_val"] is None
 
 
@@ -210,16 +204,16 @@ def test_forward_early_exit_threshold_zero_is_the_first_exit_and_above_one_the_f
     torch.testing.assert_close(mixed[~stops], full[~stops], atol=1e-5, rtol=1e-5)
 
 
-def test_segment_flops_add_up_to_the_full_multi_exit_forward(fast_report: dict[str, Any], trained_run: Path) -> None:
+def test_early_exit_flops_are_the_models_exit_flops(fast_report: dict[str, Any], trained_run: Path) -> None:
+    """The sweep's compute per image comes from the model's public ``exit_flops`` (tests/models/test_exit_flops.py
+    checks those against direct counts)."""
     encoder, _ = load_encoder(trained_run)
     model = attach_classifiers(encoder, _heads(fast_classifiers(fast_report)), NUM_CLASSES)
-    parts = segment_flops(model, (3, 16, 16))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.forward_exit_logits(torch.zeros(1, 3, 16, 16))
-    assert sum(parts.values()) == pytest.approx(counter.get_total_flops())
-    costs = exit_costs(model, parts)
-    assert len(costs) == model.num_exits + 1
-    assert 0 < costs[0] < costs[-1] == pytest.approx(sum(parts.values()))
+    costs = model.exit_flops((3, 16, 16))
+    batch = dict(image=torch.zeros(2, 1, 3, 16, 16), label=torch.zeros(2, dtype=torch.long))
+    rows = early_exit_sweep(model, [batch], thresholds=(0.0, 1.01))
+    assert [row["mean_flops"] for row in rows] == [round(costs[0], 1), round(costs[-1], 1)]
+    assert rows[-1]["full_flops"] == pytest.approx(costs[-1])
 
 
 def test_early_exit_protocol_reports_accuracy_and_compute_per_threshold(trained_run: Path,

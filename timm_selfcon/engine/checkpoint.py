@@ -13,19 +13,25 @@ pointing at a complete checkpoint. A checkpoint holds:
 Checkpoints written before this layout hold Accelerate's files at the top (``model.safetensors`` = the method's
 state dict); :func:`accelerate_state_dir` finds either, so they still resume, evaluate and export.
 ``save_total_limit`` keeps only the newest checkpoints, never deleting the one ``last`` points to.
+
+Loading for evaluation, fine-tuning, export and conversion lives here too: :func:`load_encoder` (a checkpoint,
+a run folder or a timm model name -> the encoder) and :func:`load_strict` (a state dict that must fit exactly).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 from accelerate import Accelerator
 
 from ..errors import UserInputError
+from ..fileio import match_umask  # re-exported: importers of ``engine.checkpoint.match_umask`` keep working
 
 TRAINER_STATE = "trainer_state.json"
 #: The sub-folder of a checkpoint holding Accelerate's ``save_state``.
@@ -110,15 +116,6 @@ def accelerate_state_dir(checkpoint: Path) -> Path:
     return sub if sub.is_dir() else Path(checkpoint)
 
 
-def match_umask(root: Path) -> None:
-    """Give every file under ``root`` the permissions of a newly created ordinary file (safetensors writes 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *(root.rglob("*") if root.is_dir() else ())]:
-        if path.is_file() and not path.is_symlink():
-            os.chmod(path, 0o666 & ~umask)
-
-
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A checkpoint directory, or a training ``output_dir`` (meaning its ``last``)."""
     path = Path(path)
@@ -132,3 +129,113 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / TRAINER_STATE).read_text())
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The encoder of ``source`` and where it came from.
+
+    ``source`` is a training checkpoint directory, a training ``output_dir`` (its ``last``), or a timm model
+    name (``selfcon_resnet18_cifar``, ``hf-hub:org/name``, ``local-dir:/path``). A checkpoint that does not fit
+    its model is refused with the missing and unexpected keys (never a silently random encoder).
+    """
+    from ..config import load_saved_config
+    from ..methods import build_method
+    from ..models.factory import create_model
+    from .train import method_kwargs, training_normalization
+
+    path = Path(source)
+    check_model_source(str(source))
+    if path.exists():
+        if model_kwargs:
+            raise UserInputError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
+                             "builds its model from its own config.yaml")
+        checkpoint = resolve_checkpoint(path).resolve()  # ``last`` -> the ckpt-<step> it names, for the report
+        run_dir = checkpoint.parent
+        import yaml
+
+        config = load_saved_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        state = read_weights(checkpoint)
+        model = create_model(config.model, num_classes=0, **config.model_kwargs)
+        if config.method == "ce":
+            model.reset_classifier(checkpoint_num_classes(model, state, checkpoint))
+        with warnings.catch_warnings():
+            # the method is built only to name the checkpoint's keys; its training-time advice does not apply
+            warnings.filterwarnings("ignore", message="method 'ce' trains only the backbone")
+            method = build_method(config.method, model, **method_kwargs(config))
+        load_strict(method, state, what=f"checkpoint {checkpoint}")
+        encoder = method.encoder
+        # evaluate and export with the normalisation and size the encoder was trained with (e.g. CIFAR-100 stats)
+        mean, std = training_normalization(config.data)
+        size = config.image_size
+        encoder.pretrained_cfg = {**encoder.pretrained_cfg, "mean": tuple(mean), "std": tuple(std),
+                                  "input_size": (3, size, size)}
+        info = dict(model=config.model, model_kwargs=config.model_kwargs, checkpoint=str(checkpoint),
+                    run_dir=str(run_dir), method=config.method, data=config.data, recipe=config.to_dict())
+        return encoder, info
+    model = create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
+                              **model_kwargs)
+    return model, dict(model=str(source), model_kwargs=model_kwargs, checkpoint=None, run_dir=None)
+
+
+def check_model_source(source: str) -> None:
+    """Refuse, with the way on, a path that does not exist and a timm model folder given as a checkpoint."""
+    if source.startswith("local-dir:"):
+        folder = Path(source.removeprefix("local-dir:"))
+        if not (folder / "config.json").is_file():
+            what = "does not exist" if not folder.exists() else "holds no config.json (not a timm model folder)"
+            raise UserInputError(f"{source!r}: the folder {str(folder)!r} {what}")
+        return
+    if source.startswith(("hf-hub:", "hf_hub:")):
+        return
+    path = Path(source)
+    if not path.exists():
+        if "/" in source or os.sep in source:
+            raise UserInputError(f"{source!r} does not exist: expected a training run folder, a ckpt-<step> "
+                                 "checkpoint, a timm model name, hf-hub:ORG/NAME or local-dir:FOLDER")
+        return  # a timm model name; create_model suggests the nearest if it is unknown
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "last").exists() and not (
+            path / TRAINER_STATE).is_file():
+        raise UserInputError(f"{source!r} is a timm model folder (an export or fine-tuning output: config.json, no "
+                             f"training checkpoint); give it as local-dir:{source}")
+
+
+def checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: Path) -> int:
+    """Classes of a ``ce`` checkpoint: rows of the backbone classifier's weight (``<method attr>.<classifier>.weight``).
+
+    Matched on the exact classifier name, not a suffix: an ``fc`` exit's ``exits.0.fc.weight`` also ends in ``fc.weight``.
+    """
+    names = model.classifier_names() if hasattr(model, "classifier_names") else model.pretrained_cfg.get("classifier", "fc")
+    backbone = names[0] if isinstance(names, (tuple, list)) else names
+    rows = {int(v.shape[0]) for k, v in state.items() if k.partition(".")[2] == f"{backbone}.weight"}
+    if len(rows) != 1:
+        raise UserInputError(f"checkpoint {str(checkpoint)!r} of a 'ce' run has no single backbone classifier "
+                         f"'{backbone}.weight' (found {sorted(rows)} sizes); cannot tell its number of classes")
+    return rows.pop()
+
+
+def read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The training method's whole state dict from a checkpoint's Accelerate ``model*.safetensors`` files."""
+    from safetensors.torch import load_file
+
+    state_dir = accelerate_state_dir(checkpoint)
+    files = sorted(state_dir.glob("model*.safetensors"))
+    if not files:
+        raise UserInputError(f"no model.safetensors in checkpoint {str(state_dir)!r}")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    return state
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists the missing and unexpected keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise UserInputError(
+            f"{what} does not fit the model: {len(missing)} missing keys {missing[:8]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:8]}, {len(mismatched)} with other shapes {mismatched[:8]}")
+    module.load_state_dict(state, strict=True)

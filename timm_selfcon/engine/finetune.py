@@ -35,8 +35,10 @@ from ..data import (
     resolve_columns,
 )
 from ..errors import UserInputError
-from .checkpoint import match_umask
-from .evaluate import choose_data, load_encoder, load_split, topk
+from ..fileio import match_umask
+from .checkpoint import load_encoder
+from .evaluate import choose_data, load_split
+from .evaluation.metrics import topk
 from .train import resolve_precision
 
 

@@ -14,28 +14,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+
+from .evaluation.features import extract_exit_features
 
 
-@torch.no_grad()
 def extract_features(encoder: nn.Module, loader: DataLoader, *, desc: str = "features",
                      show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled backbone features ``[N, D]`` (float32, CPU) and labels ``[N]`` of every batch of ``loader``.
 
-    The encoder runs in eval mode (BatchNorm running statistics), as in the papers' linear evaluation.
-    Batches are the data package's dicts with ``image`` ``[B, 1, C, H, W]`` and ``label`` ``[B]``.
+    The backbone's entry of the evaluation's :func:`~timm_selfcon.engine.evaluation.features.extract_exit_features`
+    (no exit is computed): the encoder runs in eval mode (BatchNorm running statistics), as in the papers' linear
+    evaluation. Batches are the data package's dicts with ``image`` ``[B, 1, C, H, W]`` and ``label`` ``[B]``.
     """
-    was_training = encoder.training
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    feats, labels = [], []
-    for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
-        images = batch["image"][:, 0].to(device)
-        pooled = encoder.forward_head(encoder.forward_features(images), pre_logits=True)
-        feats.append(pooled.float().cpu())
-        labels.append(batch["label"].cpu())
-    encoder.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
+    feats, labels = extract_exit_features(encoder, loader, desc, backbone_only=True, show_progress=show_progress)
+    return feats[0], labels
 
 
 @dataclass

@@ -237,8 +237,7 @@ def convert_official(
     Returns the path of ``out_dir``; ``load_encoder(out_dir)`` then gives the encoder.
     """
     from ..config import TrainConfig, validate_config
-    from ..engine.checkpoint import STATE_DIR, match_umask
-    from ..engine.evaluate import load_strict
+    from ..engine.checkpoint import STATE_DIR, load_strict, match_umask
     from ..engine.train import method_kwargs, timm_encoder
     from ..methods import build_method
 

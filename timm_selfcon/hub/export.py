@@ -166,8 +166,8 @@ def export(
 def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str | None, classifiers: bool, exits: bool,
                               eval_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, dict[str, Any]]:
     from ..config import load_saved_config
-    from ..engine.checkpoint import read_trainer_state, resolve_checkpoint
-    from ..engine.evaluate import PROTOCOLS, load_encoder, load_strict
+    from ..engine.checkpoint import load_encoder, load_strict, read_trainer_state, resolve_checkpoint
+    from ..engine.evaluate import PROTOCOLS
 
     checkpoint = resolve_checkpoint(source)
     encoder, loaded = load_encoder(checkpoint)

@@ -371,6 +371,35 @@ class MultiExitMixin:
             plain.pretrained_cfg = {**plain.pretrained_cfg, "classifier": plain.classifier_names()}
         return plain
 
+    @torch.jit.ignore
+    def exit_flops(self, input_size: tuple[int, int, int]) -> list[float]:
+        """FLOPs per image (``torch.utils.flop_counter``) of stopping at each exit and of the full model.
+
+        Entry ``k < num_exits``: the stem, the stages up to exit ``k`` and exits ``0..k`` with their classifiers,
+        what ``forward_early_exit`` computes for an image that stops at exit ``k``. Last entry: every stage, every
+        exit and classifier and the backbone's head (``forward_exit_logits``, the full model). ``input_size`` is
+        ``(C, H, W)``; one image of that size runs in eval mode, and the model's mode is restored afterwards.
+        """
+        from torch.utils.flop_counter import FlopCounterMode
+
+        was_training = self.training
+        self.eval()
+        param = next(self.parameters())
+        x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
+        costs: list[float] = []
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            exit_pos = 0
+            for index in range(self.num_stages + 1):
+                x = self._forward_stem(x) if index == 0 else self._forward_stage(index, x)
+                if self._is_exit_stage(index):
+                    self.exit_heads[exit_pos](self.exits[exit_pos](x))
+                    costs.append(float(counter.get_total_flops()))
+                    exit_pos += 1
+            self.forward_head(self._forward_norm(x))
+            costs.append(float(counter.get_total_flops()))
+        self.train(was_training)
+        return costs
+
 
 def ensemble_from_logits(logits: Sequence[torch.Tensor], average: str = "logits") -> torch.Tensor:
     """Ensemble of precomputed head logits ``[B, C]`` each: mean logits, or mean softmax probabilities."""
