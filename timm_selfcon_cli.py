@@ -38,7 +38,7 @@ def config_keys_help(module: str, class_name: str) -> str:
     for node in cls.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             default = ast.get_source_segment(source, node.value) if node.value is not None else None
-            default = re.sub(r"^field\(default_factory=(\w+)\)$", r"\1()", default or "")
+            default = re.sub(r"^[fF]ield\(default_factory=(\w+)\)$", r"\1()", default or "")
             lines.append(f"  {node.target.id}: {ast.get_source_segment(source, node.annotation)}"
                          + (f" = {default}" if default else ""))
     return "keys (key=value; values are YAML):\n" + "\n".join(lines)

@@ -6,33 +6,16 @@ torch); ``main`` and ``build_parser`` here are the same, for ``python -m timm_se
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from .errors import UserInputError
 
 # recipes/quickstart.yaml in the repository; timm_selfcon/quickstart.yaml links to it and wheels ship a copy
 QUICKSTART_RECIPE = Path(__file__).resolve().parent / "quickstart.yaml"
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict, values parsed as Python literals when they are (``3``, ``(2,)``, ``True``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UserInputError(f"expected key=value, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
-    return out
-
-
 def _demo(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
     from .demo import run_demo
 
     run_demo(args.model, num_images=args.num_images, **parse_overrides(args.model_kwargs))
@@ -51,18 +34,20 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import json
 
+    from .config import resolve
     from .engine.evaluate import EvalConfig, evaluate
 
-    report = evaluate(args.source, EvalConfig(**_typed_overrides(EvalConfig, args.overrides)))
+    report = evaluate(args.source, resolve(EvalConfig, args.overrides))
     print(json.dumps({k: report[k] for k in ("protocol", "results", "early_exit") if k in report} if "protocol" in report
                      else {p: r.get("results") for p, r in report.items()}, indent=2))
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from .config import resolve
     from .engine.finetune import FinetuneConfig, finetune
 
-    finetune(args.source, FinetuneConfig(**_typed_overrides(FinetuneConfig, args.overrides)))
+    finetune(args.source, resolve(FinetuneConfig, args.overrides))
     return 0
 
 
@@ -105,25 +90,6 @@ def _convert_official(args: argparse.Namespace) -> int:
     print(f"converted {args.checkpoint} to {out} (config.yaml, ckpt-0/, last); next: timm-selfcon eval {out} "
           f"protocol=linear, then timm-selfcon export {out} OUT_DIR")
     return 0
-
-
-def _typed_overrides(config_cls: type, items: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` items for a dataclass config; an unknown key names the nearest valid one."""
-    import dataclasses
-    import difflib
-
-    from .config import parse_override
-
-    valid = [f.name for f in dataclasses.fields(config_cls)]
-    out = {}
-    for item in items:
-        key, value = parse_override(item)
-        if key not in valid:
-            nearest = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(valid)}"
-            raise UserInputError(f"unknown key {key!r}{hint}")
-        out[key] = value
-    return out
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -27,12 +27,14 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field, StrictInt, field_validator
 
+from ..config import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel, UnitFloat
 from ..data import (
     NORMALIZATION,
     ContrastiveImageDataset,
@@ -65,8 +67,7 @@ PROTOCOLS = (*PROTOCOL_RUNNERS, "all")
 DEFAULT_EVAL_DATA = "uoft-cs/cifar10"
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(StrictModel):
     """Evaluation keys (``timm-selfcon eval MODEL key=value ...``).
 
     ``data``, ``train_split``, ``split``, ``image_column`` and ``label_column`` left at None mean: a training run's
@@ -78,31 +79,31 @@ class EvalConfig:
     data: str | None = None
     train_split: str | None = None
     split: str | None = None
-    val_fraction: float = 0.1
+    val_fraction: Annotated[UnitFloat, Field(lt=1)] = 0.1
     image_column: str | None = None
     label_column: str | None = None
     protocol: str = "linear_fast"
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int = 512
-    milestones: tuple[float, float] = (0.6, 0.8)
-    knn_k: tuple[int, ...] = (20, 200)
-    knn_temperature: float = 0.07
-    image_size: int | None = None
-    num_workers: int = 2
-    seed: int = 0
+    epochs: PositiveInt | None = None
+    lr: PositiveFloat | None = None
+    batch_size: PositiveInt = 512
+    milestones: tuple[UnitFloat, UnitFloat] = (0.6, 0.8)
+    knn_k: tuple[PositiveInt, ...] = (20, 200)
+    knn_temperature: PositiveFloat = 0.07
+    image_size: PositiveInt | None = None
+    num_workers: NonNegativeInt = 2
+    seed: StrictInt = 0
     output: str | None = None
     output_dir: str | None = None
-    max_train_samples: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    max_train_samples: PositiveInt | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
-    def validate(self) -> EvalConfig:
-        if self.protocol not in PROTOCOLS:
-            raise UserInputError(f"unknown protocol {self.protocol!r}; expected one of {list(PROTOCOLS)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise UserInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        return self
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, protocol: str) -> str:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {list(PROTOCOLS)}")
+        return protocol
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -159,9 +160,9 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     Returns the report dict; writes ``report.json``, ``classifiers.safetensors`` (linear protocols) and
     ``plot.png`` under ``<output_dir>/eval/<protocol>/`` (``output_dir`` = the training run's, or ``output_dir=``).
     """
-    config = (config or EvalConfig(**overrides)).validate()
+    config = config or EvalConfig(**overrides)
     if config.protocol == "all":
-        reports = {p: evaluate(source, EvalConfig(**{**config.__dict__, "protocol": p, "output": None}))
+        reports = {p: evaluate(source, EvalConfig(**{**config.to_dict(), "protocol": p, "output": None}))
                    for p in ("linear_fast", "knn", "early_exit", "linear")}
         if config.output:
             write_json_atomic(Path(config.output), reports)

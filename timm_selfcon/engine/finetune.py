@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,22 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from pydantic import Field, StrictInt, field_validator
 from timm.models import save_for_hf
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
-from ..config import PRECISIONS, check_optimizer
+from ..config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Precision,
+    StrictModel,
+    check_augmentation,
+    check_optimizer,
+)
 from ..data import (
     ContrastiveImageDataset,
     ResumableDistributedSampler,
@@ -42,8 +51,7 @@ from .evaluation.metrics import topk
 from .train import resolve_precision
 
 
-@dataclass
-class FinetuneConfig:
+class FinetuneConfig(StrictModel):
     """Fine-tuning keys (``key=value`` on the command line).
 
     ``data``, ``train_split``, ``split`` and the columns left at None mean a training run's own (its
@@ -55,30 +63,39 @@ class FinetuneConfig:
     split: str | None = None
     image_column: str | None = None
     label_column: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
     optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    layer_decay: float | None = None
+    lr: PositiveFloat = 0.05
+    weight_decay: NonNegativeFloat = 5e-4
+    layer_decay: PositiveFloat | None = None
     scheduler: str = "cosine"
-    warmup_epochs: int = 1
+    warmup_epochs: NonNegativeInt = 1
     augmentation: str = "ce"
-    image_size: int | None = None
-    precision: str = "fp32"
-    num_workers: int = 2
-    max_steps: int | None = None
-    seed: int = 0
+    image_size: PositiveInt | None = None
+    precision: Precision = "fp32"
+    num_workers: NonNegativeInt = 2
+    max_steps: PositiveInt | None = None
+    seed: StrictInt = 0
     output_dir: str = "runs/finetune"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # for a timm model name (e.g. exit_stages, layers)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)  # for a timm model name (e.g. exit_stages, layers)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, optimizer: str) -> str:
+        check_optimizer(optimizer)
+        return optimizer
+
+    @field_validator("augmentation")
+    @classmethod
+    def _known_augmentation(cls, augmentation: str) -> str:
+        check_augmentation(augmentation)
+        return augmentation
 
 
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
-    check_optimizer(config.optimizer)
-    if config.precision not in PRECISIONS:
-        raise UserInputError(f"unknown precision {config.precision!r}; expected one of {list(PRECISIONS)}")
     precision = resolve_precision(config.precision)
     if precision == "fp16" and not torch.cuda.is_available():
         raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
@@ -138,7 +155,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
             break
     report = dict(source=str(source), model=info["model"], data=choice.data, split=choice.split,
                   train_split=choice.train_split, data_from=choice.source,
-                  num_classes=num_classes, hyperparameters=asdict(config), history=history,
+                  num_classes=num_classes, hyperparameters=config.to_dict(), history=history,
                   result=dict(last=history[-1]))
     if accelerator.is_main_process:
         out = Path(config.output_dir)
