@@ -23,11 +23,25 @@ from safetensors.torch import load_file
 from timm_selfcon.cli import main
 from timm_selfcon.engine.evaluate import evaluate, load_encoder
 from timm_selfcon.engine.finetune import finetune
+from timm_selfcon.errors import UserInputError
 from timm_selfcon.hub import export, render_card
+from timm_selfcon.hub.records import ExportInfo
 
 from . import CLASS_NAMES, NUM_CLASSES, STEP, make_data, make_run
 
 PROTOCOL = "early_exit"
+OLD_EXPORTS = Path(__file__).parent / "fixtures" / "old_exports"
+
+
+def assert_keys_of_old_export(info: dict, old_name: str) -> None:
+    """``export_info.json`` has the keys an export written before the typed records has (older code reads it)."""
+    old = json.loads((OLD_EXPORTS / old_name / "export_info.json").read_text())
+    assert set(info) == set(old)
+    for key in ("source", "preprocessing", "exits"):
+        assert set(info[key] or {}) == set(old[key] or {}), key
+    for protocol, report in info["evaluations"].items():
+        assert set(report["dataset"]) >= set(old["evaluations"][protocol]["dataset"]), protocol
+    assert ExportInfo.from_dict(info).to_dict() == info
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +95,20 @@ def test_folder_holds_timm_files_and_no_pickle(exported: Path) -> None:
     weights = load_file(str(exported / "model.safetensors"))
     assert {"fc.weight", "exit_heads.0.weight", "exit_heads.1.weight", "exits.1.fc.weight"} <= set(weights)
     assert not any(k.startswith("projector") for k in weights)  # training-only parts stay in the checkpoint
+
+
+def test_export_info_keeps_the_keys_of_earlier_exports(evaluated_run: Path, exported: Path) -> None:
+    info = json.loads((exported / "export_info.json").read_text())
+    assert_keys_of_old_export(info, "selfcon_early_exit")
+    assert info["evaluations"] == {PROTOCOL: json.loads((evaluated_run / "eval" / PROTOCOL / "report.json").read_text())}
+    assert info["format"] == "timm-selfcon-export/1"
+
+
+def test_bad_repo_id_is_refused_before_writing(evaluated_run: Path, tmp_path: Path) -> None:
+    for bad in ("no-org", "a/b/c", "org/na me", "org/x--y"):
+        with pytest.raises(UserInputError, match=rf"repo_id must look like 'ORG/NAME'.*got {bad!r}"):
+            export(evaluated_run, tmp_path / "out", repo_id=bad)
+    assert not (tmp_path / "out").exists()
 
 
 def test_local_dir_reproduces_the_checkpoint_and_classifiers(evaluated_run: Path, exported: Path) -> None:
@@ -312,6 +340,7 @@ def test_finetune_output_exports_with_its_base_model(tmp_path: Path) -> None:
         ("Top-1 accuracy (fine-tuned)", report["result"]["last"]["top1"]),
         ("Top-5 accuracy (fine-tuned)", report["result"]["last"]["top5"])}
     assert f"fine-tuned from local-dir:{base}" in card.text
+    assert_keys_of_old_export(json.loads((tmp_path / "out" / "export_info.json").read_text()), "finetune")
     loaded = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
     original = timm.create_model(f"local-dir:{tmp_path / 'finetuned'}", pretrained=True).eval()
     x = torch.randn(2, 3, 16, 16)

@@ -7,6 +7,7 @@ commit message are checked without a network.
 from __future__ import annotations
 
 import importlib
+import io
 import shutil
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from huggingface_hub import ModelCard, constants
 
 from timm_selfcon.cli import main
+from timm_selfcon.errors import UserInputError
 from timm_selfcon.hub import HubPushError, export, push
 
 from . import make_run
@@ -25,6 +27,7 @@ from . import make_run
 push_module = importlib.import_module("timm_selfcon.hub.push")
 
 EXPORT_FILES = ["README.md", "config.json", "export_info.json", "model.safetensors"]
+OLD_EXPORTS = Path(__file__).parent / "fixtures" / "old_exports"
 
 
 class HTTPStatusError(Exception):
@@ -175,3 +178,32 @@ def test_refuses_pickles_and_foreign_folders(folder: Path, recording_api: type[R
     with pytest.raises(ValueError, match="ORG/NAME"):
         push(folder, "no-org", token="hf_test")
     assert recording_api.instances == []
+
+
+@pytest.mark.parametrize("bad", ["no-org", "a/b/c", "/name", "org/", "org/na me", "org/x--y", "org/x.git", ""])
+def test_repo_id_is_checked_by_huggingface_hub_rules(folder: Path, recording_api: type[RecordingHfApi],
+                                                     bad: str) -> None:
+    with pytest.raises(UserInputError, match=rf"repo_id must look like 'ORG/NAME'.*got {bad!r}"):
+        push(folder, bad, token="hf_test")
+    assert recording_api.instances == []
+
+
+@pytest.mark.parametrize("name", ["selfcon_early_exit", "finetune"])
+def test_export_written_before_the_typed_records_still_pushes(name: str, tmp_path: Path,
+                                                              recording_api: type[RecordingHfApi]) -> None:
+    """An old ``export_info.json`` (fixture) in an export folder: the card is the one the old code rendered."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    shutil.copy(OLD_EXPORTS / name / "export_info.json", folder)
+    (folder / "config.json").write_text("{}")  # push uploads these as they are; it does not read them
+    (folder / "model.safetensors").write_bytes(b"")
+    want = ModelCard.load(OLD_EXPORTS / name / "card.md")
+    dry = push(folder, "me/old-export", dry_run=True, stream=io.StringIO())
+    assert ModelCard(dry.card).text == want.text and ModelCard(dry.card).data.to_dict() == want.data.to_dict()
+    result = push(folder, "me/old-export", token="hf_test")
+    (upload,) = recording_api.instances[0].uploads
+    assert upload["files"] == EXPORT_FILES == result.files
+    assert ModelCard(upload["readme"]).text == want.text
+    variant = "4 classes, with exits" if name == "selfcon_early_exit" else "4 classes, no exits"
+    assert result.commit_message == f"Upload selfcon_resnet18_cifar ({variant}) with timm-selfcon 0.2.0"
+    assert not any(p.name.startswith(".") for p in folder.iterdir())  # no temporary file left

@@ -2,10 +2,14 @@
 
 Papers: SelfCon (Bae et al., AAAI 2023, arXiv 2106.15499) and MixCo (Kim et al., arXiv 2010.06300).
 
-The card is rendered from ``hub_cards/model_card.md`` (a Jinja template) and the export's
-``export_info.json`` alone, so ``push`` can render it again with the real repository id right before an
-upload. The YAML front matter is built with huggingface_hub's ``ModelCardData``; its ``model-index`` comes
-from the evaluation report (``eval/<protocol>/report.json``) through ``EvalResult``, one metric per head.
+The card is rendered from ``hub_cards/model_card.md`` (a Jinja template, rendered with ``jinja2``) and the
+export's ``export_info.json`` alone (an :class:`~timm_selfcon.hub.records.ExportInfo`), so ``push`` can render it
+again with the real repository id right before an upload. The YAML front matter is built with huggingface_hub's
+``ModelCardData``; its ``model-index`` comes from the evaluation report (``eval/<protocol>/report.json``) through
+``EvalResult``, one metric per head.
+
+Every decision that depends on the training method is taken by the functions of the "method-specific decisions"
+section, the only readers of the method tables.
 """
 from __future__ import annotations
 
@@ -19,11 +23,15 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..errors import UserInputError
+from .records import Accuracy, EvaluationReport, ExportInfo
+
 __all__ = [
     "CARD_TEMPLATE",
     "METHOD_DESCRIPTIONS",
     "PROTOCOL_DESCRIPTIONS",
     "card_eval_results",
+    "check_repo_id",
     "dataset_hub_id",
     "dataset_short_name",
     "render_card",
@@ -49,7 +57,62 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 }
 MIXCO_BASE = {"simclr_mixco": "SimCLR", "moco_mixco": "MoCo v2"}
 SUPERVISED_METHODS = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m")
+MOCO_KEYS = ("queue_size", "moco_momentum")
+MIXCO_KEYS = ("mix_temperature", "mix_weight")
+CONTRASTIVE_KEYS = ("temperature", "base_temperature", "projection_dim")
 
+
+# ------------------------------------------------------------------------------------------ method-specific decisions
+# The only readers of the method tables above: everything else in this module asks these functions.
+def _method_description(method: str | None) -> str:
+    """The card's one-paragraph description of ``method``."""
+    return METHOD_DESCRIPTIONS.get(method, f"Method `{method}`.")
+
+
+def _mixco_base(method: str | None) -> str | None:
+    """The method a MixCo variant is built on (``"SimCLR"``, ``"MoCo v2"``), None for the others."""
+    return MIXCO_BASE.get(method)
+
+
+def _method_family(method: str | None, has_exits: bool) -> str:
+    """The family named in the card's first sentence: MixCo, SelfCon (a model with exits) or timm-selfcon."""
+    return "MixCo" if method in MIXCO_BASE else ("SelfCon" if has_exits else "timm-selfcon")
+
+
+def _method_tags(method: str | None) -> list[str]:
+    """The card's metadata tags that name the method's kind."""
+    tags = ["mixco" if method in MIXCO_BASE else "selfcon"]
+    if method == "finetune":
+        tags.append("fine-tuned")
+    elif method in SUPERVISED_METHODS[1:]:
+        tags.append("supervised-contrastive-learning")
+    elif method in METHOD_DESCRIPTIONS and method != "ce":
+        tags.append("self-supervised-learning")
+    return tags
+
+
+def _is_finetune(method: str | None) -> bool:
+    """Whether the model is a fine-tuning output (``timm-selfcon finetune``) rather than a pretraining run."""
+    return method == "finetune"
+
+
+def _trains_projection_heads(method: str | None) -> bool:
+    """Whether training used projection heads, which stay in the training checkpoint (not in the export)."""
+    return bool(method) and method not in ("ce", "finetune")
+
+
+def _applies_to_method(key: str, method: str) -> bool:
+    """Whether the recipe key ``key`` means anything for ``method`` (the card lists only those)."""
+    if key in MOCO_KEYS and "moco" not in method:
+        return False
+    if key in MIXCO_KEYS and "mixco" not in method:
+        return False
+    if key in CONTRASTIVE_KEYS and method in ("ce", "finetune"):
+        return False
+    return not (key == "base_temperature" and method not in ("supcon", "supcon_s", "selfcon", "selfcon_m"))
+
+
+# ------------------------------------------------------------------------------------------ protocols, datasets
 PROTOCOL_DESCRIPTIONS: dict[str, str] = {
     "linear": "Linear evaluation, the papers' protocol: frozen encoder in eval mode, one linear classifier per output "
               "(each exit and the backbone) on pooled features, random-resized-crop + flip, SGD with step decay.",
@@ -69,6 +132,24 @@ SELECTION_NOTE = {
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _BUILTIN_SOURCES = {"builtin:cifar10_subset": "uoft-cs/cifar10"}
+_NO_ACCURACY = Accuracy()
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Raise :class:`UserInputError` unless ``repo_id`` is a valid Hub model id of the form ``ORG/NAME``.
+
+    The characters and length are huggingface_hub's rules (``validate_repo_id``); the ``ORG/`` part is required
+    here, since the card's usage snippet and the upload need the full id.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise UserInputError(f"repo_id must look like 'ORG/NAME', got {repo_id!r}: {err}") from err
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise UserInputError(f"repo_id must look like 'ORG/NAME' (an organisation or user name, '/', a model name), "
+                             f"got {repo_id!r}")
 
 
 def dataset_hub_id(data: str | None) -> str | None:
@@ -102,66 +183,68 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f}"
 
 
-def head_label(name: str, info: Mapping[str, Any]) -> str:
+def _as_export_info(info: ExportInfo | Mapping[str, Any]) -> ExportInfo:
+    return info if isinstance(info, ExportInfo) else ExportInfo.from_dict(info)
+
+
+def head_label(name: str, info: ExportInfo) -> str:
     """``exit_0`` -> ``exit 0 (after stage 2, fc)``; ``backbone``, ``ensemble`` explained."""
     if name == "backbone":
         return "backbone (last stage)"
     if name == "ensemble":
         return "ensemble (mean of all heads' logits)"
     match = re.fullmatch(r"exit_(\d+)", name)
-    exits = info.get("exits") or {}
-    stages = exits.get("stages") or []
+    stages = info.exits.stages if info.exits else []
     if match and int(match.group(1)) < len(stages):
-        return f"exit {match.group(1)} (after stage {stages[int(match.group(1))]}, `{exits.get('sub_network')}`)"
+        return f"exit {match.group(1)} (after stage {stages[int(match.group(1))]}, `{info.exits.sub_network}`)"
     return name
 
 
-def exported_heads(info: Mapping[str, Any], report: Mapping[str, Any]) -> list[str]:
+def exported_heads(info: ExportInfo, report: EvaluationReport) -> list[str]:
     """The report's heads that describe this export: exits and the ensemble only when exits are exported."""
-    names = list((report.get("results") or {}).keys())
-    if info.get("with_exits"):
+    names = list(report.results)
+    if info.with_exits:
         return names
     return [n for n in names if n == "backbone"]
 
 
-def card_eval_results(info: Mapping[str, Any], protocol: str | None = None) -> list[EvalResult]:
+def _accuracies(accuracy: Accuracy | None) -> list[tuple[str, float]]:
+    """``(metric, value)`` of the top-1 / top-5 an entry reports."""
+    accuracy = accuracy or _NO_ACCURACY
+    return [(metric, value) for metric in ("top1", "top5") if (value := getattr(accuracy, metric)) is not None]
+
+
+def card_eval_results(info: ExportInfo | Mapping[str, Any], protocol: str | None = None) -> list[EvalResult]:
     """``EvalResult`` entries (one per head and metric) of the evaluation behind the export.
 
     Linear protocols: top-1 and top-5 (%) of every exported head at the report's ``last`` epoch; kNN: top-1 per
     ``k``; fine-tuning: top-1 and top-5 of the last epoch. Values are the report's numbers, unrounded.
     """
-    protocol = protocol or info.get("card_protocol")
-    evaluations = info.get("evaluations") or {}
-    if not protocol or protocol not in evaluations:
+    info = _as_export_info(info)
+    protocol = protocol or info.card_protocol
+    if not protocol or protocol not in info.evaluations:
         return []
-    report = evaluations[protocol]
-    dataset = report.get("dataset") or {}
-    data = dataset.get("data") or report.get("data")
-    split = dataset.get("eval_split") or report.get("split")
-    dataset_type = dataset_hub_id(data) or dataset_short_name(data)
-    dataset_name = _dataset_title(data)
-    common = dict(task_type="image-classification", task_name="Image Classification", dataset_type=dataset_type,
-                  dataset_name=dataset_name, dataset_split=split)
+    report = info.evaluations[protocol]
+    data = report.dataset.data
+    common = dict(task_type="image-classification", task_name="Image Classification",
+                  dataset_type=dataset_hub_id(data) or dataset_short_name(data), dataset_name=_dataset_title(data),
+                  dataset_split=report.dataset.eval_split)
     results: list[EvalResult] = []
     if protocol == "finetune":
-        last = (report.get("result") or {}).get("last") or {}
-        for metric in ("top1", "top5"):
-            if metric in last:
-                results.append(EvalResult(metric_type="accuracy", metric_value=last[metric],
-                                          metric_name=f"{_metric_title(metric)} (fine-tuned)", **common))
+        for metric, value in _accuracies(report.final):
+            results.append(EvalResult(metric_type="accuracy", metric_value=value,
+                                      metric_name=f"{_metric_title(metric)} (fine-tuned)", **common))
         return results
     for head in exported_heads(info, report):
-        entry = report["results"][head]
+        entry = report.results[head]
         if protocol == "knn":
-            for key, value in entry.items():
+            for key, value in entry.knn.items():
                 results.append(EvalResult(metric_type="accuracy", metric_value=value,
                                           metric_name=f"kNN top-1 ({key.replace('k', 'k=')}), {head}", **common))
             continue
-        last = entry.get("last") or {}
-        for metric in ("top1", "top5"):
-            if metric in last:
-                results.append(EvalResult(metric_type="accuracy", metric_value=last[metric],
-                                          metric_name=f"{_metric_title(metric)}, {head} ({protocol})", **common))
+        for metric, value in _accuracies(entry.last):
+            results.append(EvalResult(metric_type="accuracy", metric_value=value,
+                                      metric_name=f"{_metric_title(metric)}, {head} ({protocol})", **common))
     return results
 
 
@@ -176,43 +259,42 @@ def _dataset_title(data: str | None) -> str:
     return hub or dataset_short_name(data)
 
 
-def _evaluation_sections(info: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
     sections = []
-    exported = info.get("classifiers_protocol")
-    for protocol, report in (info.get("evaluations") or {}).items():
-        dataset = report.get("dataset") or {}
+    for protocol, report in info.evaluations.items():
+        dataset = report.dataset
         section: dict[str, Any] = dict(
             title=f"Protocol `{protocol}`", description=PROTOCOL_DESCRIPTIONS.get(protocol, ""),
-            exported=protocol == exported and not info.get("encoder_only"),
-            dataset=dataset.get("data") or report.get("data"), train_split=dataset.get("train_split", "train"),
-            eval_split=dataset.get("eval_split") or report.get("split"),
-            num_classes=dataset.get("num_classes") or report.get("num_classes"),
-            hyperparameters=_settings(report.get("hyperparameters")), columns=[], rows=[], early_exit=[])
-        results = report.get("results") or {}
+            exported=protocol == info.classifiers_protocol and not info.encoder_only,
+            dataset=dataset.data, train_split=dataset.train_split, eval_split=dataset.eval_split,
+            num_classes=dataset.num_classes, hyperparameters=_settings(report.hyperparameters),
+            columns=[], rows=[], early_exit=[])
+        results = report.results
         if protocol == "finetune":
-            last = (report.get("result") or {}).get("last") or {}
+            last = report.final or _NO_ACCURACY
             section["columns"] = ["model", "top-1 (%)", "top-5 (%)", "epoch"]
-            section["rows"] = [["fine-tuned encoder", _pct(last.get("top1")), _pct(last.get("top5")),
-                                str(last.get("epoch", "-"))]]
+            section["rows"] = [["fine-tuned encoder", _pct(last.top1), _pct(last.top5),
+                                "-" if last.epoch is None else str(last.epoch)]]
         elif protocol == "knn":
-            ks = sorted({k for entry in results.values() for k in entry}, key=lambda k: int(k.lstrip("k")))
+            ks = sorted({k for entry in results.values() for k in entry.knn}, key=lambda k: int(k.lstrip("k")))
             section["columns"] = ["head", *[f"top-1 (%), {k.replace('k', 'k=')}" for k in ks]]
-            section["rows"] = [[head_label(h, info), *[_pct(results[h].get(k)) for k in ks]] for h in results]
+            section["rows"] = [[head_label(h, info), *[_pct(results[h].knn.get(k)) for k in ks]] for h in results]
         elif results:
             section["columns"] = ["head", "top-1 (%)", "top-5 (%)", "top-1, best on val (%)",
                                   "top-1, best on test (%)"]
             for head, entry in results.items():
-                last, by_val, by_test = entry.get("last") or {}, entry.get("best_val") or {}, entry.get("best_test") or {}
-                section["rows"].append([head_label(head, info), _pct(last.get("top1")), _pct(last.get("top5")),
-                                        _pct(by_val.get("top1")), _pct(by_test.get("top1"))])
+                last = entry.last or _NO_ACCURACY
+                by_val, by_test = entry.best_val or _NO_ACCURACY, entry.best_test or _NO_ACCURACY
+                section["rows"].append([head_label(head, info), _pct(last.top1), _pct(last.top5),
+                                        _pct(by_val.top1), _pct(by_test.top1)])
             section["description"] += (" Columns: the last probe epoch (reported in the metadata), the epoch chosen on "
                                        "a held-out validation split, and the epoch chosen on the test split (the "
                                        "papers' protocol; optimistic).")
-        for row in report.get("early_exit") or []:
+        for row in report.early_exit:
             section["early_exit"].append(dict(
-                threshold=f"{row['threshold']:g}", top1=_pct(row.get("top1")),
-                mean_mflops=f"{row.get('mean_flops', 0) / 1e6:.1f}", full_mflops=f"{row.get('full_flops', 0) / 1e6:.1f}",
-                exit_fraction=" / ".join(f"{f:.2f}" for f in row.get("exit_fraction") or [])))
+                threshold=f"{row.threshold:g}", top1=_pct(row.top1),
+                mean_mflops=f"{row.mean_flops / 1e6:.1f}", full_mflops=f"{row.full_flops / 1e6:.1f}",
+                exit_fraction=" / ".join(f"{f:.2f}" for f in row.exit_fraction)))
         sections.append(section)
     return sections
 
@@ -227,24 +309,15 @@ RECIPE_KEYS = ("model", "model_kwargs", "method", "method_kwargs", "temperature"
                "queue_size", "moco_momentum", "mix_temperature", "mix_weight", "data", "class_list", "augmentation",
                "image_size", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
                "schedule", "warmup_epochs", "precision", "seed")
-MOCO_KEYS = ("queue_size", "moco_momentum")
-MIXCO_KEYS = ("mix_temperature", "mix_weight")
-CONTRASTIVE_KEYS = ("temperature", "base_temperature", "projection_dim")
 
 
 def _recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
-    method = recipe.get("method", "")
+    method = recipe.get("method") or ""
     rows = []
     for key in RECIPE_KEYS:
         if key not in recipe or recipe[key] in (None, {}, []):
             continue
-        if key in MOCO_KEYS and "moco" not in method:
-            continue
-        if key in MIXCO_KEYS and "mixco" not in method:
-            continue
-        if key in CONTRASTIVE_KEYS and method in ("ce", "finetune"):
-            continue
-        if key == "base_temperature" and method not in ("supcon", "supcon_s", "selfcon", "selfcon_m"):
+        if not _applies_to_method(key, method):
             continue
         value = recipe[key]
         rows.append((key, f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)))
@@ -253,119 +326,109 @@ def _recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _method_text(recipe: Mapping[str, Any]) -> str:
     method = recipe.get("method")
-    text = METHOD_DESCRIPTIONS.get(method, f"Method `{method}`.")
-    if method in MIXCO_BASE:
-        text += (f" Base method: **{MIXCO_BASE[method]}**; mix temperature **{recipe.get('mix_temperature')}**, "
+    text = _method_description(method)
+    base = _mixco_base(method)
+    if base is not None:
+        text += (f" Base method: **{base}**; mix temperature **{recipe.get('mix_temperature')}**, "
                  f"mix weight **{recipe.get('mix_weight')}**.")
-    if method and method not in ("ce", "finetune"):
+    if _trains_projection_heads(method):
         text += (" The projection heads used for training are not part of this model (they stay in the training "
                  "checkpoint).")
     return text
 
 
-def _summary(info: Mapping[str, Any]) -> str:
-    recipe = info.get("recipe") or {}
-    method = recipe.get("method")
-    family = "MixCo" if method in MIXCO_BASE else ("SelfCon" if info.get("exits") else "timm-selfcon")
-    parts = [f"A {family} `{info['architecture']}` model"]
-    if method == "finetune":
-        parts.append(f"fine-tuned on `{recipe.get('data')}`")
+def _summary(info: ExportInfo) -> str:
+    method = info.method
+    exits = info.exits
+    parts = [f"A {_method_family(method, has_exits=exits is not None)} `{info.architecture}` model"]
+    if _is_finetune(method):
+        parts.append(f"fine-tuned on `{info.recipe.get('data')}`")
     elif method:
-        parts.append(f"trained with `{method}` on `{recipe.get('data')}`")
+        parts.append(f"trained with `{method}` on `{info.recipe.get('data')}`")
     text = " ".join(parts) + ", packaged for `timm.create_model`."
-    exits = info.get("exits")
-    if exits and info.get("with_exits"):
-        text += (f" It has {len(exits['stages'])} sub-network exit(s) (`{exits['sub_network']}`) after stage(s) "
-                 f"{', '.join(str(s) for s in exits['stages'])} in timm's `feature_info` numbering, each with its own "
+    if exits and info.with_exits:
+        text += (f" It has {len(exits.stages)} sub-network exit(s) (`{exits.sub_network}`) after stage(s) "
+                 f"{', '.join(str(s) for s in exits.stages)} in timm's `feature_info` numbering, each with its own "
                  "classifier when classifiers are included, so it supports ensembling and early exit.")
     elif exits:
         text += " The exits used in training were removed from this export (backbone only)."
-    if info.get("encoder_only"):
+    if info.encoder_only:
         text += " This is an **encoder-only** export (`num_classes=0`): `model(x)` returns pooled features."
-    elif info.get("classifiers_protocol") in ("finetune", "trained"):
-        text += f" Its classifier ({info['num_classes']} classes) was trained together with the encoder."
+    elif info.classifiers_protocol in ("finetune", "trained"):
+        text += f" Its classifier ({info.num_classes} classes) was trained together with the encoder."
     else:
-        text += (f" The linear classifier(s) ({info['num_classes']} classes) come from the evaluation protocol "
-                 f"`{info.get('classifiers_protocol')}`.")
+        text += (f" The linear classifier(s) ({info.num_classes} classes) come from the evaluation protocol "
+                 f"`{info.classifiers_protocol}`.")
     return text
 
 
-def _details(info: Mapping[str, Any]) -> list[tuple[str, str]]:
-    pre = info.get("preprocessing") or {}
-    exits = info.get("exits")
+def _details(info: ExportInfo) -> list[tuple[str, str]]:
+    pre = info.preprocessing
+    exits = info.exits
     rows = [
-        ("architecture", f"`{info['architecture']}`"),
-        ("parameters", f"{info.get('num_params', 0) / 1e6:.2f} M"),
-        ("classes", str(info.get("num_classes", 0)) + (" (encoder only)" if info.get("encoder_only") else "")),
+        ("architecture", f"`{info.architecture}`"),
+        ("parameters", f"{info.num_params / 1e6:.2f} M"),
+        ("classes", str(info.num_classes) + (" (encoder only)" if info.encoder_only else "")),
         ("exits", "none" if not exits else (
-            f"stages {exits['stages']}, sub-network `{exits['sub_network']}`" if info.get("with_exits")
-            else f"removed (trained with stages {exits['stages']}, `{exits['sub_network']}`)")),
-        ("classifiers", "none" if info.get("encoder_only") else
-         f"{', '.join(f'`{n}`' for n in info.get('classifier_names') or [])} from `{info.get('classifiers_protocol')}`"),
-        ("input", f"{pre.get('input_size')}, crop_pct {pre.get('crop_pct')}, {pre.get('interpolation')}"),
-        ("mean / std", f"{pre.get('mean')} / {pre.get('std')}"),
+            f"stages {exits.stages}, sub-network `{exits.sub_network}`" if info.with_exits
+            else f"removed (trained with stages {exits.stages}, `{exits.sub_network}`)")),
+        ("classifiers", "none" if info.encoder_only else
+         f"{', '.join(f'`{n}`' for n in info.classifier_names)} from `{info.classifiers_protocol}`"),
+        ("input", f"{pre.input_size}, crop_pct {pre.crop_pct}, {pre.interpolation}"),
+        ("mean / std", f"{pre.mean} / {pre.std}"),
     ]
-    if info.get("label_names"):
-        names = info["label_names"]
+    if info.label_names:
+        names = info.label_names
         shown = ", ".join(str(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
         rows.append(("labels", shown))
-    source = info.get("source") or {}
-    if source.get("checkpoint"):
-        rows.append(("source checkpoint", f"`{source['checkpoint']}`" + (
-            f" (step {source['step']})" if source.get("step") is not None else "")))
-    if info.get("base_model"):
-        rows.append(("base model", f"[{info['base_model']}](https://huggingface.co/{info['base_model']})"))
+    source = info.source
+    if source and source.checkpoint:
+        rows.append(("source checkpoint", f"`{source.checkpoint}`" + (
+            f" (step {source.step})" if source.step is not None else "")))
+    if info.base_model:
+        rows.append(("base model", f"[{info.base_model}](https://huggingface.co/{info.base_model})"))
     rows.append(("papers", "SelfCon arXiv:2106.15499; MixCo arXiv:2010.06300"))
     return rows
 
 
-def _card_data(info: Mapping[str, Any], model_name: str) -> ModelCardData:
-    recipe = info.get("recipe") or {}
-    method = recipe.get("method")
-    tags = ["image-classification", "timm", "timm-selfcon", "contrastive-learning"]
-    tags.append("mixco" if method in MIXCO_BASE else "selfcon")
-    if method == "finetune":
-        tags.append("fine-tuned")
-    elif method in SUPERVISED_METHODS[1:]:
-        tags.append("supervised-contrastive-learning")
-    elif method in METHOD_DESCRIPTIONS and method != "ce":
-        tags.append("self-supervised-learning")
-    if info.get("with_exits") and info.get("exits"):
+def _card_data(info: ExportInfo, model_name: str) -> ModelCardData:
+    tags = ["image-classification", "timm", "timm-selfcon", "contrastive-learning", *_method_tags(info.method)]
+    if info.with_exits and info.exits:
         tags += ["multi-exit", "early-exit"]
     datasets = []
-    for data in (recipe.get("data"), *[(r.get("dataset") or {}).get("data") or r.get("data")
-                                       for r in (info.get("evaluations") or {}).values()]):
+    for data in (info.recipe.get("data"), *[report.dataset.data for report in info.evaluations.values()]):
         hub = dataset_hub_id(data)
         if hub and hub not in datasets:
             datasets.append(hub)
     eval_results = card_eval_results(info) or None
     return ModelCardData(
         library_name="timm",
-        pipeline_tag="image-feature-extraction" if info.get("encoder_only") else "image-classification",
-        license=info.get("license") or "apache-2.0",
+        pipeline_tag="image-feature-extraction" if info.encoder_only else "image-classification",
+        license=info.license or "apache-2.0",
         tags=list(dict.fromkeys(tags)),
         datasets=datasets or None,
-        base_model=info.get("base_model") or None,
+        base_model=info.base_model or None,
         metrics=["accuracy"] if eval_results else None,
         model_name=model_name,
         eval_results=eval_results,
     )
 
 
-def render_card(info: Mapping[str, Any], repo_id: str | None = None,
+def render_card(info: ExportInfo | Mapping[str, Any], repo_id: str | None = None,
                 template_path: str | Path | None = None) -> ModelCard:
-    """The model card of an export (``export_info.json`` contents) for ``repo_id`` (``ORG/NAME``).
+    """The model card of an export (its :class:`ExportInfo`, or ``export_info.json``'s contents) for ``repo_id``.
 
-    Without ``repo_id`` the usage snippet uses the export's suggested name under ``ORG/``.
+    ``repo_id`` is ``ORG/NAME``; without it the usage snippet uses the export's suggested name under ``ORG/``.
     """
+    info = _as_export_info(info)
     template_path = Path(template_path or CARD_TEMPLATE)
     if not template_path.is_file():
         raise ValueError(f"model card template {str(template_path)!r} not found (expected hub_cards/model_card.md "
                          "in the timm-selfcon repository)")
-    repo_id = repo_id or f"ORG/{info.get('suggested_name') or info['architecture']}"
+    repo_id = repo_id or f"ORG/{info.suggested_name or info.architecture}"
     model_name = repo_id.split("/")[-1]
     card_data = _card_data(info, model_name)
-    recipe = info.get("recipe") or {}
+    recipe = info.recipe
     environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                      undefined=jinja2.StrictUndefined, autoescape=False)
     template = environment.from_string(template_path.read_text(encoding="utf-8"))
@@ -373,20 +436,20 @@ def render_card(info: Mapping[str, Any], repo_id: str | None = None,
         card_data=card_data.to_yaml(),
         title=f"{model_name}",
         summary=_summary(info),
-        notes=list(info.get("notes") or []),
+        notes=list(info.notes),
         repo_id=repo_id,
-        architecture=info["architecture"],
-        has_classifiers=not info.get("encoder_only"),
-        with_exits=bool(info.get("with_exits") and info.get("exits")),
-        num_classes=info.get("num_classes", 0),
-        num_features=info.get("num_features", "D"),
+        architecture=info.architecture,
+        has_classifiers=not info.encoder_only,
+        with_exits=bool(info.with_exits and info.exits),
+        num_classes=info.num_classes,
+        num_features="D" if info.num_features is None else info.num_features,
         details=_details(info),
-        model_args_json=json.dumps(info.get("model_args") or {}),
+        model_args_json=json.dumps(info.model_args),
         method_description=_method_text(recipe) if recipe else "No training recipe recorded.",
-        provenance=recipe.get("provenance") or (info.get("source") or {}).get("provenance") or "not recorded",
+        provenance=recipe.get("provenance") or (info.source.provenance if info.source else None) or "not recorded",
         recipe_rows=_recipe_rows(recipe),
         recipe_yaml=yaml.safe_dump(dict(recipe), sort_keys=False).strip() if recipe else "",
         evaluations=_evaluation_sections(info),
-        version=info.get("timm_selfcon_version", "?"),
+        version="?" if info.timm_selfcon_version is None else info.timm_selfcon_version,
     )
     return ModelCard(content)

@@ -31,7 +31,6 @@ import ast
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import yaml
 from safetensors.torch import save_file
 
 from ..errors import UserInputError
+from ..fileio import atomic_dir
 
 __all__ = ["OFFICIAL_DATASETS", "convert_official", "convert_state_dict", "read_official_checkpoint"]
 
@@ -237,7 +237,7 @@ def convert_official(
     Returns the path of ``out_dir``; ``load_encoder(out_dir)`` then gives the encoder.
     """
     from ..config import TrainConfig, validate_config
-    from ..engine.checkpoint import STATE_DIR, load_strict, match_umask
+    from ..engine.checkpoint import STATE_DIR, load_strict
     from ..engine.train import method_kwargs, timm_encoder
     from ..methods import build_method
 
@@ -279,25 +279,17 @@ def convert_official(
     converted = convert_state_dict(state, positions, sub_network, is_resnet, multi_head)
     load_strict(training_method, converted, what=f"the official checkpoint {source.name} (converted keys)")
 
-    tmp = out_dir.parent / f".{out_dir.name}.convert-tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "ckpt-0" / STATE_DIR).mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as tmp:  # all of it or nothing; atomic_dir gives every file ordinary permissions
         # the training layout: the method's state where Accelerate keeps it, the encoder's timm files beside it
+        (tmp / "ckpt-0" / STATE_DIR).mkdir(parents=True)
         save_file({k: v.contiguous() for k, v in training_method.state_dict().items()},
                   str(tmp / "ckpt-0" / STATE_DIR / "model.safetensors"))
         timm_encoder(config, training_method.encoder).write(tmp / "ckpt-0")
-        match_umask(tmp / "ckpt-0")
         (tmp / "ckpt-0" / "trainer_state.json").write_text(json.dumps(
             {"step": 0, "epoch": options.get("epoch"), "converted_from": source.name}, indent=2))
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         (tmp / "official_opt.json").write_text(json.dumps(options, indent=2, default=str))
         (tmp / "last").symlink_to("ckpt-0")
         if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+            out_dir.rmdir()  # the empty folder given as out_dir (checked above); the finished one takes its place
     return out_dir

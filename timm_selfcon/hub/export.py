@@ -10,7 +10,8 @@ and writes what timm's ``hf-hub:`` / ``local-dir:`` loader reads:
   ``pretrained_cfg`` with the preprocessing, the label names and ``classifier`` naming every head;
 - ``model.safetensors`` (never a pickle);
 - ``README.md``, the model card (:mod:`timm_selfcon.hub.card`), and ``export_info.json``, the inputs the card is
-  rendered from (recipe, evaluation reports, variant), so ``push`` can render it again for the real repo id.
+  rendered from (recipe, evaluation reports, variant), so ``push`` can render it again for the real repo id: one
+  :class:`~timm_selfcon.hub.records.ExportInfo` whatever the source.
 
 The linear classifiers come from ``<run>/eval/<protocol>/classifiers.safetensors`` written by
 ``timm_selfcon.engine.evaluate`` (``protocol`` names which; by default the first of ``linear``, ``early_exit``,
@@ -20,13 +21,12 @@ removed: a plain backbone). A fine-tuning output (``timm-selfcon finetune``) exp
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
@@ -34,14 +34,24 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-from ..engine.checkpoint import match_umask
 from ..errors import UserInputError
+from ..fileio import atomic_dir
 from ..models.factory import create_model
-from .card import dataset_short_name, render_card
+from .card import check_repo_id, dataset_short_name, render_card
+from .records import (
+    EXPORT_FORMAT,
+    EXPORT_INFO,
+    EvaluationReport,
+    ExitsInfo,
+    ExportInfo,
+    ExportSource,
+    Preprocessing,
+)
 
 __all__ = [
     "CLASSIFIER_PROTOCOLS",
     "EXPORT_INFO",
+    "ExportInfo",
     "ExportResult",
     "classifier_names",
     "export",
@@ -50,8 +60,6 @@ __all__ = [
 
 #: Evaluation protocols that train linear classifiers, in the order ``export`` picks one by default.
 CLASSIFIER_PROTOCOLS = ("linear", "early_exit", "linear_fast")
-EXPORT_INFO = "export_info.json"
-EXPORT_FORMAT = "timm-selfcon-export/1"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
 
 
@@ -120,7 +128,7 @@ def export(
         raise UserInputError(f"unknown protocol {protocol!r} for export{hint}; expected one of {list(CLASSIFIER_PROTOCOLS)} "
                          "or None (the first evaluation found)")
     if repo_id is not None:
-        _check_repo_id(repo_id)
+        check_repo_id(repo_id)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     source_path = Path(source)
@@ -128,43 +136,35 @@ def export(
         if protocol is not None or not exits:
             raise UserInputError(f"{str(source_path)!r} is a fine-tuned model with its own classifier and no exits; "
                              "protocol= and exits=False do not apply to it")
-        model, info = _from_finetune_dir(source_path, classifiers=classifiers, base_model=base_model)
+        model, info, warn = _from_finetune_dir(source_path, classifiers=classifiers, base_model=base_model)
     else:
-        model, info = _from_training_checkpoint(source, protocol=protocol, classifiers=classifiers, exits=exits,
-                                                eval_dir=eval_dir)
-        info["base_model"] = base_model
-    info.update(license=license, timm_selfcon_version=_version(), format=EXPORT_FORMAT,
-                num_params=sum(p.numel() for p in model.parameters()), num_features=int(model.num_features))
-    for note in info.pop("warnings"):
+        model, info, warn = _from_training_checkpoint(source, protocol=protocol, classifiers=classifiers,
+                                                      exits=exits, eval_dir=eval_dir)
+        info = dataclasses.replace(info, base_model=base_model)
+    info = dataclasses.replace(info, license=license, timm_selfcon_version=_version(), format=EXPORT_FORMAT,
+                               num_params=sum(p.numel() for p in model.parameters()),
+                               num_features=int(model.num_features))
+    for note in warn:
         warnings.warn(note, UserWarning, stacklevel=2)
 
-    tmp = out_dir.parent / f".{out_dir.name}.export-tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir, replace=True) as tmp:
         _write_timm_files(model, tmp, info)
         _check_round_trip(model, tmp)
-        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2, default=_json_default))
-        render_card(json.loads((tmp / EXPORT_INFO).read_text()), repo_id).save(str(tmp / "README.md"))
-        match_umask(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        info.write(tmp)
+        # the card is rendered from the file just written, exactly as push renders it
+        render_card(ExportInfo.read(tmp), repo_id).save(str(tmp / "README.md"))
     return ExportResult(
-        out_dir=out_dir, architecture=info["architecture"], num_classes=info["num_classes"],
-        classifiers_protocol=None if info["encoder_only"] else info["classifiers_protocol"],
-        encoder_only=info["encoder_only"], with_exits=info["with_exits"], suggested_name=info["suggested_name"],
-        files=sorted(p.name for p in out_dir.iterdir()), notes=list(info["notes"]),
+        out_dir=out_dir, architecture=info.architecture, num_classes=info.num_classes,
+        classifiers_protocol=None if info.encoder_only else info.classifiers_protocol,
+        encoder_only=info.encoder_only, with_exits=info.with_exits, suggested_name=info.suggested_name or "",
+        files=sorted(p.name for p in out_dir.iterdir()), notes=list(info.notes),
     )
 
 
 # ------------------------------------------------------------------------------------------ sources
 def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str | None, classifiers: bool, exits: bool,
-                              eval_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, dict[str, Any]]:
+                              eval_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, ExportInfo, list[str]]:
+    """The encoder of a training checkpoint with the chosen evaluation's classifiers, its record and warnings."""
     from ..config import load_saved_config
     from ..engine.checkpoint import load_encoder, load_strict, read_trainer_state, resolve_checkpoint
     from ..engine.evaluate import PROTOCOLS
@@ -173,7 +173,7 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
     encoder, loaded = load_encoder(checkpoint)
     config = load_saved_config(loaded["recipe"])
     eval_root = Path(eval_dir) if eval_dir is not None else checkpoint.parent / "eval"
-    reports = {p: json.loads((eval_root / p / "report.json").read_text())
+    reports = {p: EvaluationReport.from_dict(p, json.loads((eval_root / p / "report.json").read_text()))
                for p in PROTOCOLS if (eval_root / p / "report.json").is_file()}
     warn: list[str] = []  # said as warnings and kept as notes (card, result)
     notes: list[str] = []  # kept as notes only
@@ -194,7 +194,7 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
             raise UserInputError(f"{eval_root / chosen / 'classifiers.safetensors'} has no {backbone_head}.weight "
                              f"(keys: {sorted(head_state)[:6]}); it does not belong to this model")
         num_classes = int(head_state[f"{backbone_head}.weight"].shape[0])
-        names = (reports.get(chosen, {}).get("dataset") or {}).get("class_names")
+        names = reports[chosen].dataset.class_names if chosen in reports else None
         label_names = list(names) if names and len(names) == num_classes else None
     elif own_classifier:
         chosen = "trained"
@@ -225,33 +225,33 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
     load_strict(model, state, what=f"the export of {checkpoint}" + (f" with {chosen} classifiers" if chosen else ""))
     model.eval()
 
-    info = dict(
+    if not exits and trained_exits:
+        notes.append(f"the exits (stages {trained_exits}) were removed: this export is the backbone alone")
+    info = ExportInfo(
         architecture=config.model,
         model_args=model_args,
         num_classes=num_classes,
         label_names=label_names,
         classifier_names=list(classifier_names(model)),
-        exits=dict(stages=trained_exits, sub_network=encoder.sub_network) if trained_exits else None,
+        exits=ExitsInfo(stages=trained_exits, sub_network=encoder.sub_network) if trained_exits else None,
         with_exits=bool(exits and trained_exits),
         encoder_only=num_classes == 0,
         classifiers_protocol=chosen if num_classes else None,
         card_protocol=chosen if chosen in reports else _first_report(reports),
-        source=dict(kind="training", checkpoint=checkpoint.name, step=read_trainer_state(checkpoint).get("step"),
-                    run=checkpoint.parent.name, method=config.method),
+        source=ExportSource(kind="training", checkpoint=checkpoint.name,
+                            step=read_trainer_state(checkpoint).get("step"), run=checkpoint.parent.name,
+                            method=config.method),
         recipe=config.to_dict(),
         evaluations=reports,
         preprocessing=_preprocessing(encoder, reports.get(chosen) if chosen else None),
         suggested_name=suggested_name(config.model, config.method, config.data),
-        notes=notes,
+        notes=[*warn, *notes],
     )
-    if not exits and trained_exits:
-        notes.append(f"the exits (stages {trained_exits}) were removed: this export is the backbone alone")
-    notes[:0] = warn
-    info["warnings"] = warn
-    return model, info
+    return model, info, warn
 
 
-def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, Any], checkpoint: Path) -> str | None:
+def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, EvaluationReport],
+                     checkpoint: Path) -> str | None:
     available = [p for p in CLASSIFIER_PROTOCOLS if (eval_root / p / "classifiers.safetensors").is_file()]
     if protocol is not None:
         if protocol not in available:
@@ -262,7 +262,7 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, A
         chosen = available[0]
     else:
         return None
-    evaluated = (reports.get(chosen) or {}).get("checkpoint")
+    evaluated = reports[chosen].checkpoint if chosen in reports else None
     if not evaluated or Path(evaluated).name != checkpoint.name:
         raise UserInputError(f"the {chosen!r} classifiers under {str(eval_root)!r} were trained on the features of "
                          f"{evaluated!r}, not of the checkpoint being exported ({checkpoint.name}); evaluate this "
@@ -270,14 +270,15 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, A
     return chosen
 
 
-def _first_report(reports: dict[str, Any]) -> str | None:
+def _first_report(reports: dict[str, EvaluationReport]) -> str | None:
     for protocol in (*CLASSIFIER_PROTOCOLS, "knn"):
         if protocol in reports:
             return protocol
     return None
 
 
-def _from_finetune_dir(path: Path, *, classifiers: bool, base_model: str | None) -> tuple[nn.Module, dict[str, Any]]:
+def _from_finetune_dir(path: Path, *, classifiers: bool,
+                       base_model: str | None) -> tuple[nn.Module, ExportInfo, list[str]]:
     """A ``timm-selfcon finetune`` output: a timm folder with ``report.json``; its classifier is the fine-tuned one."""
     config = json.loads((path / "config.json").read_text())
     report = json.loads((path / "report.json").read_text())
@@ -292,38 +293,36 @@ def _from_finetune_dir(path: Path, *, classifiers: bool, base_model: str | None)
         base_model = source.removeprefix("hf-hub:").split("@")[0]
     names = (config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names"))
     exits = model_args.get("exit_stages")
-    info = dict(
+    info = ExportInfo(
         architecture=config["architecture"], model_args=model_args, num_classes=num_classes,
         label_names=list(names) if names and num_classes and len(names) == num_classes else None,
         classifier_names=list(classifier_names(model)), exits=None, with_exits=bool(exits),
         encoder_only=num_classes == 0, classifiers_protocol="finetune" if num_classes else None,
         card_protocol="finetune",
-        source=dict(kind="finetune", checkpoint=path.name, step=None, base=source),
+        source=ExportSource(kind="finetune", checkpoint=path.name, step=None, base=source),
         recipe=dict(report.get("hyperparameters") or {}, method="finetune", model=config["architecture"],
                     provenance=f"fine-tuned from {source} with timm-selfcon finetune"),
-        evaluations={"finetune": dict(report, dataset=dict(
-            data=report.get("data"), eval_split=report.get("split"), num_classes=report.get("num_classes")))},
+        evaluations={"finetune": EvaluationReport.from_finetune_report(report)},
         preprocessing=_preprocessing(model, None),
         suggested_name=suggested_name(config["architecture"], "finetune", report.get("data")),
         base_model=base_model, notes=[] if classifiers else ["encoder-only export of a fine-tuned model"],
-        warnings=[],
     )
-    return model, info
+    return model, info, []
 
 
 # ------------------------------------------------------------------------------------------ writing
-def _preprocessing(model: nn.Module, report: dict[str, Any] | None) -> dict[str, Any]:
+def _preprocessing(model: nn.Module, report: EvaluationReport | None) -> Preprocessing:
     """The preprocessing the reported numbers were measured with.
 
     ``timm_selfcon.engine.evaluate`` resizes to the model's ``input_size`` and normalises with the model's
     ``pretrained_cfg`` mean / std (a report that records ``preprocessing`` overrides them); crop_pct 1.0, bilinear.
     """
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    recorded = (report or {}).get("preprocessing") or {}
+    recorded = report.preprocessing if report is not None else {}
     input_size = list(cfg.get("input_size", (3, 224, 224)))
     if recorded.get("image_size"):
         input_size = [input_size[0], int(recorded["image_size"]), int(recorded["image_size"])]
-    return dict(
+    return Preprocessing(
         input_size=input_size,
         mean=list(recorded.get("mean") or cfg.get("mean")),
         std=list(recorded.get("std") or cfg.get("std")),
@@ -333,24 +332,23 @@ def _preprocessing(model: nn.Module, report: dict[str, Any] | None) -> dict[str,
     )
 
 
-def _write_timm_files(model: nn.Module, folder: Path, info: dict[str, Any]) -> None:
-    pre = info["preprocessing"]
+def _write_timm_files(model: nn.Module, folder: Path, info: ExportInfo) -> None:
+    pre = info.preprocessing
+    heads = info.classifier_names
     model.pretrained_cfg = {
         **model.pretrained_cfg,
-        "num_classes": info["num_classes"],
-        "label_names": info["label_names"],
-        "classifier": tuple(info["classifier_names"]) if len(info["classifier_names"]) > 1
-        else info["classifier_names"][0],
-        "tag": info["suggested_name"].partition(".")[2] or None,
-        "license": info.get("license"),
-        "description": f"timm-selfcon export ({'encoder only' if info['encoder_only'] else 'with classifiers'})",
+        "num_classes": info.num_classes,
+        "label_names": info.label_names,
+        "classifier": tuple(heads) if len(heads) > 1 else heads[0],
+        "tag": (info.suggested_name or "").partition(".")[2] or None,
+        "license": info.license,
+        "description": f"timm-selfcon export ({'encoder only' if info.encoder_only else 'with classifiers'})",
     }
-    model_config = {"label_names": info["label_names"]} if info["label_names"] else None
-    save_for_hf(model, str(folder), model_config=model_config, model_args=info["model_args"],
+    model_config = {"label_names": info.label_names} if info.label_names else None
+    save_for_hf(model, str(folder), model_config=model_config, model_args=info.model_args,
                 safe_serialization=True,
-                data_config=dict(input_size=tuple(pre["input_size"]), mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-                                 crop_pct=pre["crop_pct"], crop_mode=pre["crop_mode"],
-                                 interpolation=pre["interpolation"]))
+                data_config=dict(input_size=tuple(pre.input_size), mean=tuple(pre.mean), std=tuple(pre.std),
+                                 crop_pct=pre.crop_pct, crop_mode=pre.crop_mode, interpolation=pre.interpolation))
     pickles = [p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise RuntimeError(f"save_for_hf wrote pickle files {pickles}; exports must hold safetensors only")
@@ -374,20 +372,6 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).exists())):
         raise UserInputError(f"out_dir {str(out_dir)!r} exists and is not an earlier timm-selfcon export; "
                          "choose an empty or new folder")
-
-
-def _check_repo_id(repo_id: str) -> None:
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts):
-        raise UserInputError(f"repo_id must look like 'ORG/NAME', got {repo_id!r}")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 def _version() -> str:

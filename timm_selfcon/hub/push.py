@@ -15,7 +15,6 @@ Papers: SelfCon (Bae et al., AAAI 2023, arXiv 2106.15499) and MixCo (Kim et al.,
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,8 +25,10 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import OfflineModeIsEnabled
 
 from ..errors import UserInputError
-from .card import render_card
-from .export import EXPORT_INFO, PICKLE_SUFFIXES, _check_repo_id
+from ..fileio import atomic_path
+from .card import check_repo_id, render_card
+from .export import PICKLE_SUFFIXES
+from .records import EXPORT_INFO, ExportInfo
 
 __all__ = ["HubPushError", "PushResult", "push", "upload_files"]
 
@@ -89,16 +90,15 @@ def push(
     Raises ``ValueError`` for a bad folder or repo id and :class:`HubPushError` when the upload cannot start
     (no token, rejected token, Hub unreachable or offline mode); either way nothing is uploaded.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     folder = Path(out_dir)
     files = upload_files(folder)
-    info = json.loads((folder / EXPORT_INFO).read_text())
+    info = ExportInfo.read(folder)
     card = render_card(info, repo_id)
-    tmp = folder / "README.md.tmp"
-    card.save(str(tmp))
-    os.replace(tmp, folder / "README.md")
-    message = commit_message or (f"Upload {info['architecture']} ({_variant(info)}) with timm-selfcon "
-                                 f"{info.get('timm_selfcon_version', '')}".strip())
+    with atomic_path(folder / "README.md") as tmp:
+        card.save(str(tmp))
+    message = commit_message or (f"Upload {info.architecture} ({_variant(info)}) with timm-selfcon "
+                                 f"{info.timm_selfcon_version or ''}".strip())
     card_text = (folder / "README.md").read_text()
     if dry_run:
         stream = stream or sys.stdout
@@ -114,7 +114,7 @@ def push(
     if not token:
         raise HubPushError("no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login` "
                            "(a token with write access); nothing was uploaded")
-    api = HfApi(token=token, library_name="timm-selfcon", library_version=info.get("timm_selfcon_version"))
+    api = HfApi(token=token, library_name="timm-selfcon", library_version=info.timm_selfcon_version)
     try:
         user = api.whoami(token=token)
     except Exception as err:  # any failure here means we must not start an upload
@@ -128,9 +128,9 @@ def push(
                       extra=dict(user=(user or {}).get("name")))
 
 
-def _variant(info: dict[str, Any]) -> str:
-    heads = "encoder only" if info.get("encoder_only") else f"{info.get('num_classes')} classes"
-    exits = "with exits" if info.get("with_exits") else "no exits"
+def _variant(info: ExportInfo) -> str:
+    heads = "encoder only" if info.encoder_only else f"{info.num_classes} classes"
+    exits = "with exits" if info.with_exits else "no exits"
     return f"{heads}, {exits}"
 
 

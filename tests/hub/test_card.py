@@ -1,0 +1,112 @@
+"""The model card: exports written before the typed records render the same card, and what each method changes.
+
+``fixtures/old_exports/<name>/`` hold an ``export_info.json`` written by the export code before
+:mod:`timm_selfcon.hub.records` existed and ``card.md``, the card that code rendered from it for ``me/old-export``
+(see the README there). No model is built here.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from timm_selfcon.hub import render_card
+from timm_selfcon.hub.card import METHOD_DESCRIPTIONS, RECIPE_KEYS, card_eval_results
+from timm_selfcon.hub.records import ExitsInfo, ExportInfo
+
+OLD_EXPORTS = Path(__file__).parent / "fixtures" / "old_exports"
+OLD_NAMES = sorted(p.name for p in OLD_EXPORTS.iterdir() if p.is_dir())
+
+
+def test_fixtures_are_there() -> None:
+    assert OLD_NAMES == ["finetune", "minimal", "mixco_encoder_only", "selfcon_early_exit", "selfcon_no_exits"]
+
+
+def _same_card(got: ModelCard, want: ModelCard) -> None:
+    """The same text below the metadata, and the same metadata (compared parsed: YAML layout may differ)."""
+    assert got.text == want.text
+    assert got.data.to_dict() == want.data.to_dict()
+
+
+@pytest.mark.parametrize("name", OLD_NAMES)
+def test_old_export_info_renders_the_card_it_rendered_before(name: str) -> None:
+    old = json.loads((OLD_EXPORTS / name / "export_info.json").read_text())
+    want = ModelCard.load(OLD_EXPORTS / name / "card.md")
+    record = ExportInfo.from_dict(old)
+    _same_card(render_card(record, "me/old-export"), want)
+    _same_card(render_card(old, "me/old-export"), want)  # the JSON object itself is accepted too
+    assert [r.metric_name for r in card_eval_results(old)] == [r.metric_name for r in want.data.eval_results or []]
+
+
+def test_old_export_card_covers_every_protocol_section() -> None:
+    text = (OLD_EXPORTS / "selfcon_early_exit" / "card.md").read_text()
+    card = render_card(ExportInfo.read(OLD_EXPORTS / "selfcon_early_exit"), "me/old-export").text
+    for needle in ("### Protocol `knn`", "| head | top-1 (%), k=20 | top-1 (%), k=200 |", "### Protocol `early_exit`",
+                   "| threshold | top-1 (%) |", "exit 0 (after stage 1, `fc`)"):
+        assert needle in text and needle in card
+
+
+def _recipe(method: str) -> dict:
+    values = dict(model="selfcon_resnet18_cifar", model_kwargs={"exit_stages": [2]}, method_kwargs={"alpha": 1.0},
+                  temperature=0.1, base_temperature=0.07, projection_dim=128, queue_size=16, moco_momentum=0.99,
+                  mix_temperature=0.05, mix_weight=1.0, data="uoft-cs/cifar10", class_list=[0, 1],
+                  augmentation="supcon", image_size=32, epochs=1, max_steps=2, batch_size=8, optimizer="sgd", lr=0.1,
+                  momentum=0.9, weight_decay=1e-4, schedule="cosine", warmup_epochs=1, precision="fp32", seed=0)
+    assert set(values) == set(RECIPE_KEYS) - {"method"}
+    return dict(values, method=method)
+
+
+ALL_METHOD_KEYS = {"temperature", "base_temperature", "projection_dim", "queue_size", "moco_momentum", "mix_temperature",
+                   "mix_weight"}
+# method -> (family with exits, method tags, recipe keys hidden, MixCo base, projection-head sentence)
+METHOD_CASES = {
+    "ce": ("SelfCon", ["selfcon"], ALL_METHOD_KEYS, None, False),
+    "supcon": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
+               {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
+    "supcon_s": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
+                 {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
+    "selfcon": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
+                {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
+    "selfcon_m": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
+                  {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
+    "simclr": ("SelfCon", ["selfcon", "self-supervised-learning"],
+               {"base_temperature", "queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
+    "moco": ("SelfCon", ["selfcon", "self-supervised-learning"],
+             {"base_temperature", "mix_temperature", "mix_weight"}, None, True),
+    "simclr_mixco": ("MixCo", ["mixco", "self-supervised-learning"],
+                     {"base_temperature", "queue_size", "moco_momentum"}, "SimCLR", True),
+    "moco_mixco": ("MixCo", ["mixco", "self-supervised-learning"], {"base_temperature"}, "MoCo v2", True),
+    "finetune": ("SelfCon", ["selfcon", "fine-tuned"], ALL_METHOD_KEYS, None, False),
+    "not_a_method": ("SelfCon", ["selfcon"],
+                     {"base_temperature", "queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
+}
+
+
+def test_method_cases_cover_every_described_method() -> None:
+    assert set(METHOD_DESCRIPTIONS) <= set(METHOD_CASES)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_CASES))
+def test_what_the_method_changes_in_the_card(method: str) -> None:
+    family, method_tags, hidden, base, projection_sentence = METHOD_CASES[method]
+    info = ExportInfo(architecture="selfcon_resnet18_cifar", exits=ExitsInfo(stages=[2], sub_network="fc"),
+                      encoder_only=True, recipe=_recipe(method))
+    card = render_card(info, "me/model")
+    tags = card.data.tags
+    assert tags[:4] == ["image-classification", "timm", "timm-selfcon", "contrastive-learning"]
+    assert tags[4:] == method_tags
+    assert card.text.split("\n\n", 2)[1].startswith(f"A {family} `selfcon_resnet18_cifar` model")
+    assert (" fine-tuned on `uoft-cs/cifar10`" in card.text) == (method == "finetune")
+    listed = set(re.findall(r"^\| `(\w+)` \|", card.text, flags=re.MULTILINE))
+    assert listed == set(RECIPE_KEYS) - hidden
+    assert METHOD_DESCRIPTIONS.get(method, f"Method `{method}`.") in card.text
+    assert ("Base method: **" in card.text) == (base is not None)
+    if base is not None:
+        assert f"Base method: **{base}**; mix temperature **0.05**, mix weight **1.0**." in card.text
+    assert ("The projection heads used for training are not part of this model" in card.text) == projection_sentence
+
+    without_exits = render_card(ExportInfo(architecture="a", encoder_only=True, recipe=_recipe(method)), "me/m")
+    assert without_exits.text.split("\n\n", 2)[1].startswith(f"A {'MixCo' if base else 'timm-selfcon'} `a` model")
