@@ -24,11 +24,11 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..errors import UserInputError
+from ..methods import METHODS, TrainingMethod
 from .records import Accuracy, EvaluationReport, ExportInfo
 
 __all__ = [
     "CARD_TEMPLATE",
-    "METHOD_DESCRIPTIONS",
     "PROTOCOL_DESCRIPTIONS",
     "card_eval_results",
     "check_repo_id",
@@ -41,75 +41,66 @@ __all__ = [
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 REPO_ID_PLACEHOLDER = "ORG/NAME"
 
-METHOD_DESCRIPTIONS: dict[str, str] = {
-    "ce": "Supervised cross-entropy training (the baseline of the SelfCon paper).",
-    "supcon": "SupCon: supervised contrastive learning on two augmented views (Khosla et al., 2020).",
-    "supcon_s": "SupCon-S: supervised contrastive learning on a single view.",
-    "selfcon": "SelfCon-S: supervised contrastive learning on a single view, the sub-network exits providing the "
-               "extra views (Bae et al., AAAI 2023).",
-    "selfcon_m": "SelfCon-M: SelfCon on two augmented views, exits and backbone of both views contrasted.",
-    "simclr": "SimCLR: self-supervised contrastive learning on two views.",
-    "moco": "MoCo v2: self-supervised contrastive learning with a momentum key encoder and a queue.",
-    "simclr_mixco": "MixCo on SimCLR: SimCLR plus mix-up semi-positives with soft targets (Kim et al., 2020).",
-    "moco_mixco": "MixCo on MoCo v2: MoCo v2 plus mix-up semi-positives with soft targets (Kim et al., 2020).",
-    "finetune": "Fine-tuning of the whole encoder (exits removed) with a new classifier and cross-entropy "
-                "(`timm-selfcon finetune`).",
-}
-MIXCO_BASE = {"simclr_mixco": "SimCLR", "moco_mixco": "MoCo v2"}
-SUPERVISED_METHODS = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m")
-MOCO_KEYS = ("queue_size", "moco_momentum")
-MIXCO_KEYS = ("mix_temperature", "mix_weight")
-CONTRASTIVE_KEYS = ("temperature", "base_temperature", "projection_dim")
+FINETUNE = "finetune"  # the recipe "method" of a `timm-selfcon finetune` output: not a training method
+FINETUNE_DESCRIPTION = ("Fine-tuning of the whole encoder (exits removed) with a new classifier and cross-entropy "
+                        "(`timm-selfcon finetune`).")
 
 
 # ------------------------------------------------------------------------------------------ method-specific decisions
-# The only readers of the method tables above: everything else in this module asks these functions.
-def _method_description(method: str | None) -> str:
-    """The card's one-paragraph description of ``method``."""
-    return METHOD_DESCRIPTIONS.get(method, f"Method `{method}`.")
+# Every method-specific line of the card comes from the method's own declaration (timm_selfcon.methods).
+def _method(method: str | None) -> type[TrainingMethod] | None:
+    return METHODS.get(method) if method else None
 
 
-def _mixco_base(method: str | None) -> str | None:
-    """The method a MixCo variant is built on (``"SimCLR"``, ``"MoCo v2"``), None for the others."""
-    return MIXCO_BASE.get(method)
+def _method_text(recipe: Mapping[str, Any]) -> str:
+    """The card's paragraph on the training method: its declared card text, and where its heads went."""
+    method = recipe.get("method")
+    cls = _method(method)
+    if method == FINETUNE:
+        return FINETUNE_DESCRIPTION
+    if cls is None:
+        return f"Method `{method}`."
+    text = cls.card_text(recipe)
+    if _trains_projection_heads(method):
+        text += (" The projection heads used for training are not part of this model (they stay in the training "
+                 "checkpoint).")
+    return text
 
 
 def _method_family(method: str | None, has_exits: bool) -> str:
-    """The family named in the card's first sentence: MixCo, SelfCon (a model with exits) or timm-selfcon."""
-    return "MixCo" if method in MIXCO_BASE else ("SelfCon" if has_exits else "timm-selfcon")
+    """The family named in the card's first sentence: the method's declared one, else SelfCon (a model with exits)
+    or timm-selfcon."""
+    cls = _method(method)
+    if cls is not None and cls.card_family:
+        return cls.card_family
+    return "SelfCon" if has_exits else "timm-selfcon"
 
 
 def _method_tags(method: str | None) -> list[str]:
     """The card's metadata tags that name the method's kind."""
-    tags = ["mixco" if method in MIXCO_BASE else "selfcon"]
-    if method == "finetune":
-        tags.append("fine-tuned")
-    elif method in SUPERVISED_METHODS[1:]:
-        tags.append("supervised-contrastive-learning")
-    elif method in METHOD_DESCRIPTIONS and method != "ce":
-        tags.append("self-supervised-learning")
-    return tags
+    cls = _method(method)
+    if cls is not None:
+        return list(cls.card_tags)
+    return ["selfcon", "fine-tuned"] if method == FINETUNE else ["selfcon"]
 
 
 def _is_finetune(method: str | None) -> bool:
     """Whether the model is a fine-tuning output (``timm-selfcon finetune``) rather than a pretraining run."""
-    return method == "finetune"
+    return method == FINETUNE
 
 
 def _trains_projection_heads(method: str | None) -> bool:
     """Whether training used projection heads, which stay in the training checkpoint (not in the export)."""
-    return bool(method) and method not in ("ce", "finetune")
+    cls = _method(method)
+    return cls is not None and "projection_dim" in cls.recipe_keys
 
 
 def _applies_to_method(key: str, method: str) -> bool:
-    """Whether the recipe key ``key`` means anything for ``method`` (the card lists only those)."""
-    if key in MOCO_KEYS and "moco" not in method:
-        return False
-    if key in MIXCO_KEYS and "mixco" not in method:
-        return False
-    if key in CONTRASTIVE_KEYS and method in ("ce", "finetune"):
-        return False
-    return not (key == "base_temperature" and method not in ("supcon", "supcon_s", "selfcon", "selfcon_m"))
+    """Whether the recipe key ``key`` means anything for ``method``: a key some method declares is listed only
+    for the methods that declare it."""
+    declared_by_any = {k for cls in METHODS.values() for k in cls.recipe_keys}
+    cls = _method(method)
+    return key not in declared_by_any or (cls is not None and key in cls.recipe_keys)
 
 
 # ------------------------------------------------------------------------------------------ protocols, datasets
@@ -322,19 +313,6 @@ def _recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
         value = recipe[key]
         rows.append((key, f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)))
     return rows
-
-
-def _method_text(recipe: Mapping[str, Any]) -> str:
-    method = recipe.get("method")
-    text = _method_description(method)
-    base = _mixco_base(method)
-    if base is not None:
-        text += (f" Base method: **{base}**; mix temperature **{recipe.get('mix_temperature')}**, "
-                 f"mix weight **{recipe.get('mix_weight')}**.")
-    if _trains_projection_heads(method):
-        text += (" The projection heads used for training are not part of this model (they stay in the training "
-                 "checkpoint).")
-    return text
 
 
 def _summary(info: ExportInfo) -> str:

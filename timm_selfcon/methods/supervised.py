@@ -214,7 +214,7 @@ class SelfCon(_SelfConBase):
     name = "selfcon"
     paper = "SelfCon: Bae, Kim, Ko, Lee, Noh, Yun, AAAI 2023, arXiv 2106.15499"
     description = ("SelfCon-S: supervised contrastive learning on a single view, the sub-network exits providing the "
-                   "other views (Bae et al., AAAI 2023).")
+                   "extra views (Bae et al., AAAI 2023).")
     views_required = 1
 
     def forward(
