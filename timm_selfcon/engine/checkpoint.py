@@ -140,9 +140,9 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
     its model is refused with the missing and unexpected keys (never a silently random encoder).
     """
     from ..config import load_saved_config
-    from ..methods import build_method
+    from ..methods import build_method, method_class, options_from_recipe
     from ..models.factory import create_model
-    from .train import method_kwargs, training_normalization
+    from .train import training_normalization
 
     path = Path(source)
     check_model_source(str(source))
@@ -157,12 +157,12 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
         config = load_saved_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
         state = read_weights(checkpoint)
         model = create_model(config.model, num_classes=0, **config.model_kwargs)
-        if config.method == "ce":
+        if method_class(config.method).trains_classifier:
             model.reset_classifier(checkpoint_num_classes(model, state, checkpoint))
         with warnings.catch_warnings():
             # the method is built only to name the checkpoint's keys; its training-time advice does not apply
-            warnings.filterwarnings("ignore", message="method 'ce' trains only the backbone")
-            method = build_method(config.method, model, **method_kwargs(config))
+            warnings.filterwarnings("ignore", message="method .* trains only the backbone")
+            method = build_method(config.method, model, **options_from_recipe(config.method, config.to_dict()))
         load_strict(method, state, what=f"checkpoint {checkpoint}")
         encoder = method.encoder
         # evaluate and export with the normalisation and size the encoder was trained with (e.g. CIFAR-100 stats)
