@@ -7,5 +7,5 @@ from . import models
 from .methods import with_projection_heads
 from .models import MultiExitMixin, ensemble_from_logits
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["MultiExitMixin", "ensemble_from_logits", "models", "with_projection_heads"]
