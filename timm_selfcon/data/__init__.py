@@ -4,8 +4,19 @@ Modules: ``loading`` (a split from the Hub, parquet or an image folder; its colu
 CIFAR-10 subset), ``datasets`` (torch datasets of augmented views; see it for the reproducibility contract and
 the batch format), ``loaders`` (DataLoaders), ``sampler`` (resumable distributed order), ``transforms``
 (augmentation pipelines) and ``device`` (the split on the accelerator, batches augmented there).
+Normalisation statistics (``NORMALIZATION``, ``CIFAR10_MEAN`` ...) live in :mod:`timm_selfcon.constants`, which
+the models share; they are re-exported here.
 """
 
+from timm_selfcon.constants import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NORMALIZATION,
+)
 from timm_selfcon.data.builtin import CIFAR10_SUBSET
 from timm_selfcon.data.datasets import (
     ContrastiveImageDataset,
@@ -20,19 +31,7 @@ from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatch
 from timm_selfcon.data.loaders import build_eval_loader, build_train_loader, collate_samples, resolve_num_workers
 from timm_selfcon.data.loading import KNOWN_DATASETS, class_names, load_image_dataset, resolve_columns, split_train_val
 from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
-from timm_selfcon.data.transforms import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NORMALIZATION,
-    PIPELINES,
-    MultiViewTransform,
-    blur_kernel_size,
-    build_transform,
-)
+from timm_selfcon.data.transforms import PIPELINES, MultiViewTransform, blur_kernel_size, build_transform
 
 __all__ = [
     "CIFAR10_MEAN",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..constants import CIFAR10_SUBSET_ID
+
 __all__ = ["BUILTIN_DATASETS", "CIFAR10_SUBSET"]
 
 #: Folder of the shipped class-balanced CIFAR-10 subset (train.parquet: 5,000 images, test.parquet: 1,000).
 CIFAR10_SUBSET: Path = Path(__file__).resolve().parent / "cifar10_subset"
 
 #: Datasets that ship with the package, usable as ``data="builtin:<name>"``.
-BUILTIN_DATASETS: dict[str, Path] = {"builtin:cifar10_subset": CIFAR10_SUBSET}
+BUILTIN_DATASETS: dict[str, Path] = {CIFAR10_SUBSET_ID: CIFAR10_SUBSET}

@@ -30,7 +30,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
-from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD  # one source for the SupCon / SelfCon code's values
+from ..constants import CIFAR10_MEAN, CIFAR10_STD  # one source for the SupCon / SelfCon code's values
 from ..errors import UserInputError
 from .exits import (
     FcExit,
