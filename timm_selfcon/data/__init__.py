@@ -1,31 +1,14 @@
 """Data layer: dataset loading, SelfCon / MoCo v2 / SimCLR augmentations and resumable, seeded batch order.
 
-See :mod:`timm_selfcon.data.datasets` for the reproducibility contract and the batch format.
+Modules: ``loading`` (a split from the Hub, parquet or an image folder; its columns), ``builtin`` (the shipped
+CIFAR-10 subset), ``datasets`` (torch datasets of augmented views; see it for the reproducibility contract and
+the batch format), ``loaders`` (DataLoaders), ``sampler`` (resumable distributed order), ``transforms``
+(augmentation pipelines) and ``device`` (the split on the accelerator, batches augmented there).
+Normalisation statistics (``NORMALIZATION``, ``CIFAR10_MEAN`` ...) live in :mod:`timm_selfcon.constants`, which
+the models share; they are re-exported here.
 """
 
-from pathlib import Path
-
-from timm_selfcon.data.datasets import (
-    KNOWN_DATASETS,
-    ContrastiveImageDataset,
-    CorruptImageWarning,
-    Sample,
-    StreamingContrastiveDataset,
-    build_eval_loader,
-    build_train_loader,
-    class_names,
-    collate_samples,
-    isolated_rng,
-    load_image_dataset,
-    report_substitutions,
-    resolve_columns,
-    resolve_num_workers,
-    split_train_val,
-    substituted_sources,
-)
-from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatches, DeviceData, decode_split
-from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
-from timm_selfcon.data.transforms import (
+from timm_selfcon.constants import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     CIFAR100_MEAN,
@@ -33,14 +16,22 @@ from timm_selfcon.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     NORMALIZATION,
-    PIPELINES,
-    MultiViewTransform,
-    blur_kernel_size,
-    build_transform,
 )
-
-#: Folder of the shipped class-balanced CIFAR-10 subset (train.parquet: 5,000 images, test.parquet: 1,000).
-CIFAR10_SUBSET: Path = Path(__file__).resolve().parent / "cifar10_subset"
+from timm_selfcon.data.builtin import CIFAR10_SUBSET
+from timm_selfcon.data.datasets import (
+    ContrastiveImageDataset,
+    CorruptImageWarning,
+    Sample,
+    StreamingContrastiveDataset,
+    isolated_rng,
+    report_substitutions,
+    substituted_sources,
+)
+from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatches, DeviceData, decode_split
+from timm_selfcon.data.loaders import build_eval_loader, build_train_loader, collate_samples, resolve_num_workers
+from timm_selfcon.data.loading import KNOWN_DATASETS, class_names, load_image_dataset, resolve_columns, split_train_val
+from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
+from timm_selfcon.data.transforms import PIPELINES, MultiViewTransform, blur_kernel_size, build_transform
 
 __all__ = [
     "CIFAR10_MEAN",

@@ -29,32 +29,11 @@ from torchvision.transforms import v2
 from ..errors import UserInputError
 
 __all__ = [
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "CIFAR100_MEAN",
-    "CIFAR100_STD",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "NORMALIZATION",
     "PIPELINES",
     "MultiViewTransform",
     "blur_kernel_size",
     "build_transform",
 ]
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: Normalisation (mean, std) per dataset family, as in the MixCo / SupContrast code.
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-}
 
 PIPELINES = ("supcon", "ce", "moco_v2", "simclr", "linear", "eval")
 
@@ -143,7 +122,7 @@ def build_transform(
     Args:
         pipeline: one of :data:`PIPELINES`.
         image_size: output side in pixels (32 for CIFAR, 64 Tiny-ImageNet, 224 ImageNet / MixCo).
-        mean, std: per-channel normalisation (see :data:`NORMALIZATION`).
+        mean, std: per-channel normalisation (see :data:`timm_selfcon.constants.NORMALIZATION`).
         views: independent applications of the pipeline (2 for SupCon / SelfCon-M / MoCo / SimCLR).
         crop_pct: only for ``eval``: fraction of the resized image kept by the center crop.
     """

@@ -27,12 +27,14 @@ annotations into the traced code, where a string ``'torch.Tensor'`` cannot be sc
 """
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier, get_device_dtype
+from timm.layers import get_device_dtype
+from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 
 from ..errors import UserInputError
@@ -159,6 +161,52 @@ def halve_blocks(stages: nn.Sequential) -> nn.Sequential:
             for idx in range(len(blocks) - 1, max(1, len(blocks) // 2) - 1, -1):
                 del blocks[idx]
     return stages
+
+
+def classifier_names_for(num_exits: int, backbone: str = "fc") -> tuple[str, ...]:
+    """``pretrained_cfg['classifier']`` of a model with ``num_exits`` exits: the backbone's head, then ``exit_heads.i``."""
+    return (backbone, *[f"exit_heads.{i}" for i in range(num_exits)])
+
+
+def build_exits(
+        exit_stages: Sequence[int],
+        sub_network: str,
+        feature_info: Sequence[dict[str, Any]],
+        out_features: int,
+        remaining_stages: Callable[[int], nn.Sequential],
+        *,
+        halve: Callable[[nn.Sequential], nn.Sequential] = halve_blocks,
+        pool: Callable[[], str | nn.Module] | None = None,
+        norm: Callable[[], nn.Module] | None = None,
+        device=None,
+        dtype=None,
+) -> nn.ModuleList:
+    """The exits of a model, one per stage of ``exit_stages`` in depth order (the SelfCon sub-network rule).
+
+    Args:
+        exit_stages: validated stage indices (:func:`validate_exit_stages`).
+        sub_network: ``fc``: :class:`FcExit` from ``feature_info[stage]["num_chs"]`` to ``out_features``;
+            ``same``: :class:`StageExit` over ``remaining_stages(stage)``; ``small``: the same after ``halve``.
+        feature_info: the model's timm ``feature_info`` (index 0 the stem).
+        out_features: every exit's output width, the backbone's ``num_features``.
+        remaining_stages: stage index -> fresh, unshared stages that follow it (``same`` / ``small`` only).
+        halve: the ``small`` rule applied to ``remaining_stages(stage)`` (default :func:`halve_blocks`).
+        pool: factory of each exit's pooling (a module or an :class:`ExitPool` name); default ``"avg"``.
+        norm: factory of each exit's norm, applied before pooling; default none.
+
+    Each exit is built in turn (pool, norm, then its layers), so the RNG is drawn in one fixed order.
+    """
+    exits = []
+    for stage in exit_stages:
+        exit_pool = pool() if pool is not None else "avg"
+        exit_norm = norm() if norm is not None else None
+        if sub_network == "fc":
+            in_chs = feature_info[stage]["num_chs"]
+            exits.append(FcExit(in_chs, out_features, pool=exit_pool, norm=exit_norm, device=device, dtype=dtype))
+        else:
+            rest = remaining_stages(stage)
+            exits.append(StageExit(halve(rest) if sub_network == "small" else rest, pool=exit_pool, norm=exit_norm))
+    return nn.ModuleList(exits)
 
 
 class MultiExitMixin:
@@ -409,40 +457,26 @@ def ensemble_from_logits(logits: Sequence[torch.Tensor], average: str = "logits"
     return F.softmax(stacked, -1).mean(0) if average == "probs" else stacked.mean(0)
 
 
-class PooledLinearHeadMixin:
-    """timm's pooled-linear CNN head (``global_pool`` + ``fc``) for the ResNet and WRN families.
+def create_multi_exit_model(
+        model_cls: type[nn.Module],
+        variant: str,
+        pretrained: bool,
+        *,
+        num_exits: int,
+        feature_cfg: dict[str, Any],
+        backbone_classifier: str = "fc",
+        cfg_overlay: dict[str, Any] | None = None,
+        **kwargs: Any,
+) -> nn.Module:
+    """The ``_create_*`` of every multi-exit family: ``model_cls`` built through timm's ``build_model_with_cfg``.
 
-    Needs ``global_pool``, ``fc``, ``num_features``, ``drop_rate`` and the :class:`MultiExitMixin` attributes; put it
-    before ``MultiExitMixin`` in the bases. Methods here avoid ``super()`` because TorchScript compiles them.
+    ``pretrained_cfg['classifier']`` names the backbone's head and those of the ``num_exits`` exits the model
+    actually has (:func:`classifier_names_for`), so that timm drops all of them when ``num_classes`` changes at
+    load. With ``cfg_overlay`` it makes the ``pretrained_cfg_overlay``, over which the caller's own
+    ``pretrained_cfg_overlay`` kwarg wins.
     """
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
-        """The backbone's classifier (exit classifiers are ``exit_heads``)."""
-        return "fc" if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New classifiers with ``num_classes`` outputs on the backbone and on every exit."""
-        dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.fc.train(self.training)
-        self._reset_exit_heads()
-
-    def _ensemble_active(self) -> bool:
-        return len(self.exit_stages) > 0 and self.num_classes > 0 and self.global_pool.pool_type != ""
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pooled ``[B, num_features]`` (``pre_logits``) or backbone logits ``[B, num_classes]``."""
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
+    overlay = {**(cfg_overlay or {}), "classifier": classifier_names_for(num_exits, backbone_classifier)}
+    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    return build_model_with_cfg(
+        model_cls, variant, pretrained, pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, **kwargs,
+    )

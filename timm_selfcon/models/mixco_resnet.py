@@ -18,7 +18,8 @@ from typing import Any
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
-from .selfcon_resnet import CIFAR10_MEAN, CIFAR10_STD, SelfConResNet, create_selfcon_resnet
+from ..constants import CIFAR10_MEAN, CIFAR10_STD
+from .selfcon_resnet import SelfConResNet, create_selfcon_resnet
 
 __all__ = ["SelfConResNet"]
 

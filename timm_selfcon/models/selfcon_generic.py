@@ -20,10 +20,17 @@ from typing import Any, ClassVar
 import timm
 import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ..errors import UserInputError
-from .exits import FcExit, MultiExitMixin, StageExit, halve_blocks, validate_exit_stages, validate_sub_network
+from .exits import (
+    MultiExitMixin,
+    build_exits,
+    classifier_names_for,
+    create_multi_exit_model,
+    validate_exit_stages,
+    validate_sub_network,
+)
 
 __all__ = ["DEFAULT_BACKBONE", "SelfConTimmNet"]
 
@@ -114,14 +121,8 @@ class SelfConTimmNet(MultiExitMixin, nn.Module):
         self.num_features = self.backbone.num_features
         self.head_hidden_size = self.backbone.head_hidden_size
 
-        exits = []
-        for stage in self.exit_stages:
-            if self.sub_network == "fc":
-                exits.append(FcExit(self.feature_info[stage]["num_chs"], self.num_features, **dd))
-            else:
-                rest = self._fresh_remaining_stages(stage, dd)
-                exits.append(StageExit(halve_blocks(rest) if self.sub_network == "small" else rest))
-        self.exits = nn.ModuleList(exits)
+        self.exits = build_exits(self.exit_stages, self.sub_network, self.feature_info, self.num_features,
+                                 lambda stage: self._fresh_remaining_stages(stage, dd), **dd)
         self._init_exit_heads(**dd)
 
     def _fresh_remaining_stages(self, stage: int, dd: dict[str, Any]) -> nn.Sequential:
@@ -242,8 +243,7 @@ def backbone_pretrained_cfg(backbone: str, num_exits: int) -> dict[str, Any]:
     keep = ("input_size", "min_input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode",
             "mean", "std", "pool_size", "num_classes")
     out = {key: cfg[key] for key in keep if key in cfg}
-    classifier = cfg.get("classifier") or "fc"
-    out["classifier"] = (f"backbone.{classifier}", *[f"exit_heads.{i}" for i in range(num_exits)])
+    out["classifier"] = classifier_names_for(num_exits, f"backbone.{cfg.get('classifier') or 'fc'}")
     out["first_conv"] = f"backbone.{cfg.get('first_conv') or 'conv1'}"
     return out
 
@@ -254,8 +254,7 @@ def _create_selfcon_timm(variant: str, pretrained: bool = False, **kwargs: Any) 
         raise UserInputError(f"unknown timm backbone {backbone!r}; expected a name from timm.list_models()")
     exit_stages = kwargs.get("exit_stages")
     num_exits = 1 if exit_stages is None else len((exit_stages,) if isinstance(exit_stages, int) else exit_stages)
-    overlay = backbone_pretrained_cfg(backbone, num_exits)
-    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    cfg = backbone_pretrained_cfg(backbone, num_exits)
     feature_info = timm.create_model(backbone, device="meta", **kwargs.get("backbone_kwargs") or {}).feature_info
     if len({info["reduction"] for info in feature_info}) == 1:
         # a ViT-style backbone: every tap is a token block of one stride, not a stage; the builder would also
@@ -266,8 +265,8 @@ def _create_selfcon_timm(variant: str, pretrained: bool = False, **kwargs: Any) 
             f"blocks. For Vision Transformers use this package's ViT models: "
             f"{', '.join(timm.list_models('vit_*_selfcon'))}")
     num_taps = len(feature_info)
-    return build_model_with_cfg(
-        SelfConTimmNet, variant, pretrained, pretrained_cfg_overlay=overlay,
+    return create_multi_exit_model(
+        SelfConTimmNet, variant, pretrained, num_exits=num_exits, backbone_classifier=cfg["classifier"][0], cfg_overlay=cfg,
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_taps))), **kwargs,
     )
 

@@ -24,23 +24,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
-from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD  # one source for the SupCon / SelfCon code's values
+from ..constants import CIFAR10_MEAN, CIFAR10_STD  # one source for the SupCon / SelfCon code's values
 from ..errors import UserInputError
-from .exits import (
-    FcExit,
-    MultiExitMixin,
-    PooledLinearHeadMixin,
-    StageExit,
-    halve_blocks,
-    validate_exit_stages,
-    validate_sub_network,
-)
+from .cnn import PooledLinearHeadMixin
+from .exits import MultiExitMixin, build_exits, create_multi_exit_model, validate_exit_stages, validate_sub_network
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "SelfConResNet"]
 
@@ -68,6 +59,7 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
     """ResNet with SelfCon exits; ``forward`` returns the ensemble of all heads (see ``MultiExitMixin``)."""
 
     backbone_classifier_name = "fc"
+    stem_pattern = r"^conv1|bn1|maxpool"
 
     def __init__(
             self,
@@ -131,31 +123,25 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
         self.feature_info = [dict(num_chs=stem_chs, reduction=stem_reduction, module="act1")]
 
         in_chs, reduction = stem_chs, stem_reduction * (1 if stem == "cifar" else 2)
-        stage_out_chs = []
         for idx, (planes, depth) in enumerate(zip(stage_channels, layers)):
             stride = 1 if idx == 0 else 2
             reduction *= stride
             self.add_module(f"layer{idx + 1}", make_resnet_stage(block_cls, in_chs, planes, depth, stride, **dd))
             in_chs = planes * block_cls.expansion
-            stage_out_chs.append(in_chs)
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{idx + 1}"))
 
-        self.num_features = self.head_hidden_size = in_chs
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.num_features = in_chs
+        self._init_head(global_pool, **dd)
 
         # Exits are registered after the head: timm's FeatureListNet runs children in order up to the last tap.
-        exits = []
-        for stage in self.exit_stages:
-            if self.sub_network == "fc":
-                exits.append(FcExit(stage_out_chs[stage - 1], self.num_features, **dd))
-            else:
-                rest = nn.Sequential(*[
-                    make_resnet_stage(block_cls, stage_out_chs[i - 1], stage_channels[i], layers[i], 2, **dd)
-                    for i in range(stage, 4)
-                ])
-                exits.append(StageExit(halve_blocks(rest) if self.sub_network == "small" else rest))
-        self.exits = nn.ModuleList(exits)
+        def remaining_stages(stage: int) -> nn.Sequential:
+            return nn.Sequential(*[
+                make_resnet_stage(block_cls, self.feature_info[i]["num_chs"], stage_channels[i], layers[i], 2, **dd)
+                for i in range(stage, 4)
+            ])
+
+        self.exits = build_exits(self.exit_stages, self.sub_network, self.feature_info, self.num_features,
+                                 remaining_stages, **dd)
         self._init_exit_heads(**dd)
         self.init_weights()
 
@@ -168,14 +154,6 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r"^conv1|bn1|maxpool",
-            blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)",
-            exits=r"^exits\.(\d+)",
-        )
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv1(x)))
@@ -200,18 +178,9 @@ class SelfConResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True,
     ) -> list[int]:
         """Prune stages after the deepest kept tap (timm API); exits go with the head or any pruned stage."""
-        take_indices, max_index = feature_take_indices(5, indices)
-        for index in range(max_index + 1, 5):
-            setattr(self, f"layer{index}", nn.Sequential())
+        take_indices, max_index = self._prune_stages(indices, prune_head)
         if max_index == 0:
             self.maxpool = nn.Identity()
-        prune_end = max_index < 4
-        if prune_end or prune_head:
-            self._drop_exits()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or prune_end:
-            self.reset_classifier(0, "")
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,18 +202,11 @@ def resnet_default_kwargs(variant: str) -> dict[str, Any]:
     return dict(stem="cifar", sub_network="fc") if variant.endswith("_cifar") else dict(stem="imagenet")
 
 
-def classifier_names_for(num_exits: int, backbone: str = "fc") -> tuple[str, ...]:
-    """``pretrained_cfg['classifier']`` for a model with ``num_exits`` exits."""
-    return (backbone, *[f"exit_heads.{i}" for i in range(num_exits)])
-
-
 def create_selfcon_resnet(variant: str, pretrained: bool = False, **kwargs) -> SelfConResNet:
     """Build through timm's ``build_model_with_cfg`` with the classifier list of the actual exits."""
     exit_stages = validate_exit_stages(kwargs.get("exit_stages", (2,)), range(1, 4), variant)
-    overlay = dict(classifier=classifier_names_for(len(exit_stages)))
-    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    return build_model_with_cfg(
-        SelfConResNet, variant, pretrained, pretrained_cfg_overlay=overlay,
+    return create_multi_exit_model(
+        SelfConResNet, variant, pretrained, num_exits=len(exit_stages),
         feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)), **kwargs,
     )
 

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
 
+from ..constants import CIFAR10_MEAN, CIFAR10_STD
 from ..errors import UserInputError
-from .exits import FcExit, MultiExitMixin, StageExit, validate_exit_stages, validate_sub_network
-from .selfcon_resnet import CIFAR10_MEAN, CIFAR10_STD, classifier_names_for
+from .exits import MultiExitMixin, build_exits, create_multi_exit_model, validate_exit_stages, validate_sub_network
 
 __all__ = ["SelfConVisionTransformer"]
 
@@ -75,18 +75,14 @@ class SelfConVisionTransformer(MultiExitMixin, VisionTransformer):
         self.num_stages = depth - 1
         if self.global_pool not in ("token", "avg"):
             raise UserInputError(f"SelfCon ViT exits support global_pool 'token' or 'avg', got {self.global_pool!r}")
-        exits = []
-        for stage in self.exit_stages:
-            pool = TokenPool(self.global_pool, self.num_prefix_tokens)
-            norm = _fresh_copy(self.norm)
-            if self.sub_network == "fc":
-                exits.append(FcExit(self.embed_dim, self.embed_dim, pool=pool, norm=norm, **dd))
-            else:
-                rest = _fresh_copy(self.blocks[stage + 1:])
-                if self.sub_network == "small":
-                    rest = rest[:max(1, len(rest) // 2)]
-                exits.append(StageExit(rest, pool=pool, norm=norm))
-        self.exits = nn.ModuleList(exits)
+        # each exit: its own LayerNorm and the backbone's pooling; ``small`` keeps half of the remaining blocks
+        self.exits = build_exits(
+            self.exit_stages, self.sub_network, self.feature_info, self.embed_dim,
+            lambda stage: _fresh_copy(self.blocks[stage + 1:]),
+            halve=lambda rest: rest[:max(1, len(rest) // 2)],
+            pool=lambda: TokenPool(self.global_pool, self.num_prefix_tokens),
+            norm=lambda: _fresh_copy(self.norm), **dd,
+        )
         self._init_exit_heads(**dd)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
@@ -130,10 +126,8 @@ def _create_selfcon_vit(variant: str, pretrained: bool = False, **kwargs: Any) -
     exit_stages = kwargs.get("exit_stages")
     exit_stages = (depth // 2 - 1,) if exit_stages is None else validate_exit_stages(
         exit_stages, range(0, depth - 1), variant)
-    overlay = dict(classifier=classifier_names_for(len(exit_stages), backbone="head"))
-    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    return build_model_with_cfg(
-        SelfConVisionTransformer, variant, pretrained, pretrained_cfg_overlay=overlay,
+    return create_multi_exit_model(
+        SelfConVisionTransformer, variant, pretrained, num_exits=len(exit_stages), backbone_classifier="head",
         feature_cfg=dict(out_indices=3, feature_cls="getter"), **kwargs,
     )
 

@@ -21,22 +21,13 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
+from ..constants import CIFAR10_MEAN, CIFAR10_STD
 from ..errors import UserInputError
-from .exits import (
-    FcExit,
-    MultiExitMixin,
-    PooledLinearHeadMixin,
-    StageExit,
-    halve_blocks,
-    validate_exit_stages,
-    validate_sub_network,
-)
-from .selfcon_resnet import CIFAR10_MEAN, CIFAR10_STD, classifier_names_for
+from .cnn import PooledLinearHeadMixin
+from .exits import MultiExitMixin, build_exits, create_multi_exit_model, validate_exit_stages, validate_sub_network
 
 __all__ = ["SelfConWideResNet", "WideBasicBlock"]
 
@@ -128,20 +119,16 @@ class SelfConWideResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[3], momentum=0.9, **dd)
         self.act1 = nn.ReLU(inplace=True)
         self.num_features = widths[3]
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._init_head(global_pool, **dd)
 
-        exits = []
-        for stage in self.exit_stages:
-            if self.sub_network == "fc":
-                exits.append(FcExit(widths[stage], self.num_features, **dd))
-            else:
-                rest = nn.Sequential(*[
-                    make_wide_stage(widths[i], widths[i + 1], blocks_per_stage, 2, block_drop_rate, **dd)
-                    for i in range(stage, 3)
-                ])
-                exits.append(StageExit(halve_blocks(rest) if self.sub_network == "small" else rest))
-        self.exits = nn.ModuleList(exits)
+        def remaining_stages(stage: int) -> nn.Sequential:
+            return nn.Sequential(*[
+                make_wide_stage(widths[i], widths[i + 1], blocks_per_stage, 2, block_drop_rate, **dd)
+                for i in range(stage, 3)
+            ])
+
+        self.exits = build_exits(self.exit_stages, self.sub_network, self.feature_info, self.num_features,
+                                 remaining_stages, **dd)
         self._init_exit_heads(**dd)
         self.init_weights()
 
@@ -155,14 +142,6 @@ class SelfConWideResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r"^conv1",
-            blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)",
-            exits=r"^exits\.(\d+)",
-        )
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(x)
@@ -185,19 +164,10 @@ class SelfConWideResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
             self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True,
     ) -> list[int]:
         """Prune stages after the deepest kept tap (timm API); exits go with the head or any pruned stage."""
-        take_indices, max_index = feature_take_indices(4, indices)
-        for index in range(max_index + 1, 4):
-            setattr(self, f"layer{index}", nn.Sequential())
-        prune_end = max_index < 3
-        if prune_norm or prune_end:
+        take_indices, max_index = self._prune_stages(indices, prune_head)
+        if prune_norm or max_index < self.num_stages:
             # the final BN is sized for the last stage: features end at the tap once stages are cut
             self.bn1, self.act1 = nn.Identity(), nn.Identity()
-        if prune_end or prune_head:
-            self._drop_exits()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or prune_end:
-            self.reset_classifier(0, "")
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,10 +182,8 @@ class SelfConWideResNet(PooledLinearHeadMixin, MultiExitMixin, nn.Module):
 
 def _create_selfcon_wrn(variant: str, pretrained: bool = False, **kwargs) -> SelfConWideResNet:
     exit_stages = validate_exit_stages(kwargs.get("exit_stages", (1,)), range(1, 3), variant)
-    overlay = dict(classifier=classifier_names_for(len(exit_stages)))
-    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    return build_model_with_cfg(
-        SelfConWideResNet, variant, pretrained, pretrained_cfg_overlay=overlay,
+    return create_multi_exit_model(
+        SelfConWideResNet, variant, pretrained, num_exits=len(exit_stages),
         feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs,
     )
 
