@@ -23,7 +23,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "data":            ("engine", "hub", "methods", "models", "config", "cli"),
     "engine":          ("hub", "cli"),
     "engine.evaluate": ("engine.train",),  # evaluating a checkpoint does not need the trainer
-    "config":          ("engine", "hub", "data", "methods"),
+    # config validates a run's method and model through their own declarations (methods, models)
+    "config":          ("engine", "hub", "data"),
     "constants":       (ANYTHING,),
     "errors":          (ANYTHING,),
     "fileio":          (ANYTHING,),

@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from .constants import AUGMENTATIONS
 from .errors import UserInputError
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
@@ -197,10 +198,8 @@ class TrainConfig(StrictModel):
 
 
 def check_augmentation(name: str) -> None:
-    from .data.transforms import PIPELINES
-
-    if name not in PIPELINES:
-        raise ValueError(f"augmentation: unknown pipeline {name!r}; expected auto or one of {list(PIPELINES)}")
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"augmentation: unknown pipeline {name!r}; expected auto or one of {list(AUGMENTATIONS)}")
 
 
 def check_method_kwargs(method: str, method_kwargs: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ not from the data layer.
 from __future__ import annotations
 
 __all__ = [
+    "AUGMENTATIONS",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR10_SUBSET_ID",
@@ -14,7 +15,6 @@ __all__ = [
     "CIFAR100_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "METHOD_NAMES",
     "NORMALIZATION",
     "training_normalization",
 ]
@@ -34,8 +34,8 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
-#: Recipe method names (``TrainConfig.method``), the keys of ``timm_selfcon.methods.METHODS``.
-METHOD_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
+#: The image pipelines of ``timm_selfcon.data.transforms`` (training: the first four; probes: ``linear``, ``eval``).
+AUGMENTATIONS = ("supcon", "ce", "moco_v2", "simclr", "linear", "eval")
 
 #: ``data=`` value of the class-balanced CIFAR-10 subset shipped with the package (a subset of ``uoft-cs/cifar10``).
 CIFAR10_SUBSET_ID = "builtin:cifar10_subset"

@@ -29,7 +29,14 @@ from timm_selfcon.data.datasets import (
 )
 from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatches, DeviceData, decode_split
 from timm_selfcon.data.loaders import build_eval_loader, build_train_loader, collate_samples, resolve_num_workers
-from timm_selfcon.data.loading import KNOWN_DATASETS, class_names, load_image_dataset, resolve_columns, split_train_val
+from timm_selfcon.data.loading import (
+    KNOWN_DATASETS,
+    class_names,
+    load_image_dataset,
+    resolve_columns,
+    select_classes,
+    split_train_val,
+)
 from timm_selfcon.data.sampler import ResumableDistributedSampler, SampleKey, derive_seed
 from timm_selfcon.data.transforms import PIPELINES, MultiViewTransform, blur_kernel_size, build_transform
 
@@ -68,6 +75,7 @@ __all__ = [
     "report_substitutions",
     "resolve_columns",
     "resolve_num_workers",
+    "select_classes",
     "split_train_val",
     "substituted_sources",
 ]

@@ -252,3 +252,19 @@ def _check_label_feature(ds: HFDataset, label_column: str | None) -> None:
     raise UserInputError(
         f"label column {label_column!r} has feature {feature}; expected ClassLabel or an integer Value"
     )
+
+
+def select_classes(hf, label_column: str, class_list: list[str]):
+    """Keep the rows of ``class_list`` (e.g. ImageNet-100's wnids) and relabel them 0..len-1 in that order."""
+    import datasets
+
+    names = class_names(hf, label_column)
+    if names is None:
+        raise UserInputError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
+    missing = [c for c in class_list if c not in names]
+    if missing:
+        raise UserInputError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
+    new_label = {names.index(c): i for i, c in enumerate(class_list)}
+    hf = hf.filter(lambda label: label in new_label, input_columns=label_column)
+    hf = hf.map(lambda label: {label_column: new_label[label]}, input_columns=label_column)
+    return hf.cast_column(label_column, datasets.ClassLabel(names=list(class_list)))

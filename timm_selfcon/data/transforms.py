@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..constants import AUGMENTATIONS
 from ..errors import UserInputError
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "build_transform",
 ]
 
-PIPELINES = ("supcon", "ce", "moco_v2", "simclr", "linear", "eval")
+PIPELINES = AUGMENTATIONS
 
 _CROP_SCALE = (0.2, 1.0)
 _BLUR_SIGMA = (0.1, 2.0)

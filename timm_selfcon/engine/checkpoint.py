@@ -140,9 +140,9 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
     its model is refused with the missing and unexpected keys (never a silently random encoder).
     """
     from ..config import load_saved_config
+    from ..constants import training_normalization
     from ..methods import build_method, method_class, options_from_recipe
     from ..models.factory import create_model
-    from .train import training_normalization
 
     path = Path(source)
     check_model_source(str(source))

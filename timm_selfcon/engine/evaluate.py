@@ -43,6 +43,7 @@ from ..data import (
     class_names,
     load_image_dataset,
     resolve_columns,
+    select_classes,
     split_train_val,
 )
 from ..errors import UserInputError
@@ -145,8 +146,6 @@ def load_split(choice: DataChoice, split: str, image_column: str | None = None, 
     hf = load_image_dataset(choice.data, split, image_column=image_column or choice.image_column,
                             label_column=label_column or choice.label_column)
     if choice.class_list:
-        from .train import select_classes
-
         _, label = resolve_columns(hf, image_column or choice.image_column, label_column or choice.label_column,
                                    data=choice.data)
         hf = select_classes(hf, label, choice.class_list)

@@ -33,8 +33,8 @@ from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, tracker_names
+from ..constants import training_normalization
 from ..data import (
-    NORMALIZATION,
     ContrastiveImageDataset,
     ResumableDistributedSampler,
     build_train_loader,
@@ -44,6 +44,7 @@ from ..data import (
     report_substitutions,
     resolve_columns,
     resolve_num_workers,
+    select_classes,
     substituted_sources,
 )
 from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
@@ -237,32 +238,6 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
         loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size,
                                     resolve_num_workers(config.num_workers))
     return hf, dataset, sampler, loader, class_names(hf, label_column)
-
-
-def select_classes(hf, label_column: str, class_list: list[str]):
-    """Keep the rows of ``class_list`` (e.g. ImageNet-100's wnids) and relabel them 0..len-1 in that order."""
-    import datasets
-
-    names = class_names(hf, label_column)
-    if names is None:
-        raise UserInputError(f"class_list needs a ClassLabel column with class names; {label_column!r} has none")
-    missing = [c for c in class_list if c not in names]
-    if missing:
-        raise UserInputError(f"class_list names {len(missing)} classes the dataset lacks, e.g. {missing[:5]}")
-    new_label = {names.index(c): i for i, c in enumerate(class_list)}
-    hf = hf.filter(lambda label: label in new_label, input_columns=label_column)
-    hf = hf.map(lambda label: {label_column: new_label[label]}, input_columns=label_column)
-    return hf.cast_column(label_column, datasets.ClassLabel(names=list(class_list)))
-
-
-def training_normalization(data: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) used for ``data``: CIFAR-10 / CIFAR-100 statistics for those, ImageNet's otherwise."""
-    lowered = str(data).lower()
-    if "cifar100" in lowered or "cifar-100" in lowered:
-        return NORMALIZATION["cifar100"]
-    if "cifar" in lowered:
-        return NORMALIZATION["cifar10"]
-    return NORMALIZATION["imagenet"]
 
 
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
