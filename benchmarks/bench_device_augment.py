@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from harness import environment, print_table, write_json
 from PIL import Image
 
 from timm_selfcon.data import CIFAR10_SUBSET, NORMALIZATION, build_transform, isolated_rng, load_image_dataset
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
                         cache=False)
     pils = [Image.fromarray(image.numpy()) for image in data.images]
     index = torch.arange(args.batch)
-    results = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-               "batch": args.batch, "views": args.views, "load_average_before": os.getloadavg(), "images_per_s": {}}
-    print(f"{'pipeline':10} {'workers (PIL, 1 process)':>26} {'device (tensors on CPU)':>24} {'ratio':>6}")
+    results = {**environment("threads", "cpu"), "batch": args.batch, "views": args.views,
+               "load_average_before": os.getloadavg(), "images_per_s": {}}
+    rows = []
     for pipeline in args.pipelines:
         transform = build_transform(pipeline, 32, mean, std, views=args.views)
         augment = BatchAugment(pipeline, 32, mean, std, views=args.views)
@@ -62,11 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
         workers = best_rate(per_sample, args.batch, args.repeats)
         device = best_rate(lambda augment=augment: augment(data.images, index, 0), args.batch, args.repeats)
         results["images_per_s"][pipeline] = {"workers": workers, "device": device}
-        print(f"{pipeline:10} {workers:26.0f} {device:24.0f} {device / workers:6.2f}")
+        rows.append([pipeline, f"{workers:.0f}", f"{device:.0f}", f"{device / workers:.2f}"])
+    print_table(rows, ["pipeline", "workers (PIL, 1 process)", "device (tensors on CPU)", "ratio"])
     results["load_average_after"] = os.getloadavg()
     if args.json:
-        from _measure import write_json
-
         write_json(args.json, results)
     return results
 

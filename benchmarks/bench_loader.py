@@ -3,8 +3,8 @@
 Default: SupCon augmentation (Khosla et al. 2020, as used by SelfCon) at 32 px, batch 64, num_workers 0/1/2.
 Each configuration runs a warm-up over a few batches (worker start-up excluded: workers persist), then
 times ``--epochs`` full epochs and reports the best one (the least disturbed by other load on the machine).
-Also measures, in-process, what the per-sample RNG isolation costs compared with
-applying the same transform without it.
+Also measures, without a loader, what the per-sample RNG isolation costs compared with
+applying the same transform without it. Every configuration, and that measurement, runs in a fresh process.
 
     .venv/bin/python benchmarks/bench_loader.py [--views 2] [--workers 0 1 2] [--json out.json]
 """
@@ -12,13 +12,10 @@ applying the same transform without it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
+from harness import environment, print_table, run_fresh, write_json
 
 from timm_selfcon.data import (
     CIFAR10_SUBSET,
@@ -65,6 +62,22 @@ def time_in_process(dataset: ContrastiveImageDataset, samples: int) -> dict[str,
     return {"plain_transform": plain, "seeded_getitems": seeded}
 
 
+def build_dataset(spec: dict) -> ContrastiveImageDataset:
+    hf = load_image_dataset(CIFAR10_SUBSET, "train")
+    transform = build_transform(spec["pipeline"], spec["image_size"], *NORMALIZATION["cifar10"], views=spec["views"])
+    return ContrastiveImageDataset(hf, transform, seed=0)
+
+
+def measure_loader(spec: dict) -> list[float]:
+    """:func:`time_loader` of one configuration (in a fresh process)."""
+    return time_loader(build_dataset(spec), spec["batch_size"], spec["num_workers"], spec["epochs"])
+
+
+def measure_in_process(spec: dict) -> dict[str, float]:
+    """:func:`time_in_process` (in a fresh process)."""
+    return time_in_process(build_dataset(spec), spec["samples"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="supcon")
@@ -76,48 +89,38 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
-    hf = load_image_dataset(CIFAR10_SUBSET, "train")
-    transform = build_transform(args.pipeline, args.image_size, *NORMALIZATION["cifar10"], views=args.views)
-    dataset = ContrastiveImageDataset(hf, transform, seed=0)
-
+    spec = dict(pipeline=args.pipeline, image_size=args.image_size, views=args.views)
+    env = environment("torch", "cpu_count", "threads", "python")
     print(
-        f"{args.pipeline} {args.image_size}px, views={args.views}, batch {args.batch_size}, {len(dataset)} images; "
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs, main-process threads {torch.get_num_threads()}"
+        f"{args.pipeline} {args.image_size}px, views={args.views}, batch {args.batch_size}, "
+        f"{len(load_image_dataset(CIFAR10_SUBSET, 'train'))} images; torch {env['torch']}, {env['cpu_count']} CPUs, "
+        f"main-process threads {env['threads']}"
     )
     epoch_rates: dict[str, list[float]] = {}
     for num_workers in args.workers:
-        epoch_rates[f"num_workers={num_workers}"] = time_loader(dataset, args.batch_size, num_workers, args.epochs)
+        epoch_rates[f"num_workers={num_workers}"] = run_fresh(measure_loader, dict(
+            spec, batch_size=args.batch_size, num_workers=num_workers, epochs=args.epochs))
     results = {name: max(rates) for name, rates in epoch_rates.items()}
     reference = results[f"num_workers={args.workers[0]}"]
-    print(f"{'configuration':<18}{'images/s':>10}{'ratio':>8}   (best of {args.epochs} epochs)")
-    for name, rate in results.items():
-        print(f"{name:<18}{rate:>10.0f}{rate / reference:>8.2f}")
+    print(f"(best of {args.epochs} epochs)")
+    print_table([[name, f"{rate:.0f}", f"{rate / reference:.2f}"] for name, rate in results.items()],
+                ["configuration", "images/s", "ratio"])
 
-    overhead = time_in_process(dataset, 1000)
+    overhead = run_fresh(measure_in_process, dict(spec, samples=1000))
     print(
         f"in-process, per sample: plain decode+transform {overhead['plain_transform']:.0f} images/s, "
         f"seeded __getitems__ {overhead['seeded_getitems']:.0f} images/s "
         f"(ratio {overhead['seeded_getitems'] / overhead['plain_transform']:.2f})"
     )
     if args.json is not None:
-        report = {
+        write_json(args.json, {
             "benchmark": "bench_loader",
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "images_per_second": results,
             "images_per_second_per_epoch": epoch_rates,
             "in_process_images_per_second": overhead,
-            "environment": {
-                "torch": torch.__version__,
-                "cpu_count": os.cpu_count(),
-                "threads": torch.get_num_threads(),
-                "python": platform.python_version(),
-            },
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(temporary, args.json)
-        print(f"wrote {args.json}")
+            "environment": env,
+        })
 
 
 if __name__ == "__main__":

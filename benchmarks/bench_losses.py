@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _measure import write_json
+from harness import environment, print_table, run_fresh, write_json
 from torch import Tensor
 
 from timm_selfcon.losses import mixco_loss, supcon_loss
@@ -89,6 +88,58 @@ def time_forward_backward(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+CASES = ("supcon_labels", "simclr_no_labels", "mixco_queue")
+
+
+def measure_case(spec: dict) -> dict:
+    """One case's forward + backward, ours against the official style (interleaved), in this (fresh) process."""
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    name, dim, temperature = spec["name"], 128, 0.1
+    if name != "mixco_queue":
+        batch_size, num_views = 1024, 2
+        features = F.normalize(torch.randn(batch_size, num_views, dim), dim=-1).requires_grad_(True)
+        labels = torch.randint(0, 100, (batch_size,)) if name == "supcon_labels" else None
+        ours_value = supcon_loss(features, labels, temperature=temperature, base_temperature=0.07)
+        official_value = official_style_supcon(features, labels, temperature, 0.07)
+        if not torch.allclose(ours_value, official_value, rtol=1e-5, atol=1e-5):
+            raise RuntimeError(f"{name}: values differ, ours {ours_value.item()} vs {official_value.item()}")
+        timings = time_forward_backward(
+            {
+                "ours": lambda: supcon_loss(features, labels, temperature=temperature, base_temperature=0.07),
+                "official": lambda: official_style_supcon(features, labels, temperature, 0.07),
+            },
+            [features],
+            spec["repeats"],
+            spec["warmup"],
+        )
+        sizes = {"batch_size": batch_size, "views": num_views, "dim": dim}
+    else:
+        num_images, queue_size = 256, 4096
+        num_mixed = num_images // 2
+        q_mix = F.normalize(torch.randn(num_mixed, dim), dim=-1).requires_grad_(True)
+        keys = F.normalize(torch.randn(num_images, dim), dim=-1).requires_grad_(True)
+        queue = F.normalize(torch.randn(queue_size, dim), dim=-1)
+        lam = torch.rand(num_mixed)
+        ours_value = mixco_loss(q_mix, keys, lam, queue, temperature=0.05)
+        official_value = official_style_mixco(q_mix, keys, lam, queue, 0.05)
+        if not torch.allclose(ours_value, official_value, rtol=1e-4, atol=1e-4):
+            raise RuntimeError(f"mixco: values differ, ours {ours_value.item()} vs {official_value.item()}")
+        timings = time_forward_backward(
+            {
+                "ours": lambda: mixco_loss(q_mix, keys, lam, queue, temperature=0.05),
+                "official": lambda: official_style_mixco(q_mix, keys, lam, queue, 0.05),
+            },
+            [q_mix, keys],
+            spec["repeats"],
+            spec["warmup"],
+        )
+        sizes = {"batch_size": num_images, "queue_size": queue_size, "dim": dim}
+    ours, official = timings["ours"], timings["official"]
+    return {"name": name, **sizes, "ours_ms": ours * 1e3, "official_style_ms": official * 1e3,
+            "ratio_ours_over_official": ours / official}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per case (median reported)")
@@ -98,101 +149,31 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
 
+    env = environment("torch", "cpu", "cpu_count", "load_average")
     results: dict[str, object] = {
-        "torch": torch.__version__,
+        "torch": env["torch"],
         "threads": args.threads,
         "repeats": args.repeats,
         "warmup": args.warmup,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_before": os.getloadavg()[0],
+        "machine": env["cpu"],
+        "cpu_count": env["cpu_count"],
+        "load_average_before": env["load_average"][0],
         "cases": [],
     }
-
-    batch_size, num_views, dim, temperature = 1024, 2, 128, 0.1
-    features = F.normalize(torch.randn(batch_size, num_views, dim), dim=-1).requires_grad_(True)
-    labels = torch.randint(0, 100, (batch_size,))
-    print(
-        f"SupCon forward+backward, B={batch_size} V={num_views} D={dim}, threads={args.threads}, "
-        f"median of {args.repeats} (warm-up {args.warmup})"
-    )
-    for name, case_labels in (("supcon_labels", labels), ("simclr_no_labels", None)):
-        ours_value = supcon_loss(features, case_labels, temperature=temperature, base_temperature=0.07)
-        official_value = official_style_supcon(features, case_labels, temperature, 0.07)
-        if not torch.allclose(ours_value, official_value, rtol=1e-5, atol=1e-5):
-            raise RuntimeError(f"{name}: values differ, ours {ours_value.item()} vs {official_value.item()}")
-        timings = time_forward_backward(
-            {
-                "ours": lambda cl=case_labels: supcon_loss(
-                    features, cl, temperature=temperature, base_temperature=0.07
-                ),
-                "official": lambda cl=case_labels: official_style_supcon(features, cl, temperature, 0.07),
-            },
-            [features],
-            args.repeats,
-            args.warmup,
-        )
-        ours, official = timings["ours"], timings["official"]
-        print(
-            f"  {name:18s} ours {ours * 1e3:8.2f} ms   official-style {official * 1e3:8.2f} ms   "
-            f"ours/official {ours / official:.3f}"
-        )
-        results["cases"].append(
-            {
-                "name": name,
-                "batch_size": batch_size,
-                "views": num_views,
-                "dim": dim,
-                "ours_ms": ours * 1e3,
-                "official_style_ms": official * 1e3,
-                "ratio_ours_over_official": ours / official,
-            }
-        )
-
-    num_images, queue_size = 256, 4096
-    num_mixed = num_images // 2
-    q_mix = F.normalize(torch.randn(num_mixed, dim), dim=-1).requires_grad_(True)
-    keys = F.normalize(torch.randn(num_images, dim), dim=-1).requires_grad_(True)
-    queue = F.normalize(torch.randn(queue_size, dim), dim=-1)
-    lam = torch.rand(num_mixed)
-    ours_value = mixco_loss(q_mix, keys, lam, queue, temperature=0.05)
-    official_value = official_style_mixco(q_mix, keys, lam, queue, 0.05)
-    if not torch.allclose(ours_value, official_value, rtol=1e-4, atol=1e-4):
-        raise RuntimeError(f"mixco: values differ, ours {ours_value.item()} vs {official_value.item()}")
-    timings = time_forward_backward(
-        {
-            "ours": lambda: mixco_loss(q_mix, keys, lam, queue, temperature=0.05),
-            "official": lambda: official_style_mixco(q_mix, keys, lam, queue, 0.05),
-        },
-        [q_mix, keys],
-        args.repeats,
-        args.warmup,
-    )
-    ours, official = timings["ours"], timings["official"]
-    print(f"MixCo forward+backward, N={num_images} (M={num_mixed}) K={queue_size} D={dim}")
-    print(
-        f"  {'mixco_queue':18s} ours {ours * 1e3:8.2f} ms   official-style {official * 1e3:8.2f} ms   "
-        f"ours/official {ours / official:.3f}"
-    )
-    results["cases"].append(
-        {
-            "name": "mixco_queue",
-            "batch_size": num_images,
-            "queue_size": queue_size,
-            "dim": dim,
-            "ours_ms": ours * 1e3,
-            "official_style_ms": official * 1e3,
-            "ratio_ours_over_official": ours / official,
-        }
-    )
+    print(f"forward+backward, threads={args.threads}, median of {args.repeats} (warm-up {args.warmup}), "
+          "each case in a fresh process; SupCon B=1024 V=2 D=128, MixCo N=256 (M=128) K=4096 D=128")
+    for name in CASES:
+        results["cases"].append(run_fresh(measure_case, dict(name=name, threads=args.threads, repeats=args.repeats,
+                                                             warmup=args.warmup)))
+    print_table([[case["name"], f"{case['ours_ms']:.2f}", f"{case['official_style_ms']:.2f}",
+                  f"{case['ratio_ours_over_official']:.3f}"] for case in results["cases"]],
+                ["case", "ours ms", "official-style ms", "ours/official"])
 
     results["load_average_after"] = os.getloadavg()[0]
     print(
         f"1-min load average before/after: {results['load_average_before']:.2f} / "
-        f"{results['load_average_after']:.2f} on {os.cpu_count()} CPUs (other processes skew absolute times; "
+        f"{results['load_average_after']:.2f} on {env['cpu_count']} CPUs (other processes skew absolute times; "
         "the interleaved ratio is the robust number)"
     )
     if args.json is not None:

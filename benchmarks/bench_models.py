@@ -29,12 +29,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,9 +41,9 @@ import psutil
 import timm
 import torch
 import torch.nn as nn
-from _measure import peak_rss, reset_peak_rss, write_json
+from harness import environment, peak_rss, print_table, reset_peak_rss, run_fresh, write_json
 
-import timm_selfcon
+import timm_selfcon  # noqa: F401  (registers the models)
 from timm_selfcon.methods import with_projection_heads
 
 MB = 1024 * 1024
@@ -265,28 +261,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def spawn(spec: dict[str, Any], omp_wait_policy: str) -> dict[str, Any]:
     """Run one task in a fresh Python process (the OpenMP wait policy must be set before torch loads)."""
-    env = dict(os.environ)
-    if omp_wait_policy != "default":
-        env["OMP_WAIT_POLICY"] = omp_wait_policy
-    completed = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
-        capture_output=True, text=True, env=env, check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"worker {spec} failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_fresh(run_worker, spec, env={} if omp_wait_policy == "default" else {"OMP_WAIT_POLICY": omp_wait_policy})
 
 
 # ---- printing ----------------------------------------------------------------------------------------
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
-    print(line.format(*header))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line.format(*row))
-
 
 def mem_cell(result: dict[str, Any]) -> str:
     return f"{result['peak_added_mb']:.0f}" + ("" if result["peak_is_phase_only"] else "*")
@@ -304,12 +282,7 @@ def main() -> None:
     parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
                         help="OMP_WAIT_POLICY of the workers (default PASSIVE; see the module docstring)")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON to this path")
-    parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    if args.worker is not None:
-        print(json.dumps(run_worker(json.loads(args.worker))))
-        return
 
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     compare_repeats = args.compare_repeats if args.compare_repeats is not None else 3 * repeats
@@ -321,18 +294,14 @@ def main() -> None:
     cases = QUICK_CASES if args.quick else FULL_CASES
     started = time.perf_counter()
     results: dict[str, Any] = {
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "timm_selfcon": timm_selfcon.__version__,
+        **environment("torch", "timm", "timm_selfcon"),
         "threads": args.threads,
         "repeats": repeats,
         "compare_repeats": compare_repeats,
         "warmup": args.warmup,
         "omp_wait_policy": args.omp_wait_policy,
         "quick": args.quick,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": os.cpu_count(),
+        **environment("cpu", "cpu_capability", "cpu_count"),
         "load_average_before": os.getloadavg()[0],
     }
     print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads per worker, "

@@ -10,8 +10,9 @@ Both protocols run through :func:`timm_selfcon.engine.evaluate.evaluate` on the 
 the same data (default the shipped ``builtin:cifar10_subset``: 5,000 train images, 10% held out for
 validation, 1,000 test images), with the same number of epochs (``--epochs``, default 3). Each run is
 split into its fixed part (model, data, the test / validation features, the report) and its epoch loop
-(``train_heads``: for ``linear`` the augmented forward passes, for ``linear_fast`` the classifier steps on
-the cache), timed separately by wrapping ``train_heads``. Printed side by side:
+(for ``linear`` the augmented forward passes, for ``linear_fast`` the classifier steps on the cache), timed
+separately by an ``evaluate`` callback (from the first ``on_epoch_begin`` to the last ``on_epoch_end``). Each run
+is in a fresh process. Printed side by side:
 
 1. measured at ``--epochs`` epochs for both protocols, and their ratio;
 2. at the protocol's ``--protocol-epochs`` (100): ``linear_fast`` measured directly (cheap), ``linear``
@@ -25,9 +26,7 @@ Usage: ``python benchmarks/bench_probe.py [--epochs 3] [--threads 2] [--num-work
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,34 +34,41 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness import environment, print_table, run_fresh, write_json
 
-import timm_selfcon.engine.evaluation.classifiers as classifiers
 from timm_selfcon.data import load_image_dataset
-from timm_selfcon.engine.evaluate import EvalConfig, evaluate
 
 
-def timed_evaluate(source: str, config: EvalConfig) -> dict[str, Any]:
-    """Run ``evaluate`` and return its total wall time, the time inside ``train_heads`` and the backbone's top-1."""
-    original = classifiers.train_heads
-    inside: list[float] = []
+class EpochClock:
+    """``evaluate`` callback: wall time when each probe epoch begins and ends."""
 
-    def train_heads_timed(*args: Any, **kwargs: Any):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            inside.append(time.perf_counter() - start)
+    def __init__(self) -> None:
+        self.begin: list[float] = []
+        self.end: list[float] = []
 
-    classifiers.train_heads = train_heads_timed  # every linear protocol trains through classifiers.fit_heads
-    try:
-        start = time.perf_counter()
-        report = evaluate(source, config)
-        total = time.perf_counter() - start
-    finally:
-        classifiers.train_heads = original
-    epoch_loop = sum(inside)
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.begin.append(time.perf_counter())
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.end.append(time.perf_counter())
+
+
+def timed_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``evaluate`` (in a fresh process); its total wall time, its epoch loop's and the backbone's top-1."""
+    from timm_selfcon.engine.evaluate import EvalConfig, evaluate
+
+    torch.set_num_threads(spec.pop("threads"))
+    source = spec.pop("model")
+    clock = EpochClock()
+    start = time.perf_counter()
+    report = evaluate(source, EvalConfig(**spec), callbacks=[clock])
+    total = time.perf_counter() - start
     epochs = report["hyperparameters"]["epochs"]
-    return dict(protocol=config.protocol, epochs=epochs, wall_s=total, epoch_loop_s=epoch_loop,
+    if len(clock.begin) != epochs or len(clock.end) != epochs:
+        raise RuntimeError(f"evaluate() called on_epoch_begin {len(clock.begin)} and on_epoch_end {len(clock.end)} times "
+                           f"over {epochs} probe epochs: bench_probe needs evaluate(..., callbacks=) to call both")
+    epoch_loop = clock.end[-1] - clock.begin[0]
+    return dict(protocol=spec["protocol"], epochs=epochs, wall_s=total, epoch_loop_s=epoch_loop,
                 fixed_s=total - epoch_loop, per_epoch_s=epoch_loop / epochs,
                 backbone_top1_last=report["results"]["backbone"]["last"]["top1"])
 
@@ -82,24 +88,24 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
     for split in ("train", "test"):  # the parquet -> Arrow conversion is cached; keep it out of the timings
         load_image_dataset(args.data, split)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="bench_probe_") as out:
-        def config(protocol: str, epochs: int) -> EvalConfig:
-            return EvalConfig(data=args.data, protocol=protocol, epochs=epochs, batch_size=args.batch_size,
-                              num_workers=args.num_workers, max_train_samples=args.max_train_samples,
-                              seed=0, output_dir=str(Path(out) / f"{protocol}_{epochs}"))
+        def measure(protocol: str, epochs: int) -> dict[str, Any]:
+            return run_fresh(timed_evaluate, dict(
+                model=args.model, threads=args.threads, data=args.data, protocol=protocol, epochs=epochs,
+                batch_size=args.batch_size, num_workers=args.num_workers, max_train_samples=args.max_train_samples,
+                seed=0, output_dir=str(Path(out) / f"{protocol}_{epochs}")))
 
-        fast = timed_evaluate(args.model, config("linear_fast", args.epochs))
+        fast = measure("linear_fast", args.epochs)
         print(f"linear_fast, {args.epochs} epochs: {fast['wall_s']:.1f} s", flush=True)
-        faithful = timed_evaluate(args.model, config("linear", args.epochs))
+        faithful = measure("linear", args.epochs)
         print(f"linear, {args.epochs} epochs: {faithful['wall_s']:.1f} s", flush=True)
         fast_full = None
         if not args.skip_direct:
-            fast_full = timed_evaluate(args.model, config("linear_fast", args.protocol_epochs))
+            fast_full = measure("linear_fast", args.protocol_epochs)
             print(f"linear_fast, {args.protocol_epochs} epochs: {fast_full['wall_s']:.1f} s", flush=True)
     load_after = os.getloadavg()
 
@@ -112,8 +118,7 @@ def main() -> int:
         model=args.model, data=args.data, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
         num_workers=args.num_workers, threads=args.threads, cpu_count=os.cpu_count(),
         load_average_before=load_before, load_average_after=load_after,
-        device="cuda" if torch.cuda.is_available() else "cpu", platform=platform.platform(),
-        python=platform.python_version(), torch=torch.__version__,
+        device="cuda" if torch.cuda.is_available() else "cpu", **environment("platform", "python", "torch"),
         measured=dict(epochs=args.epochs, linear_fast=fast, linear=faithful,
                       ratio=faithful["wall_s"] / fast["wall_s"]),
         at_protocol_epochs=dict(
@@ -126,29 +131,23 @@ def main() -> int:
         ),
     )
 
-    rows = [("", "linear_fast", "linear", "ratio")]
-    rows.append((f"measured, {args.epochs} epochs (s)", f"{fast['wall_s']:.1f}", f"{faithful['wall_s']:.1f}",
-                 f"{results['measured']['ratio']:.1f}x"))
-    rows.append(("  fixed part (s)", f"{fast['fixed_s']:.1f}", f"{faithful['fixed_s']:.1f}", ""))
-    rows.append(("  per epoch (s)", f"{fast['per_epoch_s']:.3f}", f"{faithful['per_epoch_s']:.2f}",
-                 f"{faithful['per_epoch_s'] / fast['per_epoch_s']:.0f}x"))
-    rows.append((f"at {args.protocol_epochs} epochs (s)",
-                 f"{fast_at_protocol:.1f} ({results['at_protocol_epochs']['linear_fast_how']})",
-                 f"{faithful_at_protocol:.1f} (projected)", f"{results['at_protocol_epochs']['ratio']:.1f}x"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [(f"measured, {args.epochs} epochs (s)", f"{fast['wall_s']:.1f}", f"{faithful['wall_s']:.1f}",
+             f"{results['measured']['ratio']:.1f}x"),
+            ("  fixed part (s)", f"{fast['fixed_s']:.1f}", f"{faithful['fixed_s']:.1f}", ""),
+            ("  per epoch (s)", f"{fast['per_epoch_s']:.3f}", f"{faithful['per_epoch_s']:.2f}",
+             f"{faithful['per_epoch_s'] / fast['per_epoch_s']:.0f}x"),
+            (f"at {args.protocol_epochs} epochs (s)",
+             f"{fast_at_protocol:.1f} ({results['at_protocol_epochs']['linear_fast_how']})",
+             f"{faithful_at_protocol:.1f} (projected)", f"{results['at_protocol_epochs']['ratio']:.1f}x")]
     print(f"\n{args.model} on {args.data}, batch {args.batch_size}, {args.threads} threads, "
           f"{args.num_workers} workers, {results['device']}; load average {load_before[0]:.1f} -> {load_after[0]:.1f} "
           f"on {os.cpu_count()} cores")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    print_table(rows, ["", "linear_fast", "linear", "ratio"])
     verdict = "meets" if results["at_protocol_epochs"]["ratio"] >= 20 else "misses"
     print(f"linear_fast {verdict} the >= 20x target at the protocol's {args.protocol_epochs} epochs")
 
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(temporary, args.json)
+        write_json(args.json, results)
     return 0
 
 

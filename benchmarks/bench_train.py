@@ -17,9 +17,10 @@ images instead of ``2B``) and add about half the memory. This script measures:
     same model (projection heads on every exit, a mask-based SupCon loss over ``[B, K+1, D]`` written here the
     way the official code computes it: full ``[N, N]`` logits, max subtraction, self mask, log of the masked
     sum, mask-weighted mean), on the same batch size. Target: >= 1.6x.
-[3] **Data waiting** of that loop: the time ``train()`` spends inside the loader's ``next()`` (measured by
-    wrapping the loader the engine builds) as a fraction of its step time. Target: <= 10% (after the first step,
-    which includes starting the worker).
+[3] **Data waiting** of that loop: the part of each step's time (from the loop's own ``metrics.jsonl``) spent
+    outside the step itself, i.e. waiting for the loader's next batch (and the loop's bookkeeping between steps),
+    as a fraction of the step time. The step itself is timed by a ``train()`` callback, from ``on_step_begin`` (the
+    batch is in hand) to ``on_step_end``. Target: <= 10% (after the first step, which includes starting the worker).
 
 Every measurement runs in a fresh subprocess; [1] runs its configurations round by round (order alternating
 between rounds) so that drifting load from other processes hits them alike, and reports medians. Each worker
@@ -41,19 +42,16 @@ import gc
 import itertools
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
-from _measure import peak_rss, reset_peak_rss, write_json
+from harness import environment, peak_rss, print_table, reset_peak_rss, run_fresh, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -198,57 +196,47 @@ def task_reference_step(spec: dict[str, Any]) -> dict[str, Any]:
             "images_per_cpu_s": config.batch_size / timing["cpu_ms"] * 1e3, "loss_check": [ours.item(), theirs.item()]}
 
 
-class TimedLoader:
-    """Wraps the engine's DataLoader: records wall and CPU seconds spent inside each ``next()``."""
+class StepClock:
+    """``train()`` callback: wall time when each step starts (``on_step_begin``: its batch is in hand) and ends, and
+    the process's CPU time at each end."""
 
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-        self.waits: list[float] = []
-        self.cpu_marks: list[float] = []
+    def __init__(self) -> None:
+        self.begin: list[float] = []
+        self.end: list[float] = []
+        self.cpu_end: list[float] = []
 
-    def __len__(self) -> int:
-        return len(self.loader)
+    def on_step_begin(self, step: int) -> None:
+        self.begin.append(time.perf_counter())
 
-    def __iter__(self) -> Iterator[Any]:
-        iterator = iter(self.loader)
-        while True:
-            start = time.perf_counter()
-            self.cpu_marks.append(time.process_time())
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            self.waits.append(time.perf_counter() - start)
-            yield batch
+    def on_step_end(self, step: int, logs: dict[str, Any]) -> None:
+        self.end.append(time.perf_counter())
+        self.cpu_end.append(time.process_time())
 
 
 def task_train_loop(spec: dict[str, Any]) -> dict[str, Any]:
     """``train()`` on the quickstart recipe for a few steps; per-step times from its metrics, data waits."""
-    import timm_selfcon.engine.train as engine
     from timm_selfcon.config import resolve_config
+    from timm_selfcon.engine.train import train
 
-    timed: list[TimedLoader] = []
-    build_data = engine.build_data
-
-    def build_data_timed(*args: Any, **kwargs: Any) -> Any:
-        hf, dataset, sampler, loader, names = build_data(*args, **kwargs)
-        timed.append(TimedLoader(loader))
-        return hf, dataset, sampler, timed[-1], names
-
-    engine.build_data = build_data_timed
+    clock = StepClock()
     with tempfile.TemporaryDirectory() as output_dir:
         config = resolve_config(RECIPES / "quickstart.yaml", [
             LOOP_MODEL, f"max_steps={spec['steps']}", "probe.enabled=false", f"output_dir={output_dir}",
             "log_every_steps=1",
             "save_every_steps=1000000", *spec.get("overrides", [])])
         started = time.perf_counter()
-        engine.train(config)
+        train(config, callbacks=[clock])
         total_s = time.perf_counter() - started
         records = [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+    if len(clock.begin) != len(clock.end):
+        raise RuntimeError(f"train() called on_step_begin {len(clock.begin)} times and on_step_end {len(clock.end)} "
+                           "times: [3] needs the engine to call callback.on_step_begin(step) once the step's batch is "
+                           "in hand")
     step_s = [config.batch_size / r["images_per_s"] for r in records]
-    waits = timed[0].waits[: len(step_s)]
-    cpu_marks = timed[0].cpu_marks
-    cpu_step_s = [b - a for a, b in itertools.pairwise(cpu_marks)][: len(step_s) - 1]
+    # a step's time in metrics.jsonl runs from the previous step's log to its own: what the step itself does not
+    # take is the wait for its batch (and the loop's bookkeeping)
+    waits = [step - (end - begin) for step, begin, end in zip(step_s, clock.begin, clock.end)]
+    cpu_step_s = [b - a for a, b in itertools.pairwise(clock.cpu_end)][: len(step_s) - 1]
     skip = spec["skip"]
     steady_step, steady_wait = step_s[skip:], waits[skip:]
     return {
@@ -277,26 +265,13 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def spawn(spec: dict[str, Any], omp_wait_policy: str) -> dict[str, Any]:
     """Run one task in a fresh Python process (the OpenMP wait policy must be set before torch loads)."""
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+    env = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
     if omp_wait_policy != "default":
         env["OMP_WAIT_POLICY"] = omp_wait_policy
-    completed = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                               text=True, env=env, cwd=REPO, check=False)
-    if completed.returncode != 0:
-        raise RuntimeError(f"worker {spec} failed:\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_fresh(run_worker, spec, env=env, cwd=REPO)
 
 
 # ---- report ---------------------------------------------------------------------------------------------
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
-    print(line.format(*header))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line.format(*row))
-
 
 def verdict(value: float, target: float, at_most: bool) -> str:
     return "met" if (value <= target if at_most else value >= target) else "NOT met"
@@ -323,11 +298,7 @@ def main() -> None:
                         help="[2]: also time train() with these recipe overrides (repeatable), e.g. 'channels_last=true'")
     parser.add_argument("--parts", default="1,2", help="which measurements: 1 (method steps), 2 (train loop, with 3)")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON to this path")
-    parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker is not None:
-        print(json.dumps(run_worker(json.loads(args.worker))))
-        return
     if args.cost:
         args.parts, args.batches = "1", [64, 256]
         args.json = args.json or REPO / "benchmarks" / "results" / "cost.json"
@@ -341,10 +312,10 @@ def main() -> None:
                      f"{repeats}, {train_steps}, {args.parts!r}")
     started = time.perf_counter()
     results: dict[str, Any] = {
-        "torch": torch.__version__, "quick": args.quick, "rounds": rounds, "repeats": repeats, "warmup": args.warmup,
-        "threads": args.threads, "omp_wait_policy": args.omp_wait_policy, "machine": platform.processor(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
-        "load_average_before": os.getloadavg(), "model": "selfcon_resnet18_cifar",
+        **environment("torch"), "quick": args.quick, "rounds": rounds, "repeats": repeats, "warmup": args.warmup,
+        "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
+        **environment("cpu_capability", "cpu_count", machine="cpu", load_average_before="load_average"),
+        "model": "selfcon_resnet18_cifar",
         "precision_label": args.precision + (" + channels_last" if args.memory_format == "channels_last" else ""),
     }
     print(f"torch {torch.__version__}, CPU capability {results['cpu_capability']}, {os.cpu_count()} CPUs, "
@@ -483,7 +454,8 @@ def print_loop(results: dict[str, Any]) -> None:
     print(f"    defaults >= {THROUGHPUT_TARGET}x the reference: wall {ratio:.3f} "
           f"({verdict(ratio, THROUGHPUT_TARGET, False)}), cpu {cpu_ratio:.3f} "
           f"({verdict(cpu_ratio, THROUGHPUT_TARGET, False)})")
-    print("\n[3] Time the train() loop waits on data (inside the loader's next()), after the first 2 steps:")
+    print("\n[3] Time the train() loop waits on data (its step time outside the step: the loader's next() and the "
+          "loop's bookkeeping), after the first 2 steps:")
     for name, loop in loops.items():
         print(f"    {name}: {100 * loop['data_wait_fraction']:.1f}% of its step time (worst single step "
               f"{100 * loop['data_wait_max_step_fraction']:.1f}%; {100 * loop['data_wait_fraction_with_first_step']:.1f}%"

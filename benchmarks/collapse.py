@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from harness import environment, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "collapse.json"
@@ -213,11 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         batches = cifar10_batches(args.data, args.official_batch_size, args.official_steps)
         report(run_official(args.official.resolve(), batches, 0.05, 0))
         report(run_ours("selfcon_resnet18_cifar", batches, 0.05, 0, "none"))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), margin=PLATEAU_MARGIN,
-                                   collapsed_cosine=COLLAPSED_COSINE, runs=runs), indent=1))
-    os.replace(tmp, args.output)
+    write_json(args.output, dict(**environment("torch", "threads"), margin=PLATEAU_MARGIN,
+                                 collapsed_cosine=COLLAPSED_COSINE, runs=runs))
     return 0
 
 

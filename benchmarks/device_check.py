@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import timm
 import torch
+from harness import environment, format_table, write_json
 from timm.optim import create_optimizer_v2
 
 import timm_selfcon  # noqa: F401  (registers the models)
@@ -247,25 +247,21 @@ def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
     return out
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
+def run_environment(device: torch.device) -> dict[str, Any]:
+    """The device the checks ran on (``cpu`` at ``--smoke``, even beside a GPU), versions, commit, CPU count."""
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "git_commit": commit or None,
-            "cpu_count": os.cpu_count(), "timm": timm.__version__}
+            **environment("torch", "cuda", "git_commit", "cpu_count", "timm")}
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [f"device: {results['environment']['device']}  torch {results['environment']['torch']}  "
              f"CUDA {results['environment']['cuda']}", "",
-             "| method | device img/s | workers img/s | pre-made img/s | device/pre-made | device/workers | augment share |",
-             "|---|---|---|---|---|---|---|"]
-    for label, r in results["pipelines"].items():
-        lines.append(f"| {label} | {r['device_images_per_s']:.0f} | {r['workers_images_per_s']:.0f} | "
-                     f"{r['premade_images_per_s']:.0f} | {r['device_vs_premade']:.3f} | {r['device_vs_workers']:.1f} | "
-                     f"{r['augment_share']:.1%} |")
+             format_table([[label, f"{r['device_images_per_s']:.0f}", f"{r['workers_images_per_s']:.0f}",
+                            f"{r['premade_images_per_s']:.0f}", f"{r['device_vs_premade']:.3f}",
+                            f"{r['device_vs_workers']:.1f}", f"{r['augment_share']:.1%}"]
+                           for label, r in results["pipelines"].items()],
+                          ["method", "device img/s", "workers img/s", "pre-made img/s", "device/pre-made",
+                           "device/workers", "augment share"], markdown=True)]
     cost = results["resnet50"]
     memory = cost["ratio"]["memory"]
     lines += ["", f"{cost['ratio']['model']}: SelfCon/SupCon step time {cost['ratio']['time']:.2f} (paper 0.48), "
@@ -291,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     started = time.perf_counter()
-    results: dict[str, Any] = {"environment": environment(device), "smoke": args.smoke}
+    results: dict[str, Any] = {"environment": run_environment(device), "smoke": args.smoke}
     results["pipelines"] = pipeline_throughput(args, device)
     results["resnet50"] = resnet50_cost(args, device)
     results["train"] = train_and_eval(args, 3 if args.smoke else 200)
@@ -300,10 +296,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["seconds"] = time.perf_counter() - started
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = args.out or ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results)
     print(table(results))
-    print(f"wrote {out} ({results['seconds']:.0f} s)")
+    print(f"total {results['seconds']:.0f} s")
     return results
 
 

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import torch
+from harness import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -41,7 +42,6 @@ PROBE_TRAIN_IMAGES = 10_000
 
 def best_selfcon_run() -> dict:
     """The ranking's SelfCon run with the stabilizer chosen on the validation split."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from rank_methods import sweep_winner
 
     winner = sweep_winner(RANK)
@@ -164,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"skip MixCo: {mixco_json} or its run folder does not exist here")
 
-    out = RESULTS / "exported_models.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    write_json(RESULTS / "exported_models.json", report)
     return 0
 
 

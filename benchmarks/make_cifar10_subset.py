@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from timm_selfcon.fileio import atomic_path, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "data" / "cifar10"
@@ -47,9 +48,8 @@ def balanced_rows(labels: list[int], per_class: int, num_classes: int) -> list[i
 
 
 def write_atomically(table: pa.Table, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
 
 
 def cut(source: Path, split: str, per_class: int) -> tuple[pa.Table, Counter[int]]:
@@ -119,10 +119,7 @@ def main() -> None:
     write_atomically(test, args.out / "test.parquet")
     sizes = {split: (args.out / f"{split}.parquet").stat().st_size for split in ("train", "test")}
     readme = args.out / "README.md"
-    readme.with_name("README.md.tmp").write_text(
-        readme_text({"train": train_counts, "test": test_counts}, names, sizes)
-    )
-    os.replace(readme.with_name("README.md.tmp"), readme)
+    write_text_atomic(readme, readme_text({"train": train_counts, "test": test_counts}, names, sizes))
     total = sum(sizes.values()) + readme.stat().st_size
     print(f"train: {train.num_rows} rows {dict(sorted(train_counts.items()))}")
     print(f"test:  {test.num_rows} rows {dict(sorted(test_counts.items()))}")

@@ -21,6 +21,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from harness import format_table
+
+from timm_selfcon.fileio import atomic_path, write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs"
@@ -32,6 +36,11 @@ COLLAPSE = RESULTS / "collapse.json"
 BEGIN, END = "<!-- runs:begin -->", "<!-- runs:end -->"
 HEADS = ("backbone", "exit_0", "ensemble")
 UNTRAINED = "random_init"  # report_runs.py's untrained initial encoders (random_init*): the floors, epoch 0 of the curves
+
+
+def _table(rows: list[list], header: list[str]) -> list[str]:
+    """A compact markdown table, as lines."""
+    return format_table(rows, header, markdown=True).splitlines()
 
 
 def _last_top1(result: dict, head: str) -> float | None:
@@ -79,20 +88,18 @@ def render_accuracy(groups: dict[str, list[dict]]) -> list[str]:
         "probes trained on the run's training images, 10% held out for validation), last probe epoch, top-1 % on the "
         "10,000 test images; mean ± standard deviation over seeds.",
         "",
-        "| method | model | seeds | train images x epochs | train minutes | backbone | exit_0 | ensemble | kNN k=20 |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for method, items in groups.items():
         heads = {h: [v for r in items if (v := _last_top1(_probe(r), h)) is not None] for h in HEADS}
         knn = [r["knn"]["results"]["backbone"]["k20"] for r in items]
         data = items[0]["data"]
         minutes = [r["train_seconds"] / 60 for r in items]
         budget = "none (untrained)" if method.startswith(UNTRAINED) else f"{data['train_images']} x {data['epochs']}"
-        lines.append(
-            f"| {method} | {items[0]['recipe']['model']} | {len(items)} | {budget} | "
-            f"{_fmt(minutes)} | {_fmt(heads['backbone'])} | {_fmt(heads['exit_0'])} | {_fmt(heads['ensemble'])} | "
-            f"{_fmt(knn)} |")
-    return lines
+        rows.append([method, items[0]["recipe"]["model"], len(items), budget, _fmt(minutes), _fmt(heads["backbone"]),
+                     _fmt(heads["exit_0"]), _fmt(heads["ensemble"]), _fmt(knn)])
+    return lines + _table(rows, ["method", "model", "seeds", "train images x epochs", "train minutes", "backbone",
+                                 "exit_0", "ensemble", "kNN k=20"])
 
 
 def render_early_exit(groups: dict[str, list[dict]]) -> list[str]:
@@ -102,14 +109,12 @@ def render_early_exit(groups: dict[str, list[dict]]) -> list[str]:
         return []
     lines = ["", f"SelfCon early exit (ours, {len(items)} seed(s), mean): predict at exit_0 when its top softmax "
                  "probability is at least the threshold, else run the rest of the network and use the ensemble; "
-                 "MFLOPs per test image from `torch.utils.flop_counter`.", "",
-             "| threshold | top-1 % | MFLOPs per image | share answered at exit_0 |", "|---|---|---|---|"]
+                 "MFLOPs per test image from `torch.utils.flop_counter`.", ""]
     sweeps = [r["early_exit"]["early_exit"] for r in items]
-    for points in zip(*sweeps, strict=True):
-        lines.append(f"| {points[0]['threshold']:g} | {_fmt([p['top1'] for p in points])} | "
-                     f"{statistics.mean(p['mean_flops'] for p in points) / 1e6:.0f} | "
-                     f"{statistics.mean(p['exit_fraction'][0] for p in points):.2f} |")
-    return lines
+    rows = [[f"{points[0]['threshold']:g}", _fmt([p["top1"] for p in points]),
+             f"{statistics.mean(p['mean_flops'] for p in points) / 1e6:.0f}",
+             f"{statistics.mean(p['exit_fraction'][0] for p in points):.2f}"] for points in zip(*sweeps, strict=True)]
+    return lines + _table(rows, ["threshold", "top-1 %", "MFLOPs per image", "share answered at exit_0"])
 
 
 def per_epoch_curves(groups: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
@@ -143,13 +148,10 @@ def render_per_epoch(groups: dict[str, list[dict]]) -> list[str]:
     lines = ["", "Accuracy versus epoch (ours, seed 0, the same `linear_fast` probe on each epoch's checkpoint; epoch 0 "
                  "is the run's own initial encoder, untrained (the `random_init*` row with the same model, exits and "
                  "seed; '-' where not measured: CE's classifier changes its initial draw); plot: "
-                 "`benchmarks/results/accuracy_vs_epoch.png`):", "",
-             "| method | head | " + " | ".join(f"epoch {e}" for e in range(epochs)) + " |",
-             "|---|---|" + "---|" * epochs]
-    for method, heads in curves.items():
-        for head, values in heads.items():
-            lines.append(f"| {method} | {head} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
-    return lines
+                 "`benchmarks/results/accuracy_vs_epoch.png`):", ""]
+    rows = [[method, head, *("-" if v is None else f"{v:.2f}" for v in values)]
+            for method, heads in curves.items() for head, values in heads.items()]
+    return lines + _table(rows, ["method", "head", *(f"epoch {e}" for e in range(epochs))])
 
 
 def render_cost(cost_path: Path = COST) -> list[str]:
@@ -159,14 +161,11 @@ def render_cost(cost_path: Path = COST) -> list[str]:
     lines = ["", f"Training-step cost (ours, `benchmarks/bench_train.py --cost`, {cost['model']}, 32 px, "
                  f"{cost['precision_label']}, this CPU ({cost['cpu_count']} cores, {cost['threads']} threads), median of "
                  f"{cost['rounds']} fresh processes x {cost['repeats']} steps; memory = peak resident memory the steps "
-                 "add; ratios to SupCon measured in the same run; chart: `benchmarks/results/cost.png`):", "",
-             "| batch | method | views | step ms | time / SupCon | MB added | memory / SupCon |",
-             "|---|---|---|---|---|---|---|"]
-    for batch, methods in cost["method_steps"].items():
-        for label, m in methods.items():
-            lines.append(f"| {batch} | {label} | {m['views']} | {m['wall_ms']:.0f} | {m['wall_vs_supcon']:.2f} | "
-                         f"{m['peak_added_mb']:.0f} | {m['memory_vs_supcon']:.2f} |")
-    return lines
+                 "add; ratios to SupCon measured in the same run; chart: `benchmarks/results/cost.png`):", ""]
+    rows = [[batch, label, m["views"], f"{m['wall_ms']:.0f}", f"{m['wall_vs_supcon']:.2f}", f"{m['peak_added_mb']:.0f}",
+             f"{m['memory_vs_supcon']:.2f}"] for batch, methods in cost["method_steps"].items()
+            for label, m in methods.items()]
+    return lines + _table(rows, ["batch", "method", "views", "step ms", "time / SupCon", "MB added", "memory / SupCon"])
 
 
 def render(runs_dir: Path = RUNS, cost_path: Path = COST) -> str:
@@ -228,38 +227,35 @@ def render_rank(rank_dir: Path = RANK) -> str:
     if sweep:
         lines += ["", "Stabilizer sweep, SelfCon-S (fc exit), " + f"{sweep[next(iter(sweep))]['recipe']['epochs']} epochs; "
                   "top-1 on the 5,000 held-out **validation** images (rows 45,000-49,999), which alone choose the "
-                  "winner:", "",
-                  "| run | stabilizer (ours) | train min (wall, shared CPU) | final loss | backbone | gain | exit_0 | "
-                  "ensemble |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "winner:", ""]
+        rows = []
         for name, run in sweep.items():
             top1 = _top1(run, "validation")
             floor = _top1(_floor_of(run, runs), "validation").get("backbone")
-            lines.append(f"| {name} | {_stabilizer(run['recipe'])} | {run['train_seconds_this_sitting'] / 60:.1f} | "
-                         f"{run['train_summary']['final_loss']:.3f} | {_num(top1.get('backbone'))} | "
-                         f"{_gain(top1.get('backbone'), floor)} | {_num(top1.get('exit_0'))} | "
-                         f"{_num(top1.get('ensemble'))} |")
-    lines += ["", "Test split (10,000 images); every method the same epochs:", "",
-              "| run | method | stabilizer (ours) | epochs | train min (wall, shared CPU) | backbone | gain over floor | "
-              "exit_0 | ensemble | kNN k=20 |", "|---|---|---|---|---|---|---|---|---|---|"]
+            rows.append([name, _stabilizer(run["recipe"]), f"{run['train_seconds_this_sitting'] / 60:.1f}",
+                         f"{run['train_summary']['final_loss']:.3f}", _num(top1.get("backbone")),
+                         _gain(top1.get("backbone"), floor), _num(top1.get("exit_0")), _num(top1.get("ensemble"))])
+        lines += _table(rows, ["run", "stabilizer (ours)", "train min (wall, shared CPU)", "final loss", "backbone",
+                               "gain", "exit_0", "ensemble"])
+    lines += ["", "Test split (10,000 images); every method the same epochs:", ""]
+    rows = []
     for name, run in {**floors, **{n: r for n, r in runs.items() if r.get("phase") == "main"}}.items():
         top1, knn = _top1(run, "test"), run["test"]["knn"]["results"]["backbone"]["k20"]
         trained = run.get("phase") == "main"
         floor = _top1(_floor_of(run, runs), "test").get("backbone") if trained else None
-        lines.append(f"| {name} | {run['recipe']['method']} | {_stabilizer(run['recipe']) if trained else '-'} | "
-                     f"{run['recipe']['epochs'] if trained else 0} | "
-                     f"{run.get('train_seconds_this_sitting', 0) / 60:.1f} | {top1['backbone']:.2f} | "
-                     f"{_gain(top1['backbone'], floor)} | {_num(top1.get('exit_0'))} | "
-                     f"{_num(top1.get('ensemble'))} | {knn:.2f} |")
+        rows.append([name, run["recipe"]["method"], _stabilizer(run["recipe"]) if trained else "-",
+                     run["recipe"]["epochs"] if trained else 0, f"{run.get('train_seconds_this_sitting', 0) / 60:.1f}",
+                     f"{top1['backbone']:.2f}", _gain(top1["backbone"], floor), _num(top1.get("exit_0")),
+                     _num(top1.get("ensemble")), f"{knn:.2f}"])
+    lines += _table(rows, ["run", "method", "stabilizer (ours)", "epochs", "train min (wall, shared CPU)", "backbone",
+                           "gain over floor", "exit_0", "ensemble", "kNN k=20"])
     curves = rank_curves(runs)
     if curves:
         epochs = sorted({e for heads in curves.values() for e in heads["backbone"]})
         lines += ["", "Backbone `linear_fast` top-1 (test) versus epoch; epoch 0 is the run's floor (plot: "
-                  "`benchmarks/results/rank_accuracy_vs_epoch.png`):", "",
-                  "| run | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---|" * len(epochs)]
-        for name, heads in curves.items():
-            lines.append(f"| {name} | " + " | ".join(
-                f"{heads['backbone'][e]:.2f}" if e in heads["backbone"] else "-" for e in epochs) + " |")
+                  "`benchmarks/results/rank_accuracy_vs_epoch.png`):", ""]
+        lines += _table([[name, *(f"{heads['backbone'][e]:.2f}" if e in heads["backbone"] else "-" for e in epochs)]
+                         for name, heads in curves.items()], ["run", *(f"epoch {e}" for e in epochs)])
     return "\n".join(lines)
 
 
@@ -285,27 +281,26 @@ def render_parity(parity_path: Path = PARITY, collapse_path: Path = COLLAPSE) ->
         lines += [f"`python benchmarks/parity_official.py OFFICIAL_CHECKOUT --steps {parity['steps']} --batch-size "
                   f"{parity['batch_size']}` (ours, this CPU, torch {parity['torch']}): the official ConResNet-18 + "
                   "ConLoss and ours from the same initial weights, SGD lr 0.05 on the same real CIFAR-10 batches; "
-                  "the yardstick is the official code against itself with only its loss in float64.", "",
-                  "| case | result | max loss difference | official's own noise | final max weight difference | "
-                  "official's own noise |", "|---|---|---|---|---|---|"]
-        for case in parity["cases"]:
-            lines.append(f"| {case['case']} | {'pass' if case['passed'] else 'FAIL'} | "
-                         f"{case['max_loss_difference']:.1e} | {case['max_noise_loss_difference']:.1e} | "
-                         f"{case['final_weight_difference']:.1e} | {case['noise_final_weight_difference']:.1e} |")
+                  "the yardstick is the official code against itself with only its loss in float64.", ""]
+        lines += _table([[case["case"], "pass" if case["passed"] else "FAIL", f"{case['max_loss_difference']:.1e}",
+                          f"{case['max_noise_loss_difference']:.1e}", f"{case['final_weight_difference']:.1e}",
+                          f"{case['noise_final_weight_difference']:.1e}"] for case in parity["cases"]],
+                        ["case", "result", "max loss difference", "official's own noise", "final max weight difference",
+                         "official's own noise"])
     if collapse_path.exists():
         collapse = json.loads(collapse_path.read_text())
         lines += ["", "The collapse plateau (`python benchmarks/collapse.py`, ours): steps on the plateau (loss within "
                   f"{collapse['margin']} of log(N-1)·τ/τ_base and every mean projection cosine >= "
-                  f"{collapse['collapsed_cosine']}); cosines at the last step.", "",
-                  "| code | model | batch | lr | warm-up steps | stabilizer | plateau | reached at | steps on it | "
-                  "final loss | cos backbone | cos exit | cos exit-backbone |", "|---" * 13 + "|"]
+                  f"{collapse['collapsed_cosine']}); cosines at the last step.", ""]
+        rows = []
         for run in collapse["runs"]:
             cos = run["trace"][-1]["cosines"]
-            lines.append(f"| {run['code']} | {run['model']} | {run['batch_size']} | {run['lr']:g} | "
-                         f"{run['warmup_steps']} | {run['stabilizer']} | {run['trace'][0]['plateau']:.3f} | "
-                         f"{run['reached_plateau_at'] or '-'} | {run['steps_on_plateau']}/{len(run['trace'])} | "
-                         f"{run['final_loss']:.3f} | {cos['backbone']:.3f} | {cos['exit_0']:.3f} | "
-                         f"{cos['exit_0_vs_backbone']:.3f} |")
+            rows.append([run["code"], run["model"], run["batch_size"], f"{run['lr']:g}", run["warmup_steps"],
+                         run["stabilizer"], f"{run['trace'][0]['plateau']:.3f}", run["reached_plateau_at"] or "-",
+                         f"{run['steps_on_plateau']}/{len(run['trace'])}", f"{run['final_loss']:.3f}",
+                         f"{cos['backbone']:.3f}", f"{cos['exit_0']:.3f}", f"{cos['exit_0_vs_backbone']:.3f}"])
+        lines += _table(rows, ["code", "model", "batch", "lr", "warm-up steps", "stabilizer", "plateau", "reached at",
+                               "steps on it", "final loss", "cos backbone", "cos exit", "cos exit-backbone"])
     return "\n".join(lines) or "Not measured yet."
 
 
@@ -332,7 +327,8 @@ def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | Non
     ax.legend(fontsize=6)
     fig.tight_layout()
     path = out_dir / "rank_accuracy_vs_epoch.png"
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -360,7 +356,8 @@ def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RE
         ax.legend(fontsize=7)
         fig.tight_layout()
         written.append(out_dir / "accuracy_vs_epoch.png")
-        fig.savefig(written[-1], dpi=120)
+        with atomic_path(written[-1]) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
     if cost_path.exists():
         cost = json.loads(cost_path.read_text())
@@ -381,7 +378,8 @@ def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RE
         fig.suptitle(f"{cost['model']}, {cost['precision_label']}, this CPU (ours)")
         fig.tight_layout()
         written.append(out_dir / "cost.png")
-        fig.savefig(written[-1], dpi=120)
+        with atomic_path(written[-1]) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
     return written
 
@@ -406,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         return 0
-    README.write_text(updated)
+    write_text_atomic(README, updated)
     draw_plots()
     draw_rank_plot()
     return 0

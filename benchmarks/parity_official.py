@@ -26,14 +26,13 @@ import argparse
 import copy
 import dataclasses
 import importlib
-import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from harness import environment, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "parity_official.json"
@@ -210,13 +209,10 @@ def main(argv: list[str] | None = None) -> int:
               f" (official's own float64 noise {result['max_noise_loss_difference']:.2e});  final max |weight diff| "
               f"{result['final_weight_difference']:.2e} (noise {result['noise_final_weight_difference']:.2e})",
               flush=True)
-    record = dict(official_checkout=str(args.official_checkout), steps=args.steps, batch_size=args.batch_size,
-                  lr=0.05, planted_temperature_offset=args.plant_temperature_offset, torch=torch.__version__,
-                  threads=torch.get_num_threads(), cases=results)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, args.output)
+    write_json(args.output, dict(official_checkout=str(args.official_checkout), steps=args.steps,
+                                 batch_size=args.batch_size, lr=0.05,
+                                 planted_temperature_offset=args.plant_temperature_offset,
+                                 **environment("torch", "threads"), cases=results))
     return 0 if all(r["passed"] for r in results) else 1
 
 

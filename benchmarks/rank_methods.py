@@ -38,6 +38,10 @@ import sys
 import time
 from pathlib import Path
 
+from harness import write_json
+
+from timm_selfcon.fileio import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 MODEL = "selfcon_resnet10_w16_cifar"
@@ -92,13 +96,11 @@ def prepare_data(source: Path, target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     train = datasets.load_dataset("parquet", data_files=str(source / "train.parquet"), split="train")
     for name, rows in (("train", range(TRAIN_IMAGES)), ("validation", range(TRAIN_IMAGES, len(train)))):
-        tmp = target / f"{name}.parquet.tmp"
-        train.select(rows).to_parquet(str(tmp))
-        os.replace(tmp, target / f"{name}.parquet")
+        with atomic_path(target / f"{name}.parquet") as tmp:
+            train.select(rows).to_parquet(str(tmp))
     test = datasets.load_dataset("parquet", data_files=str(source / "test.parquet"), split="train")
-    tmp = target / "test.parquet.tmp"
-    test.to_parquet(str(tmp))
-    os.replace(tmp, target / "test.parquet")
+    with atomic_path(target / "test.parquet") as tmp:
+        test.to_parquet(str(tmp))
     return target
 
 
@@ -165,10 +167,7 @@ def sweep_winner(results_dir: Path) -> str | None:
 
 
 def write_and_commit(path: Path, results: dict, commit: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json(path, results, default=str)
     if not commit:
         return
     repo = path.parent

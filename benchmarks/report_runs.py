@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import write_json
+
+from timm_selfcon.fileio import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "runs"
@@ -149,9 +152,10 @@ def subset_dataset(source: Path, target: Path, train_images: int) -> Path:
             keep.append(i)
         if len(keep) == per_class * 10:
             break
-    train.select(keep).to_parquet(str(target / "train.parquet"))
-    test = datasets.load_dataset("parquet", data_files=str(source / "test.parquet"), split="train")
-    test.to_parquet(str(target / "test.parquet"))
+    with atomic_path(target / "test.parquet") as tmp:  # train.parquet last: its presence means the folder is whole
+        datasets.load_dataset("parquet", data_files=str(source / "test.parquet"), split="train").to_parquet(str(tmp))
+    with atomic_path(target / "train.parquet") as tmp:
+        train.select(keep).to_parquet(str(tmp))
     return target
 
 
@@ -192,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results = train_and_evaluate(name, overrides, args)
         results["data"] = dict(source=str(source), train_images=args.train_images, epochs=args.epochs)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2, default=str))
-        os.replace(tmp, path)
+        write_json(path, results, default=str)
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_report.py")], cwd=ROOT, check=True)
         if args.commit:
             plot = ROOT / "benchmarks" / "results" / "accuracy_vs_epoch.png"

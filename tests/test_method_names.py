@@ -20,6 +20,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("data/device.py", "supcon"): "augmentation pipeline name",
     ("data/device.py", "ce"): "augmentation pipeline name",
     ("data/device.py", "simclr"): "augmentation pipeline name",
+    ("constants.py", "supcon"): "augmentation pipeline name",
+    ("constants.py", "ce"): "augmentation pipeline name",
+    ("constants.py", "simclr"): "augmentation pipeline name",
     ("engine/finetune.py", "ce"): "fine-tuning's default augmentation pipeline",
     # the recipe default (a value, like timm's default model name in its scripts)
     ("config.py", "selfcon"): "TrainConfig.method's default",

@@ -1,39 +1,20 @@
 """benchmarks/device_check.py --smoke runs every part (with --compare) on a CPU at tiny sizes, so it cannot rot."""
 import importlib.util
-import io
 import json
 import sys
 from pathlib import Path
 
-import datasets
-import numpy as np
 import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_cifar_like(folder: Path, rows: int, seed: int, split: str) -> None:
-    """10 classes of 16x16 PNGs in CIFAR-10's columns (``img``, ``label``)."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(rows):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
-        images.append({"bytes": buffer.getvalue(), "path": None})
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
-    labels = [i % 10 for i in range(rows)]
-    split_data = datasets.Dataset.from_dict({"img": images, "label": labels}, features=features)
-    split_data.to_parquet(str(folder / f"{split}.parquet"))
-
-
 @pytest.mark.slow
-def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            make_tiny_image_dataset) -> None:
     monkeypatch.setenv("TIMM_SELFCON_DEVICE_CACHE", str(tmp_path / "cache"))
-    data = tmp_path / "cifar"
-    data.mkdir()
-    write_cifar_like(data, 64, 0, "train")
-    write_cifar_like(data, 20, 1, "test")
+    # CIFAR-10's columns (img, label), 10 classes of 16x16 PNGs
+    data = make_tiny_image_dataset({"train": 64, "test": 20}, root=tmp_path / "cifar", num_classes=10, content="noise")
     spec = importlib.util.spec_from_file_location("device_check", ROOT / "benchmarks" / "device_check.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["device_check"] = module

@@ -3,7 +3,6 @@ resume and ranks; corrupt images; untouched global RNG; streaming counterpart.""
 
 from __future__ import annotations
 
-import io
 import random
 import warnings
 from pathlib import Path
@@ -12,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import encode_image, noise_image, tiny_image_dataset
 
 from timm_selfcon.data import (
     CIFAR10_MEAN,
@@ -34,23 +33,15 @@ CORRUPT_ROW = 3
 
 
 def jpeg_bytes(seed: int, size: int = 12) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return encode_image(noise_image(np.random.default_rng(seed), 0, size), "JPEG")
 
 
 def write_parquet(path: Path, *, corrupt_rows: tuple[int, ...] = (), labels: bool = True) -> Path:
-    images = [
-        {"bytes": b"\xff\xd8 definitely not a jpeg" if i in corrupt_rows else jpeg_bytes(i), "path": None}
-        for i in range(NUM_ROWS)
-    ]
-    columns: dict[str, list] = {"img": images}
-    features: dict[str, datasets.features.features.FeatureType] = {"img": datasets.Image()}
-    if labels:
-        columns["label"] = [i % 4 for i in range(NUM_ROWS)]
-        features["label"] = datasets.ClassLabel(names=["a", "b", "c", "d"])
-    datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+    """One parquet file at ``path``: ``NUM_ROWS`` 12x12 noise JPEGs, labels ``ClassLabel(a, b, c, d)`` unless
+    ``labels=False``, ``corrupt_rows`` undecodable."""
+    tiny_image_dataset(path.parent, {"split": NUM_ROWS}, layout=path.name, image_size=12, class_names=["a", "b", "c", "d"],
+                       content="noise", image_format="JPEG", corrupt_rows=corrupt_rows,
+                       label_column="label" if labels else None)
     return path
 
 

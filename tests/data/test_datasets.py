@@ -3,14 +3,13 @@ shipped CIFAR-10 subset. Everything is local: no network, no ../shared."""
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import encode_image, noise_image, tiny_image_dataset
 
 from timm_selfcon.data import (
     CIFAR10_SUBSET,
@@ -24,29 +23,17 @@ from timm_selfcon.errors import UserInputError
 NAMES = ["cat", "dog", "frog"]
 
 
-def png_bytes(seed: int, size: int = 8) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_parquet(path: Path, rows: int, *, image_column: str = "img", label_column: str | None = "label") -> Path:
-    columns: dict[str, list] = {image_column: [{"bytes": png_bytes(i), "path": None} for i in range(rows)]}
-    features = {image_column: datasets.Image()}
-    if label_column is not None:
-        columns[label_column] = [i % len(NAMES) for i in range(rows)]
-        features[label_column] = datasets.ClassLabel(names=NAMES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+    """One parquet file at ``path``: ``rows`` 8x8 noise PNGs, labels ``ClassLabel(NAMES)``."""
+    tiny_image_dataset(path.parent, {"split": rows}, layout=path.name, image_size=8, class_names=NAMES,
+                       content="noise", image_column=image_column, label_column=label_column)
     return path
 
 
 def write_image_folder(root: Path, classes: list[str], per_class: int = 2) -> None:
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            (root / name / f"{i}.png").write_bytes(png_bytes(100 * c + i))
+    """``root/<class>/<index>.png``: ``per_class`` 8x8 noise PNGs of each class."""
+    tiny_image_dataset(root, {"split": per_class * len(classes)}, layout="{label}/{index}.png", image_size=8,
+                       class_names=classes, content="noise")
 
 
 @pytest.fixture
@@ -117,7 +104,7 @@ def test_label_detection_order(tmp_path: Path, cache: Path) -> None:
 
 def test_known_hub_defaults_pick_cifar100_fine_label(tmp_path: Path, cache: Path) -> None:
     columns = {
-        "img": [{"bytes": png_bytes(0), "path": None}],
+        "img": [{"bytes": encode_image(noise_image(np.random.default_rng(0), 0, 8)), "path": None}],
         "coarse_label": [1],
         "fine_label": [2],
     }

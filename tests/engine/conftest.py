@@ -1,13 +1,10 @@
 """Tiny generated image datasets for the engine tests: 4 classes of 16x16 PNGs in a parquet folder (train, test)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import datasets
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import tiny_image_dataset
 
 from ._eval_data import cached_position_data, cached_trained_run
 
@@ -18,32 +15,11 @@ IMAGE_SIDE = 16
 CORRUPT_ROW = 5
 
 
-def png_bytes(seed: int, label: int) -> bytes:
-    """A 16x16 RGB image whose mean colour depends on the class (so the classes are learnable)."""
-    rng = np.random.default_rng(seed)
-    base = np.array([(60, 60, 60), (200, 60, 60), (60, 200, 60), (60, 60, 200)][label], dtype=np.int16)
-    pixels = np.clip(base + rng.integers(-50, 51, size=(IMAGE_SIDE, IMAGE_SIDE, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def write_split(path: Path, rows: int, *, seed_offset: int, corrupt_rows: tuple[int, ...] = ()) -> None:
-    labels = [i % NUM_CLASSES for i in range(rows)]
-    images = [
-        {"bytes": b"\x89PNG\r\n not really a png" if i in corrupt_rows else png_bytes(seed_offset + i, label), "path": None}
-        for i, label in enumerate(labels)
-    ]
-    features = datasets.Features({"img": datasets.Image(),
-                                  "label": datasets.ClassLabel(names=[f"class{c}" for c in range(NUM_CLASSES)])})
-    datasets.Dataset.from_dict({"img": images, "label": labels}, features=features).to_parquet(str(path))
-
-
 def make_data_dir(root: Path, *, corrupt_rows: tuple[int, ...] = ()) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    write_split(root / "train.parquet", TRAIN_ROWS, seed_offset=0, corrupt_rows=corrupt_rows)
-    write_split(root / "test.parquet", TEST_ROWS, seed_offset=10_000)
-    return root
+    """``train.parquet`` (``TRAIN_ROWS``) and ``test.parquet`` (``TEST_ROWS``): ``img`` PNG, ``label`` ClassLabel(4),
+    each class its own mean colour (learnable); ``corrupt_rows`` of the train split undecodable."""
+    return tiny_image_dataset(root, {"train": TRAIN_ROWS, "test": TEST_ROWS}, image_size=IMAGE_SIDE,
+                              num_classes=NUM_CLASSES, corrupt_rows={"train": corrupt_rows})
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +32,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def corrupt_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """As :func:`tiny_data` with row ``CORRUPT_ROW`` of the train split undecodable."""
     return make_data_dir(tmp_path_factory.mktemp("corrupt_data"), corrupt_rows=(CORRUPT_ROW,))
-
-
 
 
 @pytest.fixture(scope="module")

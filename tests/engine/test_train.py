@@ -430,17 +430,12 @@ def test_ce_uses_the_dataset_classes(tiny_data: Path, tmp_path: Path) -> None:
     assert classifier and classifier[0].shape[0] == NUM_CLASSES
 
 
-def test_corrupt_files_are_named_by_path_once_across_workers(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_files_are_named_by_path_once_across_workers(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                            make_tiny_image_dataset) -> None:
     """An imagefolder with a truncated PNG, two epochs through one DataLoader worker (recreated each epoch): one
     warning naming the file, in the training process, and the summary names the same file."""
-    from .conftest import png_bytes
-
-    for split, rows in (("train", 16), ("test", 4)):
-        for index in range(rows):
-            label = index % 2
-            folder = tmp_path / "data" / split / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{index:02d}.png").write_bytes(png_bytes(index, label))
+    make_tiny_image_dataset({"train": 16, "test": 4}, root=tmp_path / "data", num_classes=2,
+                            layout="{split}/{label}/{index:02d}.png")
     broken = tmp_path / "data" / "train" / "class1" / "03.png"
     broken.write_bytes(broken.read_bytes()[:40])  # truncated
     config = tiny_config(tmp_path / "data", tmp_path / "run", "supcon_s", batch_size=16, max_steps=2, num_workers=1)

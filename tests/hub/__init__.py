@@ -6,17 +6,14 @@ randomised BatchNorm statistics, so no training loop has to run.
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-import datasets
-import numpy as np
 import timm
 import torch
 import yaml
-from PIL import Image
+from conftest import tiny_image_dataset
 from safetensors.torch import save_file
 
 import timm_selfcon  # noqa: F401  (registers the models)
@@ -26,7 +23,7 @@ from timm_selfcon.methods import build_method
 
 SMALL_RESNET = [1, 1, 1, 1]
 NUM_CLASSES = 4
-CLASS_NAMES = ["red", "green", "blue", "grey"]
+CLASS_NAMES = ["grey", "red", "green", "blue"]  # the colours of tiny_image_dataset's classes
 STEP = 3
 
 
@@ -64,22 +61,7 @@ def make_run(root: Path, *, model: str = "selfcon_resnet18_cifar", model_kwargs:
     return root
 
 
-def _png(seed: int, label: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    base = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200), (120, 120, 120)][label], dtype=np.int16)
-    pixels = np.clip(base + rng.integers(-40, 41, size=(16, 16, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def make_data(root: Path, train_rows: int = 40, test_rows: int = 16) -> Path:
-    """A parquet image folder (``train.parquet``, ``test.parquet``): ``img`` 16x16 PNG, ``label`` ClassLabel(4)."""
-    root.mkdir(parents=True, exist_ok=True)
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CLASS_NAMES)})
-    for split, rows, offset in (("train", train_rows, 0), ("test", test_rows, 10_000)):
-        labels = [i % NUM_CLASSES for i in range(rows)]
-        images = [{"bytes": _png(offset + i, label), "path": None} for i, label in enumerate(labels)]
-        datasets.Dataset.from_dict({"img": images, "label": labels}, features=features).to_parquet(
-            str(root / f"{split}.parquet"))
-    return root
+    """A parquet image folder (``train.parquet``, ``test.parquet``): ``img`` 16x16 PNG, ``label`` ClassLabel(4)
+    named :data:`CLASS_NAMES`, each class its colour."""
+    return tiny_image_dataset(root, {"train": train_rows, "test": test_rows}, class_names=CLASS_NAMES)

@@ -1,0 +1,67 @@
+"""benchmarks/harness.py: a measurement in a fresh process, the environment record, tables, atomic JSON."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+from harness import environment, format_table, run_fresh, write_json
+
+
+def fresh_report(spec: dict) -> dict:
+    """Runs in the fresh process: what it sees."""
+    return {"pid": os.getpid(), "spec": spec, "variable": os.environ.get("HARNESS_TEST_VARIABLE")}
+
+
+def fails(spec: dict) -> None:
+    raise ValueError(f"planted failure {spec}")
+
+
+def no_argument() -> list[int]:
+    return [1, 2]
+
+
+def test_run_fresh_returns_the_result_of_another_process_with_its_environment() -> None:
+    result = run_fresh(fresh_report, {"name": "case", "values": [1.5, None]}, env={"HARNESS_TEST_VARIABLE": "set"})
+    assert result["pid"] != os.getpid()
+    assert result["spec"] == {"name": "case", "values": [1.5, None]}
+    assert result["variable"] == "set"
+    assert run_fresh(no_argument) == [1, 2]
+
+
+def test_run_fresh_reports_the_failure_of_the_fresh_process() -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)test_harness.py:fails\(\{\"a\": 1\}\) failed.*planted failure"):
+        run_fresh(fails, {"a": 1})
+    with pytest.raises(ValueError, match="module-level function"):
+        run_fresh(lambda: None)
+
+
+def test_environment_reads_the_keys_asked_for_under_the_names_asked_for() -> None:
+    env = environment("torch", "cpu_count", machine="cpu", load_average_before="load_average")
+    assert list(env) == ["torch", "cpu_count", "machine", "load_average_before"]
+    assert env["torch"] and env["cpu_count"] == os.cpu_count() and len(env["load_average_before"]) == 3
+    assert set(environment()) >= {"python", "torch", "timm", "timm_selfcon", "device", "threads", "git_commit"}
+    with pytest.raises(KeyError, match="unknown environment keys"):
+        environment("gpu_memory")
+
+
+def test_tables_plain_and_markdown() -> None:
+    rows = [["supcon", 12.5, "1.00"], ["selfcon (fc exit)", 6, "0.48"]]
+    assert format_table(rows, ["method", "ms", "ratio"]).splitlines() == [
+        "method               ms  ratio",
+        "-----------------  ----  -----",
+        "supcon             12.5   1.00",
+        "selfcon (fc exit)     6   0.48",
+    ]
+    assert format_table(rows, ["method", "ms", "ratio"], markdown=True).splitlines() == [
+        "| method | ms | ratio |", "|---|---|---|", "| supcon | 12.5 | 1.00 |", "| selfcon (fc exit) | 6 | 0.48 |"]
+    assert format_table([["a"]], ["x", "y"], markdown=True).splitlines()[-1] == "| a |"  # a short row stays short
+    with pytest.raises(ValueError, match="more cells than the header"):
+        format_table([[1, 2, 3]], ["x", "y"])
+
+
+def test_write_json_is_atomic_and_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "results" / "out.json"
+    write_json(path, {"when": Path("x"), "values": [1, 2]}, default=str)
+    assert json.loads(path.read_text()) == {"when": "x", "values": [1, 2]}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.json"]
+    assert f"wrote {path}" in capsys.readouterr().out
