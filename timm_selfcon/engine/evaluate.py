@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -153,15 +153,18 @@ def load_split(choice: DataChoice, split: str, image_column: str | None = None, 
 
 
 # ------------------------------------------------------------------------------------------ orchestration
-def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, **overrides: Any) -> dict[str, Any]:
+def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, callbacks: Sequence[Any] = (),
+             **overrides: Any) -> dict[str, Any]:
     """Evaluate ``source`` (checkpoint, training output_dir or timm model name) and write the report.
+
+    ``callbacks`` get ``on_epoch_begin(epoch)`` / ``on_epoch_end(epoch, record)`` of the linear probes' training.
 
     Returns the report dict; writes ``report.json``, ``classifiers.safetensors`` (linear protocols) and
     ``plot.png`` under ``<output_dir>/eval/<protocol>/`` (``output_dir`` = the training run's, or ``output_dir=``).
     """
     config = config or EvalConfig(**overrides)
     if config.protocol == "all":
-        reports = {p: evaluate(source, EvalConfig(**{**config.to_dict(), "protocol": p, "output": None}))
+        reports = {p: evaluate(source, EvalConfig(**{**config.to_dict(), "protocol": p, "output": None}), callbacks)
                    for p in ("linear_fast", "knn", "early_exit", "linear")}
         if config.output:
             write_json_atomic(Path(config.output), reports)
@@ -207,7 +210,7 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, *
     )
     inputs = EvalInputs(encoder=encoder, config=config, train=train_hf, val=val_hf, test_loader=loader(test_hf),
                         loader=loader, columns=(image_col, label_col), num_classes=num_classes,
-                        image_size=image_size, mean=mean, std=std)
+                        image_size=image_size, mean=mean, std=std, callbacks=callbacks)
     classifiers = PROTOCOL_RUNNERS[config.protocol](inputs, report)
     for path in write_report(out_dir, report, classifiers, config.output):
         print(f"wrote {path}", file=sys.stderr)

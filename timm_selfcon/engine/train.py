@@ -243,7 +243,8 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train ``config.model`` with ``config.method``; returns the run summary (also written to ``summary.json``).
 
-    ``callbacks``: objects with an ``on_step_end(step, logs)`` method, called after every optimizer step with the
+    ``callbacks``: objects with an optional ``on_step_begin(step)`` method (called when the step's batch is in
+    hand) and an ``on_step_end(step, logs)`` method, called after every optimizer step with the
     1-based ``step`` and ``logs = {"loss": tensor, "lr": float, "epoch": int}``. The loss is the step's detached
     loss on the device, not yet synchronised: reading it (``float(...)``) waits for the step, which is what a
     benchmark timing steps wants and what the loop itself does only every ``log_every_steps``.
@@ -319,6 +320,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         sampler.set_start_step(start)
         for batch in loader:
+            for callback in callbacks:
+                if hasattr(callback, "on_step_begin"):
+                    callback.on_step_begin(step + 1)  # the 1-based step about to run, its batch in hand
             lr = lr_at(step, steps_per_epoch, epochs=config.epochs, lr=config.lr, schedule=config.schedule,
                        min_lr_ratio=config.min_lr_ratio, warmup_epochs=config.warmup_epochs,
                        warmup_from=config.warmup_from)

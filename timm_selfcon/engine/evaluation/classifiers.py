@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +33,11 @@ class ProbeRun:
 def train_heads(train_feats: Features | None, train_y: torch.Tensor | None, num_classes: int, *,
                 epochs: int, lr: float, batch_size: int, milestones: tuple[float, float] | None, seed: int,
                 evaluate: Any, standardise: bool, augmented_batches: Any = None,
-                widths: list[int] | None = None) -> ProbeRun:
+                widths: list[int] | None = None, callbacks: Sequence[Any] = ()) -> ProbeRun:
     """Train one linear classifier per output, evaluating every epoch with ``evaluate(heads, norms)``.
+
+    ``callbacks``: objects with optional ``on_epoch_begin(epoch)`` and ``on_epoch_end(epoch, record)`` methods
+    (1-based probe epoch; ``record`` is the epoch's history entry), e.g. for a benchmark timing the probe.
 
     With ``augmented_batches`` (a callable yielding ``(features list, labels)`` per batch for one epoch) the
     features are recomputed each epoch (the faithful protocol); otherwise the cached ``train_feats`` are used.
@@ -58,6 +61,9 @@ def train_heads(train_feats: Features | None, train_y: torch.Tensor | None, num_
         per_step = False
     history = []
     for epoch in tqdm(range(1, epochs + 1), desc="probe epochs", leave=False):
+        for callback in callbacks:
+            if hasattr(callback, "on_epoch_begin"):
+                callback.on_epoch_begin(epoch)
         if augmented_batches is not None:
             batches = augmented_batches()
         else:
@@ -76,6 +82,9 @@ def train_heads(train_feats: Features | None, train_y: torch.Tensor | None, num_
         if not per_step:
             scheduler.step()
         history.append(dict(epoch=epoch, **evaluate(heads, norms)))
+        for callback in callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(epoch, history[-1])
     return ProbeRun(heads=heads, history=history, report={})
 
 
@@ -136,7 +145,8 @@ def fit_heads(inputs: EvalInputs, report: dict[str, Any], test: tuple[Features, 
     standardise = train is not None
     run = train_heads(train_feats, train_y, inputs.num_classes, epochs=epochs, lr=lr, batch_size=config.batch_size,
                       milestones=milestones, seed=config.seed, evaluate=evaluate_heads, standardise=standardise,
-                      augmented_batches=augmented_batches, widths=[f.shape[1] for f in test_feats])
+                      augmented_batches=augmented_batches, widths=[f.shape[1] for f in test_feats],
+                      callbacks=inputs.callbacks)
     norms = [(f.mean(0), f.std(0).clamp_min(1e-6)) for f in train_feats] if standardise else None
     heads = fold_standardisation(run.heads, norms)
     report["hyperparameters"] = hyperparameters

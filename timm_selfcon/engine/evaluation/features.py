@@ -6,7 +6,7 @@ evaluation (SelfCon arXiv 2106.15499, MixCo arXiv 2010.06300). Batches are the d
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +88,7 @@ class EvalInputs:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    callbacks: Sequence[Any] = ()  # passed to the probe's training loop (classifiers.train_heads)
 
     def features(self, split: Any, desc: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """:func:`extract_exit_features` of a dataset (through :attr:`loader`) or of a DataLoader."""
