@@ -56,12 +56,12 @@ def test_model_cfgs_use_the_shared_cifar_statistics() -> None:
         assert (tuple(cfg.mean), tuple(cfg.std)) == NORMALIZATION["cifar10"], name
 
 
-def test_method_names_match_the_config_and_the_method_registry() -> None:
-    from timm_selfcon.config import METHOD_NAMES
+def test_augmentation_names_are_the_transforms_pipelines() -> None:
+    from timm_selfcon.data.transforms import PIPELINES
     from timm_selfcon.methods import METHODS
 
-    assert constants.METHOD_NAMES == METHOD_NAMES
-    assert set(constants.METHOD_NAMES) == set(METHODS)
+    assert constants.AUGMENTATIONS == PIPELINES
+    assert {cls.augmentation for cls in METHODS.values()} <= set(constants.AUGMENTATIONS)
 
 
 def test_builtin_subset_id_names_the_shipped_folder() -> None:

@@ -110,7 +110,7 @@ def test_save_total_limit_keeps_the_newest_and_never_last(tiny_data: Path, tmp_p
 
 
 def test_bad_save_total_limit_is_refused(tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="save_total_limit must be a positive int or null"):
+    with pytest.raises(ValueError, match=r"save_total_limit: Input should be greater than 0 \(got 0\)"):
         tiny_config(tiny_data, tmp_path, save_total_limit=0)
 
 

@@ -382,6 +382,6 @@ def test_cli_eval_writes_the_report(trained_run: Path, position_data: Path, tmp_
     assert printed["results"] == report["results"]
 
     assert cli.main(["eval", str(trained_run), "protocl=knn"]) == 2
-    assert "unknown key 'protocl'; did you mean 'protocol'?" in capsys.readouterr().err
+    assert "unknown key 'protocl' in the overrides; did you mean 'protocol'?" in capsys.readouterr().err
     assert cli.main(["eval", str(trained_run), f"data={position_data}", "label_column=fine_label"]) == 2
     assert "['img', 'label']" in capsys.readouterr().err

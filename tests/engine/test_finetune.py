@@ -118,5 +118,5 @@ def test_finetune_in_another_precision_in_the_same_process(trained_run: Path, po
     report = finetune(trained_run, FinetuneConfig(**settings(position_data, tmp_path / "bf16", precision="bf16",
                                                              max_steps=1)))
     assert report["hyperparameters"]["precision"] == "bf16" and len(report["history"]) == 1
-    with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
+    with pytest.raises(ValueError, match=r"precision: Input should be 'fp32', 'bf16', 'fp16' or 'auto' \(got 'fp8'\)"):
         finetune(trained_run, FinetuneConfig(**settings(position_data, tmp_path / "fp8", precision="fp8")))

@@ -100,7 +100,7 @@ def test_failed_validation_leaves_no_folder_behind(override: dict, message: str,
 def test_resume_and_overwrite_together_are_refused() -> None:
     with pytest.raises(UserInputError, match="choose one"):
         TrainConfig(resume=True, overwrite=True).validate()
-    with pytest.raises(UserInputError, match="resume must be true, false or auto, got 'ture'"):
+    with pytest.raises(UserInputError, match="resume: expected true, false or auto, got 'ture'"):
         TrainConfig(resume="ture").validate()
 
 

@@ -158,9 +158,9 @@ def test_bf16_run_records_the_precision_used(tiny_data: Path, tmp_path: Path) ->
 
 @pytest.mark.parametrize(("method", "overrides", "message"), [
     ("ce", {"gradient_accumulation_steps": 3}, r"batch_size=8 must divide by processes x accumulation steps = 1 x 3"),
-    ("selfcon", {"gradient_accumulation_steps": 2}, r"gradient_accumulation_steps=2 is refused for the contrastive"),
-    ("simclr", {"gradient_accumulation_steps": 2}, r"refused for the contrastive method 'simclr'"),
-    ("simclr_mixco", {"batch_size": 7}, r"MixCo needs an even per-process batch, got batch_size=7 over 1 processes"),
+    ("selfcon", {"gradient_accumulation_steps": 2}, r"gradient_accumulation_steps=2 is refused for method 'selfcon'"),
+    ("simclr", {"gradient_accumulation_steps": 2}, r"refused for method 'simclr'"),
+    ("simclr_mixco", {"batch_size": 7}, r"'simclr_mixco' needs a per-process batch that is a multiple of 2, got batch_size=7"),
 ])
 def test_bad_batch_layout_is_an_error_before_training(method: str, overrides: dict[str, Any], message: str,
                                                       tiny_data: Path, tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_batch_layout_accepts_divisible_layouts(tiny_data: Path, tmp_path: Path)
     assert check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=8), 2) == 4
     with pytest.raises(ValueError, match="batch_size=12 must divide by processes x accumulation steps = 8 x 1"):
         check_batch_layout(tiny_config(tiny_data, tmp_path, "selfcon", batch_size=12), 8)
-    with pytest.raises(ValueError, match=r"MixCo needs an even per-process batch, got batch_size=6 over 2 processes"):
+    with pytest.raises(ValueError, match=r"'moco_mixco' needs a per-process batch that is a multiple of 2, got batch_size=6"):
         check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=6), 2)
 
 
@@ -274,7 +274,7 @@ def test_clip_grad_norm_clips_the_global_norm_before_the_step(tiny_data: Path, t
 
 @pytest.mark.parametrize("value", [0, -1.0, "abc", True])
 def test_bad_clip_grad_norm_is_rejected_naming_it(value: Any, tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="clip_grad_norm must be a positive number or null"):
+    with pytest.raises(ValueError, match=r"clip_grad_norm: (Input should be|expected a number)"):
         tiny_config(tiny_data, tmp_path, clip_grad_norm=value)
 
 
@@ -290,7 +290,7 @@ def test_deterministic_turns_on_deterministic_algorithms_for_the_run(tiny_data: 
 @pytest.mark.parametrize("key", ["deterministic", "overwrite", "allow_config_change", "channels_last", "strict_data",
                                  "gather"])
 def test_non_boolean_switch_is_rejected_naming_it(key: str, tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=f"{key} must be true or false, got 'ture'"):
+    with pytest.raises(ValueError, match=rf"{key}: Input should be a valid boolean \(got 'ture'\)"):
         tiny_config(tiny_data, tmp_path, **{key: "ture"})
 
 
