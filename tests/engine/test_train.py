@@ -160,7 +160,7 @@ def test_bf16_run_records_the_precision_used(tiny_data: Path, tmp_path: Path) ->
     ("ce", {"gradient_accumulation_steps": 3}, r"batch_size=8 must divide by processes x accumulation steps = 1 x 3"),
     ("selfcon", {"gradient_accumulation_steps": 2}, r"gradient_accumulation_steps=2 is refused for method 'selfcon'"),
     ("simclr", {"gradient_accumulation_steps": 2}, r"refused for method 'simclr'"),
-    ("simclr_mixco", {"batch_size": 7}, r"'simclr_mixco' needs a per-process batch that is a multiple of 2, got batch_size=7"),
+    ("simclr_mixco", {"batch_size": 7}, r"'simclr_mixco' needs a per-process batch .* multiple of 2, got batch_size=7"),
 ])
 def test_bad_batch_layout_is_an_error_before_training(method: str, overrides: dict[str, Any], message: str,
                                                       tiny_data: Path, tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_batch_layout_accepts_divisible_layouts(tiny_data: Path, tmp_path: Path)
     assert check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=8), 2) == 4
     with pytest.raises(ValueError, match="batch_size=12 must divide by processes x accumulation steps = 8 x 1"):
         check_batch_layout(tiny_config(tiny_data, tmp_path, "selfcon", batch_size=12), 8)
-    with pytest.raises(ValueError, match=r"'moco_mixco' needs a per-process batch that is a multiple of 2, got batch_size=6"):
+    with pytest.raises(ValueError, match=r"'moco_mixco' needs a per-process batch .* multiple of 2, got batch_size=6"):
         check_batch_layout(tiny_config(tiny_data, tmp_path, "moco_mixco", batch_size=6), 2)
 
 
