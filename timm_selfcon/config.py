@@ -31,7 +31,6 @@ from pydantic import (
     StrictInt,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -72,9 +71,38 @@ def _workers(value: Any) -> Any:
 
 
 def _resume(value: Any) -> Any:
-    if value in ("auto",) or isinstance(value, bool):
+    if value == "auto" or isinstance(value, bool):
         return value
     raise ValueError(f"expected true, false or auto, got {value!r}")
+
+
+def _known_method(method: str) -> str:
+    from .methods import method_class
+
+    method_class(method)
+    return method
+
+
+def _known_optimizer(optimizer: str) -> str:
+    check_optimizer(optimizer)
+    return optimizer
+
+
+def _known_augmentation(name: str) -> str:
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown pipeline {name!r}; expected one of {list(AUGMENTATIONS)}")
+    return name
+
+
+def _known_trackers(log_with: str | list[str] | None) -> str | list[str] | None:
+    tracker_names(log_with)
+    return log_with
+
+
+# names checked against what the package and timm know (shared by every config that takes them)
+MethodName = Annotated[str, AfterValidator(_known_method)]
+OptimizerName = Annotated[str, AfterValidator(_known_optimizer)]
+AugmentationName = Annotated[str, AfterValidator(_known_augmentation)]
 
 
 class StrictModel(BaseModel):
@@ -109,7 +137,7 @@ class TrainConfig(StrictModel):
     provenance: str = "ours"
     model: str = "selfcon_resnet18_cifar"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    method: str = "selfcon"
+    method: MethodName = "selfcon"
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
     temperature: PositiveFloat = 0.1
     base_temperature: PositiveFloat = 0.07
@@ -126,7 +154,7 @@ class TrainConfig(StrictModel):
     label_column: str | None = None
     class_list: list[str] | None = None
     strict_data: StrictBool = False
-    augmentation: str = "auto"  # auto: the method's own pipeline (its declaration in timm_selfcon.methods)
+    augmentation: AugmentationName = "auto"  # auto: the method's own pipeline (its declaration in timm_selfcon.methods)
     image_size: PositiveInt = 32
     num_workers: Annotated[int | str, BeforeValidator(_workers)] = "auto"  # auto: the cores this process may use, less one
     data_pipeline: DataPipeline = "workers"
@@ -135,7 +163,7 @@ class TrainConfig(StrictModel):
     max_steps: PositiveInt | None = None
     batch_size: PositiveInt = 1024
     gradient_accumulation_steps: PositiveInt = 1
-    optimizer: str = "sgd"
+    optimizer: OptimizerName = "sgd"
     lr: PositiveFloat = 0.5
     momentum: NonNegativeFloat = 0.9
     weight_decay: NonNegativeFloat = 1e-4
@@ -153,7 +181,7 @@ class TrainConfig(StrictModel):
     save_every_steps: PositiveInt = 500
     save_total_limit: PositiveInt | None = None  # keep only the newest N checkpoints (never the one `last` points to)
     log_every_steps: PositiveInt = 10
-    log_with: str | list[str] | None = "auto"  # Accelerate trackers; auto = tensorboard when installed; none
+    log_with: Annotated[str | list[str] | None, AfterValidator(_known_trackers)] = "auto"  # auto = tensorboard if installed
     seed: StrictInt = 0
     deterministic: StrictBool = False
     resume: Annotated[bool | str, BeforeValidator(_resume)] = False  # true, false or auto (resume if there is a checkpoint)
@@ -161,45 +189,24 @@ class TrainConfig(StrictModel):
     allow_config_change: StrictBool = False  # resume although computation keys differ (recorded in config_history.yaml)
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
-    @field_validator("method")
+    @model_validator(mode="before")
     @classmethod
-    def _known_method(cls, method: str) -> str:
-        from .methods import method_class
+    def _method_augmentation(cls, values: Any) -> Any:
+        """``augmentation: auto`` (the default) becomes the method's declared pipeline."""
+        if not isinstance(values, dict) or values.get("augmentation", "auto") != "auto":
+            return values
+        from .methods import METHODS
 
-        method_class(method)
-        return method
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, optimizer: str) -> str:
-        check_optimizer(optimizer)
-        return optimizer
-
-    @field_validator("log_with")
-    @classmethod
-    def _known_trackers(cls, log_with: str | list[str] | None) -> str | list[str] | None:
-        tracker_names(log_with)
-        return log_with
+        method = METHODS.get(values.get("method", cls.model_fields["method"].default))
+        return {**values, "augmentation": method.augmentation} if method is not None else values
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        from .methods import method_class
-
-        method = method_class(self.method)
-        if self.augmentation == "auto":
-            # object.__setattr__: validate_assignment would run this validator again
-            object.__setattr__(self, "augmentation", method.augmentation)
-        check_augmentation(self.augmentation)
         check_method_kwargs(self.method, self.method_kwargs)
         if self.resume is True and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: resume continues the run in "
                              "output_dir, overwrite clears it; choose one")
         return self
-
-
-def check_augmentation(name: str) -> None:
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"augmentation: unknown pipeline {name!r}; expected auto or one of {list(AUGMENTATIONS)}")
 
 
 def check_method_kwargs(method: str, method_kwargs: Mapping[str, Any]) -> None:
@@ -340,11 +347,6 @@ def _check_key(config_cls: type[StrictModel], key: str, where: str, aliases: Map
     raise UserInputError(f"unknown {kind} {prefix + key!r} in {where}{hint}")
 
 
-def validate_config(config_cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
-    """``config_cls(**values)``: every validation error in one UserInputError, each naming its key path."""
-    return config_cls(**values)
-
-
 def _describe(error: Mapping[str, Any]) -> str:
     path = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -357,7 +359,7 @@ def resolve(config_cls: type[ConfigT], overrides: Sequence[str] | Mapping[str, A
     """A typed config from ``base`` values and ``key=value`` overrides (strings, or an already parsed mapping)."""
     parsed = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
     check_keys(config_cls, list(parsed), where)
-    return validate_config(config_cls, apply_overrides(dict(base or {}), parsed))
+    return config_cls(**apply_overrides(dict(base or {}), parsed))
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -384,7 +386,7 @@ def load_saved_config(values: Mapping[str, Any]) -> TrainConfig:
     for key, (old_default, message) in REMOVED_KEYS.items():
         if key in values and values.pop(key) != old_default:
             raise UserInputError(f"{key} in the saved config: {message}")
-    return validate_config(TrainConfig, values)
+    return TrainConfig(**values)
 
 
 def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
@@ -402,7 +404,7 @@ def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | 
     if recipe is not None and changed and "provenance" in values and "provenance" not in parsed:
         # a recipe's provenance ("official script values") no longer describes a run with other values
         values["provenance"] = f"{values['provenance']}; overridden: {', '.join(changed)}"
-    config = validate_config(TrainConfig, values)
+    config = TrainConfig(**values)
     check_model(config.model, config.model_kwargs)
     return config
 

@@ -18,21 +18,21 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from pydantic import Field, StrictInt, field_validator
+from pydantic import Field, StrictInt
 from timm.models import save_for_hf
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
 from ..config import (
+    AugmentationName,
     NonNegativeFloat,
     NonNegativeInt,
+    OptimizerName,
     PositiveFloat,
     PositiveInt,
     Precision,
     StrictModel,
-    check_augmentation,
-    check_optimizer,
 )
 from ..data import (
     ContrastiveImageDataset,
@@ -65,13 +65,13 @@ class FinetuneConfig(StrictModel):
     label_column: str | None = None
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
-    optimizer: str = "sgd"
+    optimizer: OptimizerName = "sgd"
     lr: PositiveFloat = 0.05
     weight_decay: NonNegativeFloat = 5e-4
     layer_decay: PositiveFloat | None = None
     scheduler: str = "cosine"
     warmup_epochs: NonNegativeInt = 1
-    augmentation: str = "ce"
+    augmentation: AugmentationName = "ce"
     image_size: PositiveInt | None = None
     precision: Precision = "fp32"
     num_workers: NonNegativeInt = 2
@@ -79,18 +79,6 @@ class FinetuneConfig(StrictModel):
     seed: StrictInt = 0
     output_dir: str = "runs/finetune"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # for a timm model name (e.g. exit_stages, layers)
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, optimizer: str) -> str:
-        check_optimizer(optimizer)
-        return optimizer
-
-    @field_validator("augmentation")
-    @classmethod
-    def _known_augmentation(cls, augmentation: str) -> str:
-        check_augmentation(augmentation)
-        return augmentation
 
 
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:

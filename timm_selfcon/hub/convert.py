@@ -236,7 +236,7 @@ def convert_official(
 
     Returns the path of ``out_dir``; ``load_encoder(out_dir)`` then gives the encoder.
     """
-    from ..config import TrainConfig, validate_config
+    from ..config import TrainConfig
     from ..engine.checkpoint import STATE_DIR, load_strict
     from ..engine.train import method_kwargs, timm_encoder
     from ..methods import build_method
@@ -271,7 +271,7 @@ def convert_official(
     if data is not None:
         recipe["data"] = data
         recipe.pop("label_column", None)
-    config = validate_config(TrainConfig, recipe)
+    config = TrainConfig(**recipe)
     net = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
     training_method = build_method(config.method, net, **method_kwargs(config))
     target = training_method.state_dict()

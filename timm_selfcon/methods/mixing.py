@@ -8,20 +8,32 @@ folding); every image is in exactly one mix.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["MIXCO_RECIPE_KEYS", "mix_pairs", "mixco_card_text"]
+__all__ = ["MIXCO_RECIPE_KEYS", "MixCoDeclaration", "mix_pairs"]
 
 #: The recipe keys of the MixCo term (both MixCo methods add them to their base method's keys).
 MIXCO_RECIPE_KEYS = {"mix_temperature": "mix_temperature", "mix_weight": "mix_weight"}
 
 
-def mixco_card_text(description: str, base_method: str, recipe: Mapping[str, Any]) -> str:
-    """A MixCo method's model-card paragraph: its description, base method and mix settings."""
-    return (f"{description} Base method: **{base_method}**; mix temperature **{recipe.get('mix_temperature')}**, "
-            f"mix weight **{recipe.get('mix_weight')}**.")
+class MixCoDeclaration:
+    """What both MixCo methods declare on top of their base method; listed first among the bases, e.g.
+    ``class MoCoMixCo(MixCoDeclaration, MoCo)``, so these attributes win."""
+
+    #: the base method's name in the model card ("SimCLR", "MoCo v2")
+    base_method: ClassVar[str]
+    per_process_batch_multiple: ClassVar[int] = 2  # the batch's first half is mixed with its second half
+    card_family: ClassVar[str | None] = "MixCo"
+    card_tags: ClassVar[tuple[str, ...]] = ("mixco", "self-supervised-learning")
+    description: ClassVar[str]
+
+    @classmethod
+    def card_text(cls, recipe: Mapping[str, Any]) -> str:
+        """The model-card paragraph: the description, the base method and the mix settings."""
+        return (f"{cls.description} Base method: **{cls.base_method}**; mix temperature "
+                f"**{recipe.get('mix_temperature')}**, mix weight **{recipe.get('mix_weight')}**.")
 
 
 def mix_pairs(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

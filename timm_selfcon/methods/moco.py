@@ -31,8 +31,7 @@ keys), so this is only traffic; ``broadcast_buffers=False`` avoids it.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -50,7 +49,7 @@ from .base import (
     warn_unused_exits,
 )
 from .distributed import all_gather_no_grad, broadcast, gather_sizes, get_rank, get_world_size, is_distributed
-from .mixing import MIXCO_RECIPE_KEYS, mix_pairs, mixco_card_text
+from .mixing import MIXCO_RECIPE_KEYS, MixCoDeclaration, mix_pairs
 from .momentum import check_momentum, frozen_copy, momentum_update_
 from .registry import register_method
 
@@ -223,7 +222,7 @@ class MoCo(TrainingMethod):
 
 
 @register_method
-class MoCoMixCo(MoCo):
+class MoCoMixCo(MixCoDeclaration, MoCo):
     """``moco_mixco``: MoCo v2 plus the MixCo term.
 
     Mixes are built from the query crops, first half with second half of the local batch, ``λ ~ U(0, 1)`` per
@@ -244,14 +243,8 @@ class MoCoMixCo(MoCo):
     name = "moco_mixco"
     paper = "MixCo: Kim, Lee, Bae, Yun, arXiv 2010.06300 (on MoCo v2, arXiv 2003.04297)"
     description = "MixCo on MoCo v2: MoCo v2 plus mix-up semi-positives with soft targets (Kim et al., 2020)."
-    per_process_batch_multiple = 2
+    base_method = "MoCo v2"
     recipe_keys: ClassVar[dict[str, str]] = {**MoCo.recipe_keys, **MIXCO_RECIPE_KEYS}
-    card_family = "MixCo"
-    card_tags = ("mixco", "self-supervised-learning")
-
-    @classmethod
-    def card_text(cls, recipe: Mapping[str, Any]) -> str:
-        return mixco_card_text(cls.description, "MoCo v2", recipe)
 
     def __init__(self, model: nn.Module, out_dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
                  temperature: float = 0.2, key_bn: str = "auto", num_splits: int = 2, gather: bool = True,

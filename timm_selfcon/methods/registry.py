@@ -8,10 +8,12 @@ it, see ``methods/__init__.py``).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch.nn as nn
@@ -60,14 +62,16 @@ class MethodOption:
     default: Any
 
 
-def method_options_of(cls: type[TrainingMethod]) -> dict[str, MethodOption]:
-    """The constructor options of ``cls`` (keyword arguments after ``model``) with types and defaults."""
+@functools.cache
+def method_options_of(cls: type[TrainingMethod]) -> Mapping[str, MethodOption]:
+    """The constructor options of ``cls`` (keyword arguments after ``model``) with types and defaults (read once per
+    class: every config validation and ``build_method`` asks)."""
     hints = typing.get_type_hints(cls.__init__)
     parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, model
-    return {p.name: MethodOption(hints.get(p.name, Any), p.default) for p in parameters}
+    return MappingProxyType({p.name: MethodOption(hints.get(p.name, Any), p.default) for p in parameters})
 
 
-def method_options(name: str) -> dict[str, MethodOption]:
+def method_options(name: str) -> Mapping[str, MethodOption]:
     """The options method ``name`` takes (``method_kwargs`` keys and the targets of its ``recipe_keys``)."""
     return method_options_of(method_class(name))
 

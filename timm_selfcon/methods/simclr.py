@@ -12,8 +12,7 @@ per process. The mix term is always local, as in the official code.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -21,7 +20,7 @@ import torch.nn as nn
 from ..losses import MixCoLoss, SupConLoss
 from .base import BackboneProjection, TrainingMethod, check_nonnegative, check_positive, warn_unused_exits
 from .distributed import all_gather_with_grad
-from .mixing import MIXCO_RECIPE_KEYS, mix_pairs, mixco_card_text
+from .mixing import MIXCO_RECIPE_KEYS, MixCoDeclaration, mix_pairs
 from .registry import register_method
 
 __all__ = ["SimCLR", "SimCLRMixCo"]
@@ -77,7 +76,7 @@ class SimCLR(TrainingMethod):
 
 
 @register_method
-class SimCLRMixCo(SimCLR):
+class SimCLRMixCo(MixCoDeclaration, SimCLR):
     """``simclr_mixco``: SimCLR plus the symmetric MixCo term.
 
     Each view is mixed half-with-half with its own ``λ ~ U(0, 1)`` per pair and the mixed batch goes through
@@ -97,14 +96,8 @@ class SimCLRMixCo(SimCLR):
     name = "simclr_mixco"
     paper = "MixCo: Kim, Lee, Bae, Yun, arXiv 2010.06300 (on SimCLR, arXiv 2002.05709)"
     description = "MixCo on SimCLR: SimCLR plus mix-up semi-positives with soft targets (Kim et al., 2020)."
-    per_process_batch_multiple = 2
+    base_method = "SimCLR"
     recipe_keys: ClassVar[dict[str, str]] = {**SimCLR.recipe_keys, **MIXCO_RECIPE_KEYS}
-    card_family = "MixCo"
-    card_tags = ("mixco", "self-supervised-learning")
-
-    @classmethod
-    def card_text(cls, recipe: Mapping[str, Any]) -> str:
-        return mixco_card_text(cls.description, "SimCLR", recipe)
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.5, gather: bool = True,
                  mix_temperature: float = 0.5, mix_weight: float = 1.0,
