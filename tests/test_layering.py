@@ -31,30 +31,30 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 }
 
 
-def module_name(path: Path) -> str:
+def module_name(path: Path, package_dir: Path = PACKAGE_DIR) -> str:
     """``timm_selfcon/models/exits.py`` -> ``models.exits``; a package's ``__init__.py`` -> the package."""
-    parts = list(path.relative_to(PACKAGE_DIR).with_suffix("").parts)
+    parts = list(path.relative_to(package_dir).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def is_package(name: str) -> bool:
-    return (PACKAGE_DIR.joinpath(*name.split(".")) / "__init__.py").is_file() if name else True
+def is_package(name: str, package_dir: Path = PACKAGE_DIR) -> bool:
+    return (package_dir.joinpath(*name.split(".")) / "__init__.py").is_file() if name else True
 
 
-def is_module(name: str) -> bool:
-    return is_package(name) or PACKAGE_DIR.joinpath(*name.split(".")).with_suffix(".py").is_file()
+def is_module(name: str, package_dir: Path = PACKAGE_DIR) -> bool:
+    return is_package(name, package_dir) or package_dir.joinpath(*name.split(".")).with_suffix(".py").is_file()
 
 
 def within(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def package_imports(path: Path) -> list[tuple[int, str]]:
+def package_imports(path: Path, package_dir: Path = PACKAGE_DIR) -> list[tuple[int, str]]:
     """``(line, module)`` of every import of the package in ``path``; ``module`` is dotted below ``timm_selfcon``
     (``""``: the package itself). ``from X import name`` counts as importing ``X.name`` when that is a module."""
-    current = module_name(path)
+    current = module_name(path, package_dir)
     package = current if path.name == "__init__.py" else current.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -68,7 +68,8 @@ def package_imports(path: Path) -> list[tuple[int, str]]:
             else:
                 source = node.module or ""
             below = source.partition(".")[2]
-            targets = [f"{source}.{alias.name}" if within(source, PACKAGE) and is_module(f"{below}.{alias.name}".lstrip("."))
+            targets = [f"{source}.{alias.name}"
+                       if within(source, PACKAGE) and is_module(f"{below}.{alias.name}".lstrip("."), package_dir)
                        else source for alias in node.names]
         else:
             continue
@@ -82,16 +83,18 @@ def is_forbidden(imported: str, rules: tuple[str, ...]) -> bool:
     return any(rule == ANYTHING or (imported and within(imported, rule)) for rule in rules)
 
 
-def violations(layer: str) -> list[str]:
+def violations(layer: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """``file:line -> module`` of every import in ``layer`` that the contract forbids (``package_dir``: the package's
+    folder, another checkout's for ``benchmarks/architecture_metrics.py``)."""
     rules = FORBIDDEN[layer]
     out = []
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        if not within(module_name(path), layer):
+    for path in sorted(package_dir.rglob("*.py")):
+        if not within(module_name(path, package_dir), layer):
             continue
-        for line, imported in package_imports(path):
+        for line, imported in package_imports(path, package_dir):
             if is_forbidden(imported, rules):
                 shown = f"{PACKAGE}.{imported}" if imported else PACKAGE
-                out.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{line} -> {shown}")
+                out.append(f"{path.relative_to(package_dir.parent)}:{line} -> {shown}")
     return out
 
 
@@ -108,7 +111,7 @@ def test_every_layer_named_in_the_contract_exists() -> None:
     assert not missing, f"the contract names modules the package does not have: {missing}"
 
 
-def test_the_import_scan_sees_relative_absolute_and_nested_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_import_scan_sees_relative_absolute_and_nested_imports(tmp_path: Path) -> None:
     root = tmp_path / PACKAGE
     (root / "models").mkdir(parents=True)
     (root / "data").mkdir()
@@ -124,10 +127,9 @@ def test_the_import_scan_sees_relative_absolute_and_nested_imports(tmp_path: Pat
         "    from timm_selfcon.data import transforms\n"
         "from . import other\n"
     )
-    monkeypatch.setitem(globals(), "PACKAGE_DIR", root)
-    assert package_imports(root / "models" / "net.py") == [
+    assert package_imports(root / "models" / "net.py", root) == [
         (2, "data.transforms"), (3, "data"), (4, "data"), (6, "data.transforms"), (7, "models"),
     ]
-    assert violations("models") == [f"{PACKAGE}/models/net.py:{line} -> {PACKAGE}.{name}"
+    assert violations("models", root) == [f"{PACKAGE}/models/net.py:{line} -> {PACKAGE}.{name}"
                                     for line, name in [(2, "data.transforms"), (3, "data"), (4, "data"),
                                                        (6, "data.transforms")]]
