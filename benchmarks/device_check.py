@@ -43,11 +43,11 @@ import timm_selfcon  # noqa: F401  (registers the models)
 from timm_selfcon.cli import main as cli
 from timm_selfcon.config import resolve_config
 from timm_selfcon.data.device import BatchAugment
+from timm_selfcon.engine.accelerator import resolve_precision
 from timm_selfcon.engine.train import (
     build_data,
     method_kwargs,
     parameter_groups,
-    resolve_precision,
     timm_optimizer_name,
     train,
 )

@@ -45,10 +45,10 @@ from ..data import (
 )
 from ..errors import UserInputError
 from ..fileio import match_umask
+from .accelerator import accelerator_for, resolve_precision
 from .checkpoint import load_encoder
 from .evaluate import choose_data, load_split
 from .evaluation.metrics import topk
-from .train import resolve_precision
 
 
 class FinetuneConfig(StrictModel):
@@ -87,7 +87,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
     precision = resolve_precision(config.precision)
     if precision == "fp16" and not torch.cuda.is_available():
         raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
-    accelerator = _make_accelerator(precision)
+    accelerator = accelerator_for(precision)
     set_seed(config.seed)
     encoder, info = load_encoder(source, **config.model_kwargs)
     model = encoder.plain_encoder() if hasattr(encoder, "plain_encoder") else encoder
@@ -162,19 +162,6 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
         match_umask(out / "model.safetensors")
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def _make_accelerator(precision: str) -> Accelerator:
-    """An Accelerator for ``precision``, even after another precision was used in this process."""
-    from accelerate.state import AcceleratorState
-
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision", mixed) != mixed:
-        # Accelerate keeps one process-wide state and refuses a second precision (a training run, then a
-        # fine-tuning in another precision, in one Python session): reset it, keeping the process group
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,11 @@ import timm
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 from timm.optim import create_optimizer_v2
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, tracker_names
+from ..config import TrainConfig
 from ..constants import training_normalization
 from ..data import (
     ContrastiveImageDataset,
@@ -51,112 +50,11 @@ from ..data.device import BatchAugment, DeviceBatches, check_device_memory, deco
 from ..errors import UserInputError
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
+from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
 from .probe import probe_trained_vs_random
-from .run_dir import plan_run_dir, prepare_run_dir, write_text_atomic
+from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
-
-
-def auto_precision(cuda: bool, cuda_bf16: bool, cpu_capability: str) -> str:
-    """``precision: auto``: bf16 autocast where it is fast (GPUs with bf16, CPUs with AMX), else fp16 on older
-    GPUs and fp32 on CPUs without AMX (there bf16 autocast was 1.3-2x slower than fp32: benchmarks/results)."""
-    if cuda:
-        return "bf16" if cuda_bf16 else "fp16"
-    return "bf16" if "AMX" in cpu_capability.upper() else "fp32"
-
-
-def resolve_precision(precision: str) -> str:
-    """The precision a run uses: ``precision`` itself, or this machine's choice for ``auto``."""
-    if precision != "auto":
-        return precision
-    cuda = torch.cuda.is_available()
-    return auto_precision(cuda, cuda and torch.cuda.is_bf16_supported(), torch.backends.cpu.get_cpu_capability())
-
-
-def make_accelerator(config: TrainConfig) -> Accelerator:
-    """Accelerator for the config's precision; fp16 needs a GPU (CPUs autocast in bf16)."""
-    precision = resolve_precision(config.precision)
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present)")
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision", mixed) != mixed:
-        # Accelerate keeps one process-wide state and refuses a second precision; a later train() call in the
-        # same process (Python API, notebooks) with another precision resets it (the process group is kept).
-        AcceleratorState._reset_state(reset_partial_state=False)
-    log_with, notice = resolve_trackers(config.log_with)
-    # cpu=True on a machine without an accelerator: otherwise Accelerate ignores torchrun's WORLD_SIZE on CPUs
-    # and every process trains alone (and they overwrite each other's checkpoints)
-    accelerator = Accelerator(mixed_precision=mixed, log_with=log_with or None, project_dir=config.output_dir,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              cpu=not _has_accelerator_device())
-    if notice:
-        accelerator.print(notice)
-    return accelerator
-
-
-def resolve_trackers(log_with: str | list[str] | None) -> tuple[list[str], str | None]:
-    """The Accelerate trackers of ``log_with`` and a notice to print, or a UserInputError for a missing package.
-
-    ``auto`` is TensorBoard when it is installed; without it the run says once what it skips and how to get it.
-    """
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
-    from accelerate.utils import LoggerType
-
-    names = tracker_names(log_with)
-    if names is None:
-        if _has_tensorboard():
-            return ["tensorboard"], None
-        return [], ("note: tensorboard is not installed, so this run writes no TensorBoard logs (metrics.jsonl has "
-                    "every metric); pip install tensorboard to get them, or log_with=none to silence this note")
-    # registered custom trackers are always available; Accelerate silently drops a built-in one it cannot import
-    builtin = {t.value for t in LoggerType}
-    available = {str(t) for t in get_available_trackers()} | (set(LOGGER_TYPE_TO_CLASS) - builtin)
-    missing = [n for n in names if n != "all" and n not in available]
-    if missing:
-        raise UserInputError(f"log_with={log_with!r}: {', '.join(missing)} is not installed (pip install "
-                             f"{' '.join(missing)}), or choose log_with=none")
-    return names, None
-
-
-def tracker_config(config: TrainConfig) -> dict[str, Any]:
-    """The resolved config for ``init_trackers``: scalars kept, lists / mappings / None as JSON text (what
-    TensorBoard's hparams and the other trackers take)."""
-    return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-            for key, value in config.to_dict().items()}
-
-
-def _has_accelerator_device() -> bool:
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, HPU, ...
-    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def launcher_mismatch(num_processes: int, environ: Mapping[str, str]) -> str | None:
-    """A warning when a launcher asked for several processes but this run is one of one.
-
-    ``accelerate launch --cpu --num_processes N`` starts a single process on CPUs (its simple launcher: only
-    ``MASTER_ADDR`` / ``MASTER_PORT`` say more were wanted); a ``WORLD_SIZE`` > 1 that Accelerate did not join
-    would also train alone.
-    """
-    if num_processes != 1:
-        return None
-    fix = ("; on CPUs start the processes with torchrun: torchrun --nproc_per_node N -m timm_selfcon.cli train "
-           "RECIPE (README, Training)")
-    world = environ.get("WORLD_SIZE", "")
-    if world.isdigit() and int(world) > 1:
-        return f"the launcher set WORLD_SIZE={world} but this run sees 1 process{fix}"
-    if environ.get("MASTER_ADDR") and not world and environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1"):
-        return ("accelerate launch asked for several processes (MASTER_ADDR is set) but this run is 1 process: "
-                f"its --cpu launcher starts only one{fix}")
-    return None
 
 
 def timm_optimizer_name(optimizer: str) -> str:
@@ -262,48 +160,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if accelerator.device.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True  # static shapes (drop_last): the autotuned kernels are reused
 
-    method_cls = method_class(config.method)
-    _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
-                                                    accelerator.process_index, accelerator.device)
-    num_classes = 0
-    if method_cls.trains_classifier:
-        num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
-    model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
-    method = build_method(config.method, model, **method_kwargs(config))
-    if config.sync_bn:
-        # BatchNorm statistics stay per process by default, as in the official DataParallel runs
-        if not torch.cuda.is_available():
-            raise UserInputError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
-        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    if config.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(parameter_groups(method, config.head_lr_warmup_steps),
-                                    opt=timm_optimizer_name(config.optimizer),
-                                    lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.compile:
-        method.compile()  # in place: forward and loss compiled, parameter names (and checkpoints) unchanged
-    method, optimizer = accelerator.prepare(method, optimizer)
+    dataset, sampler, loader, method, optimizer = build_training(config, accelerator)
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-
     # everything is validated (data, model, method, optimizer): only now is the output_dir created or changed
-    accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
-    step = read_trainer_state(plan.resume_from)["step"] if plan.resume_from is not None else 0
-    if accelerator.is_main_process:
-        prepare_run_dir(plan, step)
-    accelerator.wait_for_everyone()
-    if plan.resume_from is not None:
-        accelerator.load_state(str(accelerate_state_dir(plan.resume_from)))
-        accelerator.print(f"resumed from {plan.resume_from} at step {step}")
-        if accelerator.is_main_process:
-            _drop_metrics_after(output_dir / "metrics.jsonl", step)
-    if accelerator.is_main_process:
-        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
-    if accelerator.trackers == [] and accelerator.log_with:
-        accelerator.init_trackers("train", config=tracker_config(config))
+    step = open_run_dir(config, accelerator, plan)
 
     # the device pipeline decoded every image up front; the workers path reports substitutions per batch
     substituted: set[int] = set(getattr(dataset, "substituted_indices", ())) if config.data_pipeline == "device" else set()
@@ -323,11 +186,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             for callback in callbacks:
                 if hasattr(callback, "on_step_begin"):
                     callback.on_step_begin(step + 1)  # the 1-based step about to run, its batch in hand
-            lr = lr_at(step, steps_per_epoch, epochs=config.epochs, lr=config.lr, schedule=config.schedule,
-                       min_lr_ratio=config.min_lr_ratio, warmup_epochs=config.warmup_epochs,
-                       warmup_from=config.warmup_from)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * (head_lr_factor(step, config.head_lr_warmup_steps) if group.get("heads") else 1.0)
+            lr = set_lr(optimizer, config, step, steps_per_epoch)
             views = batch["image"].to(accelerator.device, non_blocking=True)
             labels = batch["label"].to(accelerator.device, non_blocking=True)
             if "substituted" in batch:  # CPU tensors from the workers
@@ -367,6 +226,79 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             if step >= total_steps:
                 break
     progress.close()
+    return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss)
+
+
+def build_training(config: TrainConfig, accelerator: Accelerator):
+    """Data, model, method and optimizer of the run, prepared by Accelerate; nothing is written yet.
+
+    Returns ``(dataset, sampler, loader, method, optimizer)``; ``method`` and ``optimizer`` are Accelerate's
+    wrappers (``accelerator.unwrap_model(method)`` is the :class:`TrainingMethod`).
+    """
+    method_cls = method_class(config.method)
+    _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
+                                                    accelerator.process_index, accelerator.device)
+    num_classes = 0
+    if method_cls.trains_classifier:
+        num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
+    model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+    method = build_method(config.method, model, **method_kwargs(config))
+    if config.sync_bn:
+        # BatchNorm statistics stay per process by default, as in the official DataParallel runs
+        if not torch.cuda.is_available():
+            raise UserInputError("sync_bn=true needs GPUs (SyncBatchNorm is a GPU-only option); use sync_bn=false on a CPU")
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(parameter_groups(method, config.head_lr_warmup_steps),
+                                    opt=timm_optimizer_name(config.optimizer),
+                                    lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.compile:
+        method.compile()  # in place: forward and loss compiled, parameter names (and checkpoints) unchanged
+    method, optimizer = accelerator.prepare(method, optimizer)
+    return dataset, sampler, loader, method, optimizer
+
+
+def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan) -> int:
+    """Create (or resume) the run folder planned by ``plan_run_dir``; returns the step training starts from.
+
+    On resume, Accelerate restores the model, optimizer and RNG states and the metrics of steps after the
+    checkpoint are dropped. Writes ``config.yaml`` and ``run_info.json`` and starts the trackers.
+    """
+    output_dir = Path(config.output_dir)
+    accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
+    step = read_trainer_state(plan.resume_from)["step"] if plan.resume_from is not None else 0
+    if accelerator.is_main_process:
+        prepare_run_dir(plan, step)
+    accelerator.wait_for_everyone()
+    if plan.resume_from is not None:
+        accelerator.load_state(str(accelerate_state_dir(plan.resume_from)))
+        accelerator.print(f"resumed from {plan.resume_from} at step {step}")
+        if accelerator.is_main_process:
+            _drop_metrics_after(output_dir / "metrics.jsonl", step)
+    if accelerator.is_main_process:
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
+    if accelerator.trackers == [] and accelerator.log_with:
+        accelerator.init_trackers("train", config=tracker_config(config))
+    return step
+
+
+def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Set the lr of 0-based ``step`` on every parameter group (the heads' group scaled by their own warm-up);
+    returns the schedule's lr."""
+    lr = lr_at(step, steps_per_epoch, epochs=config.epochs, lr=config.lr, schedule=config.schedule,
+               min_lr_ratio=config.min_lr_ratio, warmup_epochs=config.warmup_epochs, warmup_from=config.warmup_from)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * (head_lr_factor(step, config.head_lr_warmup_steps) if group.get("heads") else 1.0)
+    return lr
+
+
+def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMethod, dataset: Any,
+               substituted: set[int], step: int, last_loss: float) -> dict[str, Any]:
+    """End training (trackers, process group), warn about substituted images, run the optional probe and write
+    ``summary.json``; returns the summary."""
+    output_dir = Path(config.output_dir)
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
     accelerator.end_training()  # also destroys the process group: no collective after this
@@ -375,9 +307,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                    substituted_files=sources, output_dir=str(output_dir), last=str(output_dir / "last"))
     if substituted:
         warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "
-                      f"replaced by substitutes: {', '.join(sources)}", stacklevel=2)
+                      f"replaced by substitutes: {', '.join(sources)}", stacklevel=3)
     if config.probe.enabled and accelerator.is_main_process:
-        summary["probe"] = run_probe(config, accelerator.unwrap_model(method).encoder)
+        summary["probe"] = run_probe(config, method.encoder)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
