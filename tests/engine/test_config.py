@@ -100,7 +100,7 @@ def test_a_key_far_from_every_valid_one_lists_the_valid_keys() -> None:
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("method=byol", "unknown method 'byol'"),
+    ("method=not_a_method", "unknown method 'not_a_method'"),
     ("precision=fp8", r"precision: Input should be 'fp32', 'bf16', 'fp16' or 'auto' \(got 'fp8'\)"),
     ("schedule=step", r"schedule: Input should be 'cosine', .* \(got 'step'\)"),
     ("batch_size=0", r"batch_size: Input should be greater than 0 \(got 0\)"),

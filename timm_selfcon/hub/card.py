@@ -365,6 +365,9 @@ def _details(info: ExportInfo) -> list[tuple[str, str]]:
             f" (step {source.step})" if source.step is not None else "")))
     if info.base_model:
         rows.append(("base model", f"[{info.base_model}](https://huggingface.co/{info.base_model})"))
+    method = _method(info.method)
+    if method is not None:
+        rows.append(("training method", method.paper))
     rows.append(("papers", "SelfCon arXiv:2106.15499; MixCo arXiv:2010.06300"))
     return rows
 
