@@ -213,6 +213,47 @@ def _gain(value: float | None, floor: float | None) -> str:
     return "-" if value is None or floor is None else f"{value - floor:+.2f}"
 
 
+def _train_minutes(run: dict) -> tuple[str, bool]:
+    """The run's training time in minutes, and whether it is an estimate.
+
+    ``train_seconds_this_sitting`` covers only the last sitting of a run resumed across sessions; when it is less
+    than 90% of ``steps x batch / mean logged images/s`` (its last 20 log windows), that estimate is shown instead,
+    marked ``≈`` (it leaves out checkpoint writing and start-up)."""
+    sitting = run.get("train_seconds_this_sitting", 0.0)
+    steps = (run.get("train_summary") or {}).get("steps")
+    speeds = run.get("train_images_per_s") or []
+    if steps and speeds:
+        estimate = steps * run["recipe"]["batch_size"] / (sum(speeds) / len(speeds))
+        if sitting < 0.9 * estimate:
+            return f"≈{estimate / 60:.1f}", True
+    return f"{sitting / 60:.1f}", False
+
+
+def render_linear(runs: dict[str, dict]) -> list[str]:
+    """The ``linear`` phase's table (empty when no run has it)."""
+    linear = {n: r for n, r in runs.items() if r.get("phase") == "linear"}
+    if not linear:
+        return []
+    epochs = sorted({r["epochs"] for r in linear.values()})
+    lines = ["", "The papers' `linear` protocol (frozen encoder in eval mode, features recomputed every epoch from "
+             "crop + flip, SGD lr 3, momentum 0.9, batch 512, x0.1 at 60% and 80%) **shortened to "
+             f"{'/'.join(map(str, epochs))} epochs** (theirs: 100, about 3 CPU-hours per encoder here), on the final "
+             "checkpoints; test top-1 %, last epoch; gains over the same protocol on the run's untrained encoder:", ""]
+    rows = []
+    for run in linear.values():
+        base = runs.get(run["run"], {})
+        trained = base.get("phase") == "main"
+        floor_run = _floor_of(base, runs).get("name") if trained else None
+        floor = _top1(runs.get(f"linear_{floor_run}", {}), "test", "linear").get("backbone")
+        top1 = _top1(run, "test", "linear")
+        rows.append([run["run"], base.get("recipe", {}).get("method", "-") if trained else "untrained",
+                     run["epochs"], _num(top1.get("backbone")), _gain(top1.get("backbone"), floor),
+                     _num(top1.get("exit_0")), _num(top1.get("ensemble")),
+                     _num(_top1(base, "test").get("backbone"))])
+    return lines + _table(rows, ["run", "method", "epochs", "backbone", "gain over floor", "exit_0", "ensemble",
+                                 "backbone, `linear_fast` (above)"])
+
+
 def render_rank(rank_dir: Path = RANK) -> str:
     runs = load_rank(rank_dir)
     if not runs:
@@ -238,17 +279,23 @@ def render_rank(rank_dir: Path = RANK) -> str:
         lines += _table(rows, ["run", "stabilizer (ours)", "train min (wall, shared CPU)", "final loss", "backbone",
                                "gain", "exit_0", "ensemble"])
     lines += ["", "Test split (10,000 images); every method the same epochs:", ""]
-    rows = []
+    rows, estimated = [], False
     for name, run in {**floors, **{n: r for n, r in runs.items() if r.get("phase") == "main"}}.items():
         top1, knn = _top1(run, "test"), run["test"]["knn"]["results"]["backbone"]["k20"]
         trained = run.get("phase") == "main"
         floor = _top1(_floor_of(run, runs), "test").get("backbone") if trained else None
+        minutes, approximate = _train_minutes(run)
+        estimated |= approximate
         rows.append([name, run["recipe"]["method"], _stabilizer(run["recipe"]) if trained else "-",
-                     run["recipe"]["epochs"] if trained else 0, f"{run.get('train_seconds_this_sitting', 0) / 60:.1f}",
+                     run["recipe"]["epochs"] if trained else 0, minutes,
                      f"{top1['backbone']:.2f}", _gain(top1["backbone"], floor), _num(top1.get("exit_0")),
                      _num(top1.get("ensemble")), f"{knn:.2f}"])
     lines += _table(rows, ["run", "method", "stabilizer (ours)", "epochs", "train min (wall, shared CPU)", "backbone",
                            "gain over floor", "exit_0", "ensemble", "kNN k=20"])
+    if estimated:
+        lines += ["", "≈: a run resumed across sessions; its time is steps x batch / its logged images/s (checkpoint "
+                  "writing and start-up left out)."]
+    lines += render_linear(runs)
     curves = rank_curves(runs)
     if curves:
         epochs = sorted({e for heads in curves.values() for e in heads["backbone"]})

@@ -23,6 +23,11 @@ per-epoch checkpoint with ``resume=auto``):
 3. ``main_*``: CE, SupCon, SelfCon-S without a stabilizer and SelfCon-S with the winner, ``--epochs`` epochs
    each; ``linear_fast`` (backbone, exit, ensemble), kNN and early exit on the test split, and ``linear_fast``
    every ``--curve-every`` epochs for the accuracy-versus-epoch curve.
+4. ``linear_*``: the papers' ``linear`` protocol (frozen encoder, features recomputed every epoch from crop + flip,
+   SGD lr 3, x0.1 at 60% and 80% of the epochs) on each main run's final checkpoint, then on the floors, for
+   ``--linear-epochs`` epochs (default 10: the papers' 100 cost about 3 CPU-hours per encoder here, beyond the
+   budget). The final checkpoint is ``<work-dir>/<run>/last``, or the source given with ``--final RUN=SOURCE``
+   (a run folder or ``local-dir:`` export) for a run whose folder is gone; a run with neither is skipped, said.
 
 ``python benchmarks/rank_methods.py --commit`` (run it from a git worktree at a fixed commit, with
 ``--results`` pointing into the main checkout: every finished run's JSON is committed there on its own).
@@ -154,6 +159,31 @@ def run_training(name: str, spec: dict, epochs: int, args: argparse.Namespace, f
     return results
 
 
+def run_linear(run: str, source: str, extra: dict, args: argparse.Namespace) -> dict:
+    """The ``linear`` protocol on the test split for ``source`` (the final checkpoint of ``run``)."""
+    start = time.perf_counter()
+    results = probe(source, args.data_dir, "test", ("linear",), Path(args.work_dir) / f"linear_{run}",
+                    epochs=args.linear_epochs, **extra)
+    return dict(name=f"linear_{run}", run=run, source=str(source), epochs=args.linear_epochs,
+                protocol_note=f"the papers' linear protocol shortened to {args.linear_epochs} epochs (theirs: 100)",
+                probe_seconds=time.perf_counter() - start, test=results)
+
+
+def final_checkpoints(results_dir: Path, work_dir: Path, given: dict[str, str]) -> dict[str, tuple[str, dict]]:
+    """Run name -> (encoder source, evaluate kwargs) for the ``linear`` phase: finished main runs first, then floors."""
+    found = {}
+    for path in sorted(results_dir.glob("main_*.json")):
+        run = path.stem
+        source = given.get(run) or (str(work_dir / run) if (work_dir / run / "last").exists() else None)
+        if source is None:
+            print(f"linear: no final checkpoint of {run} (give one with --final {run}=SOURCE); skipped", flush=True)
+            continue
+        found[run] = (source, {})
+    for run, spec in floor_specs().items():
+        found[run] = (spec["model"], dict(model_kwargs=spec["model_kwargs"], seed=spec["seed"]))
+    return found
+
+
 def sweep_winner(results_dir: Path) -> str | None:
     """The stabilizer whose sweep run has the best backbone top-1 on the validation split (``none`` excluded)."""
     scores = {}
@@ -192,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "rank"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")
     parser.add_argument("--commit", action="store_true", help="commit each finished run's JSON where it is written")
+    parser.add_argument("--linear-epochs", type=int, default=10, help="epochs of the linear phase (0: skip it)")
+    parser.add_argument("--final", nargs="*", default=[], metavar="RUN=SOURCE",
+                        help="final checkpoint of a main run whose folder under --work-dir is gone")
     args = parser.parse_args(argv)
+    if args.linear_epochs < 0:
+        parser.error(f"--linear-epochs must be >= 0, got {args.linear_epochs}")
+    given = dict(item.split("=", 1) for item in args.final if "=" in item)
+    if len(given) != len(args.final) or not all(run.startswith("main_") for run in given):
+        parser.error(f"--final takes RUN=SOURCE with RUN a main run (main_ce, ...), got {args.final}")
     source = Path(args.data)
     if not (source / "train.parquet").is_file() or not (source / "test.parquet").is_file():
         parser.error(f"--data {str(source)!r} must hold train.parquet and test.parquet (CIFAR-10)")
@@ -222,6 +260,15 @@ def main(argv: list[str] | None = None) -> int:
             results = run_training(name, spec, args.epochs, args, "test")
         results.update(phase=phase, load_average=os.getloadavg(), data=dict(source=str(source), train=TRAIN_IMAGES))
         write_and_commit(path, results, args.commit)
+    if args.linear_epochs:
+        for run, (encoder, extra) in final_checkpoints(results_dir, Path(args.work_dir), given).items():
+            path = results_dir / f"linear_{run}.json"
+            if (args.only and path.stem not in args.only) or path.exists():
+                continue
+            print(f"run {path.stem} ({encoder})", flush=True)
+            results = run_linear(run, encoder, extra, args)
+            results.update(phase="linear", load_average=os.getloadavg())
+            write_and_commit(path, results, args.commit)
     return 0
 
 

@@ -136,3 +136,31 @@ def test_rank_table_reads_gains_against_the_runs_own_floor(tmp_path: Path) -> No
     assert "| main_selfcon_head_bn | selfcon | head_batchnorm | 20 | 10.0 | 60.50 | +22.50 | 55.00 | 56.00 | 58.50 |" in text
     assert "| floor_selfcon | untrained | - | 0 | 0.0 | 38.00 | - | 36.00 | 37.00 | 36.00 |" in text
     assert "| main_selfcon_head_bn | 38.00 | 50.00 | 60.50 |" in text
+
+
+def test_rank_linear_table_and_resumed_run_time(tmp_path: Path) -> None:
+    report = _make_report()
+
+    def linear(run, backbone):
+        return {"phase": "linear", "name": f"linear_{run}", "run": run, "epochs": 10,
+                "test": {"linear": {"results": {"backbone": {"last": {"top1": backbone}}}}}}
+
+    def probe(backbone):
+        return {"linear_fast": {"results": {"backbone": {"last": {"top1": backbone}}}},
+                "knn": {"results": {"backbone": {"k20": backbone - 2}}}}
+
+    floor = {"phase": "floor", "name": "floor_noexit", "recipe": {"method": "untrained", "model_kwargs": {}},
+             "test": probe(37.0)}
+    # resumed: 60 s in its last sitting, but 1000 steps x 100 images at 1000 images/s took 100 s
+    main = {"phase": "main", "name": "main_supcon", "test": probe(70.0), "train_seconds_this_sitting": 60.0,
+            "recipe": {"method": "supcon", "model_kwargs": {}, "epochs": 20, "batch_size": 100, "optimizer": "sgd"},
+            "train_summary": {"steps": 1000}, "train_images_per_s": [900.0, 1100.0]}
+    for name, run in {"floor_noexit": floor, "main_supcon": main, "linear_main_supcon": linear("main_supcon", 72.5),
+                      "linear_floor_noexit": linear("floor_noexit", 40.0)}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    text = report.render_rank(tmp_path)
+    assert "| main_supcon | supcon | none | 20 | ≈1.7 | 70.00 | +33.00 | - | - | 68.00 |" in text
+    assert "≈: a run resumed across sessions" in text
+    assert "shortened to 10 epochs" in text
+    assert "| main_supcon | supcon | 10 | 72.50 | +32.50 | - | - | 70.00 |" in text
+    assert "| floor_noexit | untrained | 10 | 40.00 | - | - | - | 37.00 |" in text
