@@ -230,28 +230,28 @@ def _train_minutes(run: dict) -> tuple[str, bool]:
 
 
 def render_linear(runs: dict[str, dict]) -> list[str]:
-    """The ``linear`` phase's table (empty when no run has it)."""
-    linear = {n: r for n, r in runs.items() if r.get("phase") == "linear"}
+    """The ``linear`` phase's table (empty when no run has it), one row per run and epoch count."""
+    linear = {(r["run"], r["epochs"]): r for r in runs.values() if r.get("phase") == "linear"}
     if not linear:
         return []
-    epochs = sorted({r["epochs"] for r in linear.values()})
+    epochs = sorted({e for _, e in linear})
     lines = ["", "The papers' `linear` protocol (frozen encoder in eval mode, features recomputed every epoch from "
-             "crop + flip, SGD lr 3, momentum 0.9, batch 512, x0.1 at 60% and 80%) **shortened to "
-             f"{'/'.join(map(str, epochs))} epochs** (theirs: 100, about 3 CPU-hours per encoder here), on the final "
-             "checkpoints; test top-1 %, last epoch; gains over the same protocol on the run's untrained encoder:", ""]
+             "crop + flip, SGD lr 3, momentum 0.9, batch 512, x0.1 at 60% and 80% of the epochs; theirs runs 100 "
+             f"epochs) for {' and '.join(map(str, epochs))} epochs on the final checkpoints; test top-1 %, last "
+             "epoch; gains over the same protocol on the run's untrained encoder:", ""]
     rows = []
-    for run in linear.values():
-        base = runs.get(run["run"], {})
+    for (name, count), run in sorted(linear.items(), key=lambda item: (item[0][1], item[0][0])):
+        base = runs.get(name, {})
         trained = base.get("phase") == "main"
-        floor_run = _floor_of(base, runs).get("name") if trained else None
-        floor = _top1(runs.get(f"linear_{floor_run}", {}), "test", "linear").get("backbone")
+        floor_run = linear.get((_floor_of(base, runs).get("name"), count), {}) if trained else {}
+        floor = _top1(floor_run, "test", "linear").get("backbone")
         top1 = _top1(run, "test", "linear")
-        rows.append([run["run"], base.get("recipe", {}).get("method", "-") if trained else "untrained",
-                     run["epochs"], _num(top1.get("backbone")), _gain(top1.get("backbone"), floor),
-                     _num(top1.get("exit_0")), _num(top1.get("ensemble")),
-                     _num(_top1(base, "test").get("backbone"))])
+        rows.append([name, base.get("recipe", {}).get("method", "-") if trained else "untrained", count,
+                     _num(top1.get("backbone")), _gain(top1.get("backbone"), floor), _num(top1.get("exit_0")),
+                     _num(top1.get("ensemble")), _num(_top1(base, "test").get("backbone")),
+                     f"{run['probe_seconds'] / 60:.1f}" if "probe_seconds" in run else "-"])
     return lines + _table(rows, ["run", "method", "epochs", "backbone", "gain over floor", "exit_0", "ensemble",
-                                 "backbone, `linear_fast` (above)"])
+                                 "backbone, `linear_fast` (above)", "probe min (wall, shared CPU)"])
 
 
 def render_rank(rank_dir: Path = RANK) -> str:

@@ -55,6 +55,7 @@ NO_EXITS = {"exit_stages": []}
 BATCH_SIZE = 256
 TRAIN_IMAGES = 45_000
 STEPS_PER_EPOCH = TRAIN_IMAGES // BATCH_SIZE  # drop_last: 175
+LINEAR_EPOCHS = 10
 COMMON = dict(model=MODEL, image_size=32, batch_size=BATCH_SIZE, precision="fp32", channels_last=True, num_workers=1,
               log_every_steps=25, lr=0.125, weight_decay=1e-4, momentum=0.9, warmup_epochs=1, warmup_from=0.01,
               schedule="cosine_per_step", temperature=0.1, base_temperature=0.07, train_split="train",
@@ -164,9 +165,13 @@ def run_linear(run: str, source: str, extra: dict, args: argparse.Namespace) -> 
     start = time.perf_counter()
     results = probe(source, args.data_dir, "test", ("linear",), Path(args.work_dir) / f"linear_{run}",
                     epochs=args.linear_epochs, **extra)
-    return dict(name=f"linear_{run}", run=run, source=str(source), epochs=args.linear_epochs,
+    return dict(name=linear_name(run, args.linear_epochs), run=run, source=str(source), epochs=args.linear_epochs,
                 protocol_note=f"the papers' linear protocol shortened to {args.linear_epochs} epochs (theirs: 100)",
                 probe_seconds=time.perf_counter() - start, test=results)
+
+
+def linear_name(run: str, epochs: int) -> str:
+    return f"linear_{run}" if epochs == LINEAR_EPOCHS else f"linear_e{epochs}_{run}"
 
 
 def final_checkpoints(results_dir: Path, work_dir: Path, given: dict[str, str]) -> dict[str, tuple[str, dict]]:
@@ -222,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "rank"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")
     parser.add_argument("--commit", action="store_true", help="commit each finished run's JSON where it is written")
-    parser.add_argument("--linear-epochs", type=int, default=10, help="epochs of the linear phase (0: skip it)")
+    parser.add_argument("--linear-epochs", type=int, default=LINEAR_EPOCHS,
+                        help="epochs of the linear phase (0: skip it; other than %(default)s: results named "
+                             "linear_e<epochs>_<run>)")
     parser.add_argument("--final", nargs="*", default=[], metavar="RUN=SOURCE",
                         help="final checkpoint of a main run whose folder under --work-dir is gone")
     args = parser.parse_args(argv)
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         write_and_commit(path, results, args.commit)
     if args.linear_epochs:
         for run, (encoder, extra) in final_checkpoints(results_dir, Path(args.work_dir), given).items():
-            path = results_dir / f"linear_{run}.json"
+            path = results_dir / f"{linear_name(run, args.linear_epochs)}.json"
             if (args.only and path.stem not in args.only) or path.exists():
                 continue
             print(f"run {path.stem} ({encoder})", flush=True)

@@ -161,6 +161,6 @@ def test_rank_linear_table_and_resumed_run_time(tmp_path: Path) -> None:
     text = report.render_rank(tmp_path)
     assert "| main_supcon | supcon | none | 20 | ≈1.7 | 70.00 | +33.00 | - | - | 68.00 |" in text
     assert "≈: a run resumed across sessions" in text
-    assert "shortened to 10 epochs" in text
-    assert "| main_supcon | supcon | 10 | 72.50 | +32.50 | - | - | 70.00 |" in text
-    assert "| floor_noexit | untrained | 10 | 40.00 | - | - | - | 37.00 |" in text
+    assert "for 10 epochs on the final checkpoints" in text
+    assert "| main_supcon | supcon | 10 | 72.50 | +32.50 | - | - | 70.00 | - |" in text
+    assert "| floor_noexit | untrained | 10 | 40.00 | - | - | - | 37.00 | - |" in text
