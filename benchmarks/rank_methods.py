@@ -25,9 +25,10 @@ per-epoch checkpoint with ``resume=auto``):
    every ``--curve-every`` epochs for the accuracy-versus-epoch curve.
 4. ``linear_*``: the papers' ``linear`` protocol (frozen encoder, features recomputed every epoch from crop + flip,
    SGD lr 3, x0.1 at 60% and 80% of the epochs) on each main run's final checkpoint, then on the floors, for
-   ``--linear-epochs`` epochs (default 10: the papers' 100 cost about 3 CPU-hours per encoder here, beyond the
-   budget). The final checkpoint is ``<work-dir>/<run>/last``, or the source given with ``--final RUN=SOURCE``
-   (a run folder or ``local-dir:`` export) for a run whose folder is gone; a run with neither is skipped, said.
+   ``--linear-epochs`` epochs (default 10: the papers' 100 take 40-60 minutes per encoder on this 2-core CPU,
+   six encoders beyond the ranking's budget; other counts are named ``linear_e<epochs>_<run>``). The final
+   checkpoint is ``<work-dir>/<run>/last``, or the source given with ``--final RUN=SOURCE`` (a run folder or
+   ``local-dir:`` export) for a run whose folder is gone; a run with neither is skipped, said.
 
 ``python benchmarks/rank_methods.py --commit`` (run it from a git worktree at a fixed commit, with
 ``--results`` pointing into the main checkout: every finished run's JSON is committed there on its own).
