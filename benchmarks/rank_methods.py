@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     given = dict(item.split("=", 1) for item in args.final if "=" in item)
     if len(given) != len(args.final) or not all(run.startswith("main_") for run in given):
         parser.error(f"--final takes RUN=SOURCE with RUN a main run (main_ce, ...), got {args.final}")
+    missing = [f"{run}={source}" for run, source in given.items() if not Path(source.removeprefix("local-dir:")).exists()]
+    if missing:
+        parser.error(f"--final: no such checkpoint or export folder: {', '.join(missing)}")
     source = Path(args.data)
     if not (source / "train.parquet").is_file() or not (source / "test.parquet").is_file():
         parser.error(f"--data {str(source)!r} must hold train.parquet and test.parquet (CIFAR-10)")

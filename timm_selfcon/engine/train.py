@@ -229,7 +229,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss)
 
 
-def build_training(config: TrainConfig, accelerator: Accelerator):
+def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, Any, Any, torch.nn.Module, Any]:
     """Data, model, method and optimizer of the run, prepared by Accelerate; nothing is written yet.
 
     Returns ``(dataset, sampler, loader, method, optimizer)``; ``method`` and ``optimizer`` are Accelerate's
