@@ -96,7 +96,10 @@ def duplicate_pairs(package_dir: Path) -> int | None:
 
 
 def import_times(roots: dict[str, Path], repeats: int) -> dict[str, dict[str, Any]]:
-    """Best of ``repeats`` fresh processes per revision, interleaved so that load drifts hit both alike."""
+    """Best of ``repeats`` fresh processes per revision, interleaved so that load drifts hit both alike.
+
+    Plain subprocesses, not ``harness.run_fresh``: that imports this script and the harness (and with them
+    ``timm_selfcon``) in the fresh process before the function runs, which would time nothing."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in roots}
     for _ in range(repeats):
         for name, root in roots.items():
