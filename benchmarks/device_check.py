@@ -11,7 +11,8 @@ a real ``timm-selfcon train`` + ``eval``, and (``--compare``) CE / SupCon / Self
 3. 200 SelfCon steps on CIFAR-10 through :func:`train` (what ``timm-selfcon train`` calls; its step-end callback
    reads the loss every 50 steps) with ``data_pipeline=device``, then ``timm-selfcon eval`` (linear_fast) reads
    the checkpoint.
-4. ``--compare EPOCHS``: CE, SupCon and SelfCon-S (fc exit) from ``recipes/selfcon/cifar10_resnet18_*.yaml``
+4. ``--compare EPOCHS`` (or ``--compare-budget SECONDS``: the most epochs whose training fits that many seconds at
+   part 1's measured rates): CE, SupCon and SelfCon-S (fc exit) from ``recipes/selfcon/cifar10_resnet18_*.yaml``
    (official batch, lr, temperature) on the whole train split, cosine over EPOCHS with a 1-epoch warm-up (the
    official 10 of 1000 epochs, floored at one), no stabilizer, and SelfCon-S again with BatchNorm in its
    projection heads (ours: the stabilizer ``benchmarks/rank_methods.py`` chose; labelled); then linear_fast on the
@@ -19,10 +20,13 @@ a real ``timm-selfcon train`` + ``eval``, and (``--compare``) CE / SupCon / Self
 
 ``--data DIR``: a CIFAR-10 parquet folder (``train`` and ``test`` splits, ``img`` / ``label``), read through
 ``datasets`` (the package's data layer needs it: on a machine without it carry the wheels of datasets, dill and
-multiprocess). Writes JSON (GPU, torch / CUDA versions, git commit) under ``benchmarks/results/device/`` and prints
-a table. ``--smoke``: the same on a CPU at tiny sizes (tests/benchmarks/test_device_check.py).
+multiprocess). Writes JSON (GPU, torch / CUDA / timm / datasets versions, git commit) under
+``benchmarks/results/device/`` after every part (``complete`` is false until the last, so a run stopped at its time
+limit still returns what it measured) and prints a table. ``--smoke``: the same on a CPU at tiny sizes
+(tests/benchmarks/test_device_check.py). On a lent GPU, ``benchmarks/device_prepare.py`` packs the data and
+wheels here and prints the one ``run`` call, whose command is ``benchmarks/device_run.sh``.
 
-    python benchmarks/device_check.py --data /path/to/cifar10 [--compare 15] [--smoke] [--out PATH]
+    python benchmarks/device_check.py --data /path/to/cifar10 [--compare 15 | --compare-budget 240] [--smoke] [--out PATH]
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ import timm_selfcon  # noqa: F401  (registers the models)
 from timm_selfcon.cli import main as cli
 from timm_selfcon.config import resolve_config
 from timm_selfcon.data.device import BatchAugment
+from timm_selfcon.data.loading import local_builder
 from timm_selfcon.engine.accelerator import resolve_precision
 from timm_selfcon.engine.train import (
     build_data,
@@ -51,6 +56,7 @@ from timm_selfcon.engine.train import (
     timm_optimizer_name,
     train,
 )
+from timm_selfcon.errors import UserInputError
 from timm_selfcon.methods import build_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +145,7 @@ def pipeline_throughput(args: argparse.Namespace, device: torch.device) -> dict[
             seconds = timed(epochs_of(loader, sampler), step, device, warmup, steps)
             row[f"{source}_images_per_s"] = config.batch_size / seconds
             if source == "device":
+                row["train_images"] = len(loader.data)
                 premade = next(iter(loader))
                 row["premade_images_per_s"] = config.batch_size / timed(repeat(premade), step, device, warmup, steps)
                 augment: BatchAugment = loader.augment
@@ -221,6 +228,18 @@ COMPARE_RUNS = {  # run name -> (recipe, overrides): the official recipes, plus 
 }
 
 
+def epochs_for_budget(budget_s: float, pipelines: dict[str, Any], margin: float = 0.7) -> int:
+    """The most epochs (at least 1) of the four compare runs whose steps fit ``margin * budget_s`` seconds.
+
+    Uses part 1's device-pipeline rates: both SelfCon runs and CE at SelfCon's (CE has no exit, so its time is
+    overestimated), SupCon at its own. ``margin`` leaves room for what the step rate does not count (building the
+    runs, their checkpoints, the probes and the floors).
+    """
+    selfcon, supcon = pipelines["SelfCon (fc exit)"], pipelines["SupCon"]
+    seconds_per_epoch = selfcon["train_images"] * (3 / selfcon["device_images_per_s"] + 1 / supcon["device_images_per_s"])
+    return max(1, int(margin * budget_s // seconds_per_epoch))
+
+
 def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
     """Part 4: CE, SupCon, SelfCon-S (with and without the head-BatchNorm stabilizer, ours) at equal epochs, and
     each initial encoder untrained (its floor), probed with linear_fast on the test split."""
@@ -250,7 +269,7 @@ def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
 def run_environment(device: torch.device) -> dict[str, Any]:
     """The device the checks ran on (``cpu`` at ``--smoke``, even beside a GPU), versions, commit, CPU count."""
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            **environment("torch", "cuda", "git_commit", "cpu_count", "timm")}
+            **environment("torch", "cuda", "git_commit", "cpu_count", "timm", "datasets", "python")}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -277,26 +296,46 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 parquet folder (train and test splits)")
-    parser.add_argument("--compare", type=int, default=0, metavar="EPOCHS")
+    epochs = parser.add_mutually_exclusive_group()
+    epochs.add_argument("--compare", type=int, default=0, metavar="EPOCHS", help="part 4 at this many epochs")
+    epochs.add_argument("--compare-budget", type=float, default=0.0, metavar="SECONDS",
+                        help="part 4 at the most epochs whose training fits SECONDS at part 1's rates")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on a CPU (the test)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the steps (compile: true)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/device_check"), help="training output folders")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/device/...)")
     args = parser.parse_args(argv)
+    if args.compare < 0 or args.compare_budget < 0:
+        parser.error(f"--compare and --compare-budget must be >= 0; got {args.compare} and {args.compare_budget}")
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder; expected CIFAR-10 as parquet (train and test splits)")
+    for split in ("train", "test"):
+        try:
+            local_builder(args.data, split)
+        except UserInputError as error:
+            parser.error(f"--data: {error}")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    started = time.perf_counter()
-    results: dict[str, Any] = {"environment": run_environment(device), "smoke": args.smoke}
-    results["pipelines"] = pipeline_throughput(args, device)
-    results["resnet50"] = resnet50_cost(args, device)
-    results["train"] = train_and_eval(args, 3 if args.smoke else 200)
-    if args.compare:
-        results["compare"] = compare(args, args.compare)
-    results["seconds"] = time.perf_counter() - started
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = args.out or ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json"
-    write_json(out, results)
+    started = time.perf_counter()
+    results: dict[str, Any] = {"environment": run_environment(device), "smoke": args.smoke, "complete": False}
+
+    def part(key: str, value: Any) -> None:
+        results[key] = value
+        results["seconds"] = time.perf_counter() - started
+        write_json(out, results)
+        print(f"[{results['seconds']:.0f} s] {key} done", flush=True)
+
+    part("pipelines", pipeline_throughput(args, device))
+    part("resnet50", resnet50_cost(args, device))
+    part("train", train_and_eval(args, 3 if args.smoke else 200))
+    compare_epochs = args.compare or (args.compare_budget and epochs_for_budget(args.compare_budget, results["pipelines"]))
+    if compare_epochs:
+        results["compare_budget_s"] = args.compare_budget or None
+        part("compare", compare(args, compare_epochs))
+    part("complete", True)
     print(table(results))
     print(f"total {results['seconds']:.0f} s")
     return results

@@ -85,11 +85,14 @@ def _device_name() -> str:
 
 
 def _git_commit() -> str | None:
+    """``git rev-parse HEAD``; else ``$TIMM_SELFCON_GIT_COMMIT`` (a copied working tree without ``.git``, such as the
+    one the device machine gets: ``benchmarks/device_prepare.py`` records the commit for it)."""
     try:
         completed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+        commit = completed.stdout.strip()
     except OSError:
-        return None
-    return completed.stdout.strip() or None
+        commit = ""
+    return commit or os.environ.get("TIMM_SELFCON_GIT_COMMIT") or None
 
 
 def _version(package: str) -> Callable[[], str]:
@@ -111,6 +114,7 @@ ENVIRONMENT: dict[str, Callable[[], Any]] = {
     "platform": platform.platform,
     "torch": _version("torch"),
     "timm": _version("timm"),
+    "datasets": _version("datasets"),
     "timm_selfcon": _version("timm_selfcon"),
     "cuda": lambda: _torch().version.cuda,
     "device": _device_name,

@@ -72,7 +72,7 @@ def _imagefolder(split: str, files: str, classes: list[str]) -> tuple[str, dict[
     return "imagefolder", {"data_files": {split: [files]}, "features": features, "drop_labels": False}
 
 
-def _local_builder(path: Path, split: str) -> tuple[str, dict[str, Any]]:
+def local_builder(path: Path, split: str) -> tuple[str, dict[str, Any]]:
     """Pick the ``datasets`` builder and its arguments for ``split`` of a local file or folder."""
     if path.is_file():
         if path.suffix.lower() != ".parquet":
@@ -139,7 +139,7 @@ def load_image_dataset(
         text = str(BUILTIN_DATASETS[text])
     path = Path(text).expanduser()
     if path.exists():
-        builder, builder_kwargs = _local_builder(path, split)
+        builder, builder_kwargs = local_builder(path, split)
         ds = datasets.load_dataset(
             builder, split=split, streaming=streaming, cache_dir=cache, **builder_kwargs
         )
