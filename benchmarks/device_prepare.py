@@ -3,7 +3,8 @@
 The device machine gets a copy of the working tree and nothing else (no registry, no ``../shared``), under a
 64 MiB limit for everything that travels. This script, run here:
 
-1. copies the CIFAR-10 parquet splits (``train.parquet``, ``test.parquet``) from ``--data`` to ``.device/cifar10``;
+1. copies the CIFAR-10 parquet splits (``train.parquet``, ``test.parquet``) from ``--data`` to ``.device/cifar10``
+   (``--subset``: none; the device reads the package's 5,000 / 1,000-image subset, which travels anyway);
 2. downloads, as wheels for the device's Python (CPython 3.12, manylinux x86-64), the packages
    ``import timm_selfcon`` needs that the device image lacks (:data:`MISSING_ON_DEVICE`), at the versions installed
    here, so the device runs what the tests ran, into ``.device/wheels``;
@@ -12,7 +13,7 @@ The device machine gets a copy of the working tree and nothing else (no registry
    the limit, naming the largest items;
 5. prints the ``run`` call: ``bash benchmarks/device_run.sh ARGS`` with ``carry: [".device"]``.
 
-    python benchmarks/device_prepare.py [--data ../shared/data/cifar10] [--args "--compare-budget 240"]
+    python benchmarks/device_prepare.py [--data ../shared/data/cifar10 | --subset] [--args "--compare-budget 240"]
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".device"
 TRAVEL_LIMIT_BYTES = 64 * 2**20  # the device tool's limit on the working tree that travels, carried paths included
 SPLITS = ("train.parquet", "test.parquet")
+SUBSET = "timm_selfcon/data/cifar10_subset"  # the shipped subset, relative to the repository root (see data/builtin.py)
 #: What ``import timm_selfcon`` and ``datasets`` need that the device image ('cuda', package list of 2026-11-17 in
 #: the device tool's KINDS.md) does not hold. Its torch, timm, accelerate, huggingface_hub, safetensors, pyarrow,
 #: pandas, fsspec, xxhash, pyyaml, jinja2, tqdm and matplotlib are used as they are (device_run.sh prints their versions).
@@ -84,20 +86,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10",
                         help="CIFAR-10 parquet folder (train.parquet, test.parquet)")
+    parser.add_argument("--subset", action="store_true",
+                        help=f"carry no data; the device check reads {SUBSET} (5,000 train / 1,000 test images)")
     parser.add_argument("--args", default="--compare-budget 240", help="device_check.py's arguments on the device")
     parser.add_argument("--timeout-s", type=int, default=480, help="the run call's timeout_s")
     parser.add_argument("--skip-download", action="store_true", help="keep .device/wheels as it is")
     args = parser.parse_args(argv)
     commit = clean_commit()
-    copy_data(args.data, PACK / "cifar10")
+    if args.subset:
+        shutil.rmtree(PACK / "cifar10", ignore_errors=True)
+    else:
+        copy_data(args.data, PACK / "cifar10")
     wheels = sorted((PACK / "wheels").glob("*.whl")) if args.skip_download else download_wheels(PACK / "wheels")
     (PACK / "COMMIT").write_text(commit + "\n")
     total, largest = travel_bytes()
     if total > TRAVEL_LIMIT_BYTES:
         raise SystemExit(f"{total / 2**20:.1f} MiB would travel, over the device tool's 64 MiB; largest: "
-                         + ", ".join(f"{name} ({size / 2**20:.1f} MiB)" for size, name in largest))
-    call = {"command": f"bash benchmarks/device_run.sh {args.args}", "carry": [".device"], "timeout_s": args.timeout_s}
-    print(f"packed {len(wheels)} wheels ({', '.join(w.name.split('-')[0] for w in wheels)}), CIFAR-10 and commit "
+                         + ", ".join(f"{name} ({size / 2**20:.1f} MiB)" for size, name in largest)
+                         + ("" if args.subset else "; --subset carries no data"))
+    device_args = f"{args.args} --data {SUBSET}" if args.subset else args.args
+    call = {"command": f"bash benchmarks/device_run.sh {device_args}", "carry": [".device"], "timeout_s": args.timeout_s}
+    data = "no data (the subset travels in the package)" if args.subset else "CIFAR-10"
+    print(f"packed {len(wheels)} wheels ({', '.join(w.name.split('-')[0] for w in wheels)}), {data} and commit "
           f"{commit[:12]}; {total / 2**20:.1f} MiB travels (limit 64 MiB)")
     print("run call:", json.dumps(call))
     return {"commit": commit, "travel_mib": total / 2**20, "wheels": [w.name for w in wheels], "call": call}

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The device check's command on a lent GPU machine, run from the repository root there:
 #     bash benchmarks/device_run.sh --compare-budget 240
-# Arguments go to benchmarks/device_check.py. `python benchmarks/device_prepare.py` packs .device/ on this side
+# Arguments go to benchmarks/device_check.py (a later --data replaces .device/cifar10, as device_prepare.py --subset
+# does with the package's 5,000-image subset when the full parquet would not fit the 64 MiB that travels). `python benchmarks/device_prepare.py` packs .device/ on this side
 # (CIFAR-10 parquet, the wheels the device image lacks, the commit) and prints the whole `run` call.
 # Everything the check writes lands in $OUT (the device tool's return folder): the JSON after every part, the log,
 # the GPU's nvidia-smi line and the package versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder whose files come back (the device tool sets it)}"
-for needed in .device/COMMIT .device/cifar10 .device/wheels; do
+for needed in .device/COMMIT .device/wheels; do
     [[ -e $needed ]] || { echo "missing $needed: run python benchmarks/device_prepare.py first" >&2; exit 2; }
 done
 
