@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,8 @@ def pipeline_throughput(args: argparse.Namespace, device: torch.device) -> dict[
         views = 2 if name == "supcon" else 1
         config = recipe(name, args)
         step = build_step(config, device)
-        row: dict[str, Any] = {"global_batch": config.batch_size, "views": views}
+        row: dict[str, Any] = {"global_batch": config.batch_size, "views": views,
+                               "precision": resolve_precision(config.precision), "channels_last": config.channels_last}
         for source in ("device", "workers"):
             _, _, sampler, loader, _ = build_data(resolve_config(None, {**config.to_dict(), "data_pipeline": source}),
                                                   views, 1, 0, device)
@@ -240,9 +242,10 @@ def epochs_for_budget(budget_s: float, pipelines: dict[str, Any], margin: float 
     return max(1, int(margin * budget_s // seconds_per_epoch))
 
 
-def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
+def compare(args: argparse.Namespace, epochs: int, record: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Part 4: CE, SupCon, SelfCon-S (with and without the head-BatchNorm stabilizer, ours) at equal epochs, and
-    each initial encoder untrained (its floor), probed with linear_fast on the test split."""
+    each initial encoder untrained (its floor), probed with linear_fast on the test split. ``record`` gets the
+    results so far after each run (the JSON is written then, so a run stopped at its limit keeps the finished ones)."""
     from timm_selfcon.engine.evaluate import EvalConfig, evaluate
 
     probe = dict(data=str(args.data), protocol="linear_fast", val_fraction=0, epochs=2 if args.smoke else 30,
@@ -257,12 +260,14 @@ def compare(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
         report = evaluate(config.output_dir, EvalConfig(**probe))
         out[name] = {"epochs": epochs, "train_s": seconds, "final_loss": summary["final_loss"], "steps": summary["steps"],
                      "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
+        record(out)
     for name in ("selfcon", "supcon"):  # the untrained floors: SelfCon's encoder with its exit, CE's and SupCon's without
         config = recipe(name, args)
         report = evaluate(config.model, EvalConfig(**probe, model_kwargs=config.model_kwargs, seed=config.seed,
                                                    output_dir=str(args.work / f"floor_{name}")))
         out[f"untrained ({'with exit' if name == 'selfcon' else 'no exit'})"] = {
             "epochs": 0, "train_s": 0.0, "linear_fast_top1": {k: v["last"]["top1"] for k, v in report["results"].items()}}
+        record(out)
     return out
 
 
@@ -320,13 +325,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = args.out or ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json"
     started = time.perf_counter()
-    results: dict[str, Any] = {"environment": run_environment(device), "smoke": args.smoke, "complete": False}
+    results: dict[str, Any] = {"environment": run_environment(device), "started_utc": stamp, "smoke": args.smoke,
+                               "arguments": sys.argv[1:] if argv is None else argv, "complete": False}
 
-    def part(key: str, value: Any) -> None:
+    def part(key: str, value: Any, done: str = "done") -> None:
         results[key] = value
         results["seconds"] = time.perf_counter() - started
         write_json(out, results)
-        print(f"[{results['seconds']:.0f} s] {key} done", flush=True)
+        print(f"[{results['seconds']:.0f} s] {key} {done}", flush=True)
 
     part("pipelines", pipeline_throughput(args, device))
     part("resnet50", resnet50_cost(args, device))
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compare_epochs = args.compare or (args.compare_budget and epochs_for_budget(args.compare_budget, results["pipelines"]))
     if compare_epochs:
         results["compare_budget_s"] = args.compare_budget or None
-        part("compare", compare(args, compare_epochs))
+        part("compare", compare(args, compare_epochs, lambda so_far: part("compare", dict(so_far), f"{list(so_far)[-1]}")))
     part("complete", True)
     print(table(results))
     print(f"total {results['seconds']:.0f} s")

@@ -9,7 +9,8 @@ Sources: ``results/runs/<name>.json`` (``report_runs.py``: accuracy at a CPU bud
 (``bench_train.py --cost``: step time and memory per method, ratios to SupCon), rendered between the ``runs``
 markers; ``results/rank/<name>.json`` (``rank_methods.py``: CE vs SupCon vs SelfCon on full CIFAR-10) between the
 ``rank`` markers, with ``results/rank_accuracy_vs_epoch.png``; ``results/parity_official.json``
-(``parity_official.py``) and ``results/collapse.json`` (``collapse.py``) between the ``parity`` markers.
+(``parity_official.py``) and ``results/collapse.json`` (``collapse.py``) between the ``parity`` markers; the latest
+GPU run under ``results/device/`` (``device_check.py``) between the ``device`` markers.
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ README = ROOT / "README.md"
 RANK = RESULTS / "rank"
 PARITY = RESULTS / "parity_official.json"
 COLLAPSE = RESULTS / "collapse.json"
+DEVICE = RESULTS / "device"
+#: the GPU issue's goals for ``selfcon_resnet18_cifar`` at global batch 1024 on one H200 (images/s), and for the
+#: share of the device step spent augmenting
+DEVICE_TARGETS = {"SelfCon (fc exit)": 40_000, "SupCon": 20_000}
+AUGMENT_TARGET = 0.05
+DEVICE_PARTS = ("pipelines", "resnet50", "train", "compare")
 BEGIN, END = "<!-- runs:begin -->", "<!-- runs:end -->"
 HEADS = ("backbone", "exit_0", "ensemble")
 UNTRAINED = "random_init"  # report_runs.py's untrained initial encoders (random_init*): the floors, epoch 0 of the curves
@@ -351,7 +358,113 @@ def render_parity(parity_path: Path = PARITY, collapse_path: Path = COLLAPSE) ->
     return "\n".join(lines) or "Not measured yet."
 
 
-BLOCKS = {"runs": render, "rank": render_rank, "parity": render_parity}  # README marker -> renderer
+# ------------------------------------------------------------------------------- device_check.py
+def load_device(device_dir: Path = DEVICE) -> tuple[str, dict] | None:
+    """The latest GPU run of ``device_check.py`` (``smoke`` false) by its start stamp, with its file name."""
+    runs = [(path.name, json.loads(path.read_text())) for path in sorted(device_dir.glob("*.json"))]
+    runs = [(name, run) for name, run in runs if not run.get("smoke")]
+    return max(runs, key=lambda item: item[1].get("started_utc", "")) if runs else None
+
+
+def _met(value: float, ok: bool) -> str:
+    return f"{value} (met)" if ok else f"{value} (**not met**)"
+
+
+def render_device(device_dir: Path = DEVICE) -> str:
+    loaded = load_device(device_dir)
+    if loaded is None:
+        return ("No GPU measurement yet: `benchmarks/device_check.py` has not run on a GPU (the issue \"Run the device "
+                "check\"; `python benchmarks/device_prepare.py` prepares the one call).")
+    name, run = loaded
+    env = run["environment"]
+    lines = [f"Measured on one {env['device']} (ours): `python benchmarks/device_check.py {' '.join(run['arguments'])}` "
+             f"at commit {(env.get('git_commit') or 'unknown')[:12]}, torch {env['torch']}, CUDA {env['cuda']}, timm "
+             f"{env['timm']}, {env['cpu_count']} CPU cores; `benchmarks/results/device/{name}`."]
+    asked = DEVICE_PARTS if any(a.startswith("--compare") for a in run["arguments"]) else DEVICE_PARTS[:3]
+    missing = [part for part in asked if part not in run]
+    if not run.get("complete"):
+        lines += ["", f"**Incomplete:** the run stopped after {run['seconds']:.0f} s"
+                  + (f"; not measured: {', '.join(missing)}" if missing else "") + "."]
+    if "pipelines" in run:
+        first = next(iter(run["pipelines"].values()))
+        layout = ", channels-last" if first.get("channels_last") else ""
+        lines += ["", "`selfcon_resnet18_cifar`, the official CIFAR recipes' global batch, one step = forward, loss, "
+                  f"backward, SGD step ({first.get('precision', '?')}{layout}); images/s counts images, not views; "
+                  "`device`: "
+                  "`data_pipeline=device`, `workers`: the PIL pipeline on every CPU core, pre-made: one batch "
+                  "already on the GPU (the ceiling); augment share: the batch augmentation timed alone over the "
+                  f"device step (goal at most {AUGMENT_TARGET:.0%}).", ""]
+        rows = []
+        for label, row in run["pipelines"].items():
+            target = DEVICE_TARGETS.get(label)
+            rate = f"{row['device_images_per_s']:,.0f}"
+            rows.append([label, row["global_batch"], row["views"],
+                         rate if target is None else _met(rate, row["device_images_per_s"] >= target),
+                         "-" if target is None else f"{target:,}", f"{row['workers_images_per_s']:,.0f}",
+                         f"{row['premade_images_per_s']:,.0f}", f"{row['device_vs_premade']:.3f}",
+                         _met(f"{row['augment_share']:.1%}", row["augment_share"] <= AUGMENT_TARGET)])
+        lines += _table(rows, ["method", "global batch", "views", "device img/s", "goal img/s", "workers img/s",
+                               "pre-made img/s", "device / pre-made", "augment share"])
+    if "resnet50" in run:
+        cost = run["resnet50"]
+        selfcon, supcon, ratio = cost["SelfCon (same exit)"], cost["SupCon"], cost["ratio"]
+        memory = "-" if ratio["memory"] is None else f"{ratio['memory']:.2f}"
+        lines += ["", f"`{ratio['model']}` at {selfcon['image_size']} px, {selfcon['images_per_view']} images per view, "
+                  "synthetic images: SelfCon (one `same` exit, the paper's ImageNet setting) against SupCon (two "
+                  "views), step time and peak GPU memory (`torch.cuda.max_memory_allocated`); the paper's ratios are "
+                  "from the AAAI version (arXiv 2106.15499 v6), ImageNet on its GPUs.", ""]
+        lines += _table([["step time", f"{selfcon['step_s'] * 1e3:.1f} ms", f"{supcon['step_s'] * 1e3:.1f} ms",
+                          f"{ratio['time']:.2f}", f"{ratio['paper']['time']:.2f}"],
+                         ["peak memory", _gib(selfcon["peak_gib"]), _gib(supcon["peak_gib"]), memory,
+                          f"{ratio['paper']['memory']:.2f}"]],
+                        ["measure", "SelfCon", "SupCon", "SelfCon / SupCon (ours)", "paper (v6)"])
+    if "train" in run:
+        train = run["train"]
+        top1 = ", ".join(f"{head} {value:.2f}" for head, value in train["linear_fast_top1"].items())
+        lines += ["", f"`train()` end to end: {train['steps']} SelfCon steps with `data_pipeline=device`, losses "
+                  f"{'finite' if train['finite_losses'] else '**not finite**'}, images/s between loss reads "
+                  f"{', '.join(f'{r:,.0f}' for r in train['images_per_s'])}; `timm-selfcon eval` exit status "
+                  f"{train['eval_exit_status']}, `linear_fast` top-1 {top1}."]
+    if "compare" in run:
+        train_images = next(iter(run.get("pipelines", {}).values()), {}).get("train_images")
+        lines += render_device_compare(run["compare"], run.get("compare_budget_s"), train_images)
+    return "\n".join(lines)
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} GiB"
+
+
+def render_device_compare(compare: dict, budget_s: float | None, train_images: int | None) -> list[str]:
+    """The accuracy ranking after the same epochs, trained runs by backbone top-1, then the untrained floors."""
+    floors = {n: r for n, r in compare.items() if r["epochs"] == 0}
+    trained = sorted(((n, r) for n, r in compare.items() if r["epochs"]),
+                     key=lambda item: -item[1]["linear_fast_top1"]["backbone"])
+    epochs = {r["epochs"] for _, r in trained}
+    images = "?" if train_images is None else f"{train_images:,}"
+    lines = ["", f"CE vs SupCon vs SelfCon-S on CIFAR-10 (ours): the official CIFAR recipes "
+             f"(`recipes/selfcon/cifar10_resnet18_*.yaml`: batch, lr, temperature) on {images} training "
+             f"images for {'/'.join(map(str, sorted(epochs))) or '-'} epoch(s)"
+             + (f" (the most that fit a {budget_s:.0f} s budget at the measured step rates)" if budget_s else "")
+             + ", cosine with a 1-epoch warm-up, against the papers' 1,000 epochs; `linear_fast` top-1 on the test split "
+             "(last epoch); gain over the untrained encoder with the same exits.", ""]
+    rows = []
+    for rank, (name, run) in enumerate(trained, 1):
+        top1 = run["linear_fast_top1"]
+        floor = floors.get("untrained (with exit)" if "exit_0" in top1 else "untrained (no exit)")
+        base = floor["linear_fast_top1"]["backbone"] if floor else None
+        rows.append([rank, name, run["epochs"], f"{run['train_s']:.0f}", f"{run['final_loss']:.3f}",
+                     f"{top1['backbone']:.2f}", _gain(top1["backbone"], base), _num(top1.get("exit_0")),
+                     _num(top1.get("ensemble"))])
+    for name, run in floors.items():
+        top1 = run["linear_fast_top1"]
+        rows.append(["-", name, 0, "-", "-", f"{top1['backbone']:.2f}", "-", _num(top1.get("exit_0")),
+                     _num(top1.get("ensemble"))])
+    return lines + _table(rows, ["rank", "run", "epochs", "train s", "final loss", "backbone", "gain over floor",
+                                 "exit_0", "ensemble"])
+
+
+BLOCKS = {"runs": render, "rank": render_rank, "parity": render_parity, "device": render_device}  # README marker -> renderer
 
 
 def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | None:

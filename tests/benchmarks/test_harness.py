@@ -44,6 +44,18 @@ def test_environment_reads_the_keys_asked_for_under_the_names_asked_for() -> Non
         environment("gpu_memory")
 
 
+def test_git_commit_falls_back_to_the_recorded_one_in_a_tree_without_git(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness
+
+    monkeypatch.setattr(harness, "ROOT", tmp_path)  # a copied tree, as the device machine gets
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("TIMM_SELFCON_GIT_COMMIT", raising=False)
+    assert environment("git_commit") == {"git_commit": None}
+    monkeypatch.setenv("TIMM_SELFCON_GIT_COMMIT", "0123abcd")
+    assert environment("git_commit") == {"git_commit": "0123abcd"}
+
+
 def test_tables_plain_and_markdown() -> None:
     rows = [["supcon", 12.5, "1.00"], ["selfcon (fc exit)", 6, "0.48"]]
     assert format_table(rows, ["method", "ms", "ratio"]).splitlines() == [

@@ -164,3 +164,61 @@ def test_rank_linear_table_and_resumed_run_time(tmp_path: Path) -> None:
     assert "for 10 epochs on the final checkpoints" in text
     assert "| main_supcon | supcon | 10 | 72.50 | +32.50 | - | - | 70.00 | - |" in text
     assert "| floor_noexit | untrained | 10 | 40.00 | - | - | - | 37.00 | - |" in text
+
+
+def _device_run(**changes) -> dict:
+    """A device_check.py result in its schema, with round numbers."""
+    pipeline = {"global_batch": 1024, "views": 1, "precision": "bf16", "channels_last": True,
+                "device_images_per_s": 45_000.0, "workers_images_per_s": 9_000.0,
+                "premade_images_per_s": 50_000.0, "device_vs_premade": 0.9, "augment_share": 0.04, "train_images": 50_000}
+    run = {"environment": {"device": "NVIDIA H200", "torch": "2.11.0", "cuda": "13.0", "timm": "1.0.31",
+                           "git_commit": "0123456789abcdef", "cpu_count": 16},
+           "started_utc": "20261201-100000", "smoke": False, "arguments": ["--compare-budget", "240"],
+           "complete": True, "seconds": 400.0, "compare_budget_s": 240.0,
+           "pipelines": {"SelfCon (fc exit)": pipeline,
+                         "SupCon": {**pipeline, "views": 2, "device_images_per_s": 18_000.0, "augment_share": 0.07}},
+           "resnet50": {"SelfCon (same exit)": {"step_s": 0.05, "peak_gib": 6.0, "images_per_view": 256, "image_size": 224},
+                        "SupCon": {"step_s": 0.1, "peak_gib": 10.0, "images_per_view": 256, "image_size": 224},
+                        "ratio": {"time": 0.5, "memory": 0.6, "paper": {"time": 0.48, "memory": 0.59},
+                                  "model": "selfcon_resnet50"}},
+           "train": {"steps": 200, "finite_losses": True, "losses": [5.0], "images_per_s": [40_000.0],
+                     "eval_exit_status": 0, "linear_fast_top1": {"backbone": 30.0}},
+           "compare": {"ce": {"epochs": 12, "train_s": 20.0, "final_loss": 0.5, "linear_fast_top1": {"backbone": 80.0}},
+                       "selfcon": {"epochs": 12, "train_s": 25.0, "final_loss": 4.1,
+                                   "linear_fast_top1": {"backbone": 85.0, "exit_0": 70.0, "ensemble": 86.0}},
+                       "untrained (with exit)": {"epochs": 0, "train_s": 0.0,
+                                                 "linear_fast_top1": {"backbone": 30.0, "exit_0": 28.0, "ensemble": 31.0}},
+                       "untrained (no exit)": {"epochs": 0, "train_s": 0.0, "linear_fast_top1": {"backbone": 29.0}}}}
+    return {**run, **changes}
+
+
+def test_device_table_reads_the_latest_gpu_run_against_the_goals_and_the_paper(tmp_path: Path) -> None:
+    report = _make_report()
+    assert report.render_device(tmp_path).startswith("No GPU measurement yet")
+    (tmp_path / "smoke.json").write_text(json.dumps(_device_run(smoke=True, started_utc="20991231-000000")))
+    (tmp_path / "old.json").write_text(json.dumps(_device_run(started_utc="20261130-000000", compare_budget_s=None)))
+    (tmp_path / "new.json").write_text(json.dumps(_device_run()))
+    text = report.render_device(tmp_path)
+    assert text.startswith("Measured on one NVIDIA H200 (ours): `python benchmarks/device_check.py --compare-budget 240` "
+                           "at commit 0123456789ab, torch 2.11.0, CUDA 13.0")
+    assert "`benchmarks/results/device/new.json`" in text and "Incomplete" not in text  # smoke runs never count
+    assert "| SelfCon (fc exit) | 1024 | 1 | 45,000 (met) | 40,000 | 9,000 | 50,000 | 0.900 | 4.0% (met) |" in text
+    assert "| SupCon | 1024 | 2 | 18,000 (**not met**) | 20,000 | 9,000 | 50,000 | 0.900 | 7.0% (**not met**) |" in text
+    assert "| step time | 50.0 ms | 100.0 ms | 0.50 | 0.48 |" in text
+    assert "| peak memory | 6.00 GiB | 10.00 GiB | 0.60 | 0.59 |" in text
+    assert "200 SelfCon steps with `data_pipeline=device`, losses finite" in text
+    assert "SGD step (bf16, channels-last)" in text
+    assert "on 50,000 training images for 12 epoch(s) (the most that fit a 240 s budget at the measured step rates)" in text
+    # ranked by backbone top-1; each gain is over the untrained encoder with the same exits
+    assert "| 1 | selfcon | 12 | 25 | 4.100 | 85.00 | +55.00 | 70.00 | 86.00 |" in text
+    assert "| 2 | ce | 12 | 20 | 0.500 | 80.00 | +51.00 | - | - |" in text
+    assert "| - | untrained (no exit) | 0 | - | - | 29.00 | - | - | - |" in text
+
+
+def test_device_table_says_what_a_stopped_run_did_not_measure(tmp_path: Path) -> None:
+    run = _device_run(complete=False, seconds=470.0)
+    del run["train"], run["compare"]
+    (tmp_path / "stopped.json").write_text(json.dumps(run))
+    text = _make_report().render_device(tmp_path)
+    assert "**Incomplete:** the run stopped after 470 s; not measured: train, compare." in text
+    assert "CE vs SupCon" not in text and "| step time |" in text
