@@ -32,5 +32,7 @@ for name in ("torch", "torchvision", "timm", "accelerate", "datasets", "pyarrow"
     except Exception as error:  # report every package, then let the check itself fail on the broken one
         print(name, "FAILED:", repr(error))
 EOF
-python3 benchmarks/device_check.py --data .device/cifar10 --work /tmp/device_check \
+# a fresh work folder: a rerun on a still-warm machine must not find (and resume) the last call's runs
+work=$(mktemp -d /tmp/device_check.XXXXXX)
+python3 benchmarks/device_check.py --data .device/cifar10 --work "$work" \
     --out "$OUT/device_check.json" "$@" 2>&1 | tee "$OUT/device_check.log"
