@@ -13,6 +13,9 @@ The device machine gets a copy of the working tree and nothing else (no registry
    the limit, naming the largest items;
 5. prints the ``run`` call: ``bash benchmarks/device_run.sh ARGS`` with ``carry: [".device"]``.
 
+Afterwards, here: copy the returned ``device_check.json`` to ``benchmarks/results/device/device_check-<its
+started_utc>.json``, run ``python benchmarks/make_report.py`` (the README's "On one GPU" block) and commit both.
+
     python benchmarks/device_prepare.py [--data ../shared/data/cifar10 | --subset] [--args "--compare-budget 240"]
 """
 from __future__ import annotations
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"packed {len(wheels)} wheels ({', '.join(w.name.split('-')[0] for w in wheels)}), {data} and commit "
           f"{commit[:12]}; {total / 2**20:.1f} MiB travels (limit 64 MiB)")
     print("run call:", json.dumps(call))
+    print("then: cp FILES_AT/device_check.json benchmarks/results/device/device_check-STARTED_UTC.json && "
+          "python benchmarks/make_report.py, and commit both")
     return {"commit": commit, "travel_mib": total / 2**20, "wheels": [w.name for w in wheels], "call": call}
 
 
