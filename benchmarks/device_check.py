@@ -33,7 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -301,15 +303,19 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 parquet folder (train and test splits)")
-    epochs = parser.add_mutually_exclusive_group()
-    epochs.add_argument("--compare", type=int, default=0, metavar="EPOCHS", help="part 4 at this many epochs")
-    epochs.add_argument("--compare-budget", type=float, default=0.0, metavar="SECONDS",
+    compare_length = parser.add_mutually_exclusive_group()
+    compare_length.add_argument("--compare", type=int, default=0, metavar="EPOCHS", help="part 4 at this many epochs")
+    compare_length.add_argument("--compare-budget", type=float, default=0.0, metavar="SECONDS",
                         help="part 4 at the most epochs whose training fits SECONDS at part 1's rates")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on a CPU (the test)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the steps (compile: true)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/device_check"), help="training output folders")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="training output folders (default: a fresh temporary folder, removed when the check "
+                             "completes; an existing run in --work would be resumed, not timed)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/device/...)")
     args = parser.parse_args(argv)
+    temporary_work = args.work is None
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="device_check-"))
     if args.compare < 0 or args.compare_budget < 0:
         parser.error(f"--compare and --compare-budget must be >= 0; got {args.compare} and {args.compare_budget}")
     if not args.data.is_dir():
@@ -325,23 +331,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = args.out or ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json"
     started = time.perf_counter()
+    comparing = bool(args.compare or args.compare_budget)
     results: dict[str, Any] = {"environment": run_environment(device), "started_utc": stamp, "smoke": args.smoke,
-                               "arguments": sys.argv[1:] if argv is None else argv, "complete": False}
+                               "arguments": sys.argv[1:] if argv is None else argv,
+                               "parts": ["pipelines", "resnet50", "train", *(["compare"] if comparing else [])],
+                               "complete": False}
 
-    def part(key: str, value: Any, done: str = "done") -> None:
+    def part(key: str, value: Any, label: str | None = None) -> None:
         results[key] = value
         results["seconds"] = time.perf_counter() - started
         write_json(out, results)
-        print(f"[{results['seconds']:.0f} s] {key} {done}", flush=True)
+        print(f"[{results['seconds']:.0f} s] {label or key} done", flush=True)
 
     part("pipelines", pipeline_throughput(args, device))
     part("resnet50", resnet50_cost(args, device))
     part("train", train_and_eval(args, 3 if args.smoke else 200))
-    compare_epochs = args.compare or (args.compare_budget and epochs_for_budget(args.compare_budget, results["pipelines"]))
-    if compare_epochs:
+    if comparing:
+        epochs = args.compare or epochs_for_budget(args.compare_budget, results["pipelines"])
         results["compare_budget_s"] = args.compare_budget or None
-        part("compare", compare(args, compare_epochs, lambda so_far: part("compare", dict(so_far), f"{list(so_far)[-1]}")))
+        part("compare", compare(args, epochs, lambda so_far: part("compare", dict(so_far), f"compare {list(so_far)[-1]}")))
     part("complete", True)
+    if temporary_work:
+        shutil.rmtree(args.work)
     print(table(results))
     print(f"total {results['seconds']:.0f} s")
     return results

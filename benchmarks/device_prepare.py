@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from timm_selfcon.fileio import atomic_path, write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".device"
 TRAVEL_LIMIT_BYTES = 64 * 2**20  # the device tool's limit on the working tree that travels, carried paths included
@@ -63,7 +65,8 @@ def copy_data(source: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         if not (target / name).is_file() or (target / name).stat().st_size != (source / name).stat().st_size:
-            shutil.copyfile(source / name, target / name)
+            with atomic_path(target / name) as partial:
+                shutil.copyfile(source / name, partial)
 
 
 def download_wheels(target: Path, packages: tuple[str, ...] = MISSING_ON_DEVICE) -> list[Path]:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         copy_data(args.data, PACK / "cifar10")
     wheels = sorted((PACK / "wheels").glob("*.whl")) if args.skip_download else download_wheels(PACK / "wheels")
-    (PACK / "COMMIT").write_text(commit + "\n")
+    write_text_atomic(PACK / "COMMIT", commit + "\n")
     total, largest = travel_bytes()
     if total > TRAVEL_LIMIT_BYTES:
         raise SystemExit(f"{total / 2**20:.1f} MiB would travel, over the device tool's 64 MiB; largest: "

@@ -32,7 +32,6 @@ for name in ("torch", "torchvision", "timm", "accelerate", "datasets", "pyarrow"
     except Exception as error:  # report every package, then let the check itself fail on the broken one
         print(name, "FAILED:", repr(error))
 EOF
-# a fresh work folder: a rerun on a still-warm machine must not find (and resume) the last call's runs
-work=$(mktemp -d /tmp/device_check.XXXXXX)
-python3 benchmarks/device_check.py --data .device/cifar10 --work "$work" \
+# its training runs go to a fresh temporary folder, so a rerun on a still-warm machine resumes none of the last call's
+python3 benchmarks/device_check.py --data .device/cifar10 \
     --out "$OUT/device_check.json" "$@" 2>&1 | tee "$OUT/device_check.log"

@@ -39,7 +39,6 @@ DEVICE = RESULTS / "device"
 #: share of the device step spent augmenting
 DEVICE_TARGETS = {"SelfCon (fc exit)": 40_000, "SupCon": 20_000}
 AUGMENT_TARGET = 0.05
-DEVICE_PARTS = ("pipelines", "resnet50", "train", "compare")
 BEGIN, END = "<!-- runs:begin -->", "<!-- runs:end -->"
 HEADS = ("backbone", "exit_0", "ensemble")
 UNTRAINED = "random_init"  # report_runs.py's untrained initial encoders (random_init*): the floors, epoch 0 of the curves
@@ -366,8 +365,12 @@ def load_device(device_dir: Path = DEVICE) -> tuple[str, dict] | None:
     return max(runs, key=lambda item: item[1].get("started_utc", "")) if runs else None
 
 
-def _met(value: float, ok: bool) -> str:
-    return f"{value} (met)" if ok else f"{value} (**not met**)"
+def _met(shown: str, ok: bool) -> str:
+    return f"{shown} (met)" if ok else f"{shown} (**not met**)"
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} GiB"
 
 
 def render_device(device_dir: Path = DEVICE) -> str:
@@ -380,8 +383,7 @@ def render_device(device_dir: Path = DEVICE) -> str:
     lines = [f"Measured on one {env['device']} (ours): `python benchmarks/device_check.py {' '.join(run['arguments'])}` "
              f"at commit {(env.get('git_commit') or 'unknown')[:12]}, torch {env['torch']}, CUDA {env['cuda']}, timm "
              f"{env['timm']}, {env['cpu_count']} CPU cores; `benchmarks/results/device/{name}`."]
-    asked = DEVICE_PARTS if any(a.startswith("--compare") for a in run["arguments"]) else DEVICE_PARTS[:3]
-    missing = [part for part in asked if part not in run]
+    missing = [part for part in run["parts"] if part not in run]
     if not run.get("complete"):
         lines += ["", f"**Incomplete:** the run stopped after {run['seconds']:.0f} s"
                   + (f"; not measured: {', '.join(missing)}" if missing else "") + "."]
@@ -429,10 +431,6 @@ def render_device(device_dir: Path = DEVICE) -> str:
         train_images = next(iter(run.get("pipelines", {}).values()), {}).get("train_images")
         lines += render_device_compare(run["compare"], run.get("compare_budget_s"), train_images)
     return "\n".join(lines)
-
-
-def _gib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} GiB"
 
 
 def render_device_compare(compare: dict, budget_s: float | None, train_images: int | None) -> list[str]:

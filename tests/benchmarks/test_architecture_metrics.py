@@ -1,22 +1,9 @@
 """benchmarks/architecture_metrics.py's measures on a constructed package with planted findings."""
-import importlib.util
-import sys
 from pathlib import Path
 
-import pytest
+import architecture_metrics as metrics  # benchmarks/ is on the path (tests/benchmarks/__init__.py)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def metrics():
-    path = ROOT / "benchmarks" / "architecture_metrics.py"
-    spec = importlib.util.spec_from_file_location("architecture_metrics_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 def planted_package(root: Path) -> Path:
@@ -34,7 +21,7 @@ def planted_package(root: Path) -> Path:
     return package
 
 
-def test_finds_the_planted_longest_function_import_and_name(metrics, tmp_path: Path) -> None:
+def test_finds_the_planted_longest_function_import_and_name(tmp_path: Path) -> None:
     package = planted_package(tmp_path)
     found = metrics.measure(package, metrics.load_test_module("test_layering"),
                             metrics.load_test_module("test_method_names"))
@@ -45,7 +32,7 @@ def test_finds_the_planted_longest_function_import_and_name(metrics, tmp_path: P
     assert found["layering_forbidden_imports"] == ["timm_selfcon/models/net.py:1 -> timm_selfcon.data.stats"]
 
 
-def test_the_working_tree_copy_is_the_package_as_on_disk(metrics, tmp_path: Path) -> None:
+def test_the_working_tree_copy_is_the_package_as_on_disk(tmp_path: Path) -> None:
     root = metrics.checkout("worktree", tmp_path)
     assert (root / "timm_selfcon" / "methods" / "registry.py").read_text() == \
         (ROOT / "timm_selfcon" / "methods" / "registry.py").read_text()

@@ -1,20 +1,10 @@
 """benchmarks/device_check.py --smoke runs every part (with --compare) on a CPU at tiny sizes, so it cannot rot."""
-import importlib.util
 import json
-import sys
+import tempfile
 from pathlib import Path
 
+import device_check  # benchmarks/ is on the path (tests/benchmarks/__init__.py)
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _device_check():
-    spec = importlib.util.spec_from_file_location("device_check", ROOT / "benchmarks" / "device_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["device_check"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -23,12 +13,14 @@ def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("TIMM_SELFCON_DEVICE_CACHE", str(tmp_path / "cache"))
     # CIFAR-10's columns (img, label), 10 classes of 16x16 PNGs
     data = make_tiny_image_dataset({"train": 64, "test": 20}, root=tmp_path / "cifar", num_classes=10, content="noise")
-    module = _device_check()
     out = tmp_path / "result.json"
-    results = module.main(["--smoke", "--data", str(data), "--compare", "1", "--work", str(tmp_path / "work"),
-                           "--out", str(out)])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the default --work goes
+    (tmp_path / "tmp").mkdir()
+    results = device_check.main(["--smoke", "--data", str(data), "--compare", "1", "--out", str(out)])
+    assert not list((tmp_path / "tmp").iterdir())  # the temporary work folder is gone once the check completes
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert results["complete"] is True and results["environment"]["datasets"]
+    assert results["parts"] == ["pipelines", "resnet50", "train", "compare"]
     assert results["pipelines"]["SupCon"]["train_images"] == 64
     assert results["environment"]["device"] == "cpu" and results["environment"]["torch"]
     for row in results["pipelines"].values():
@@ -44,22 +36,20 @@ def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_compare_budget_picks_the_epochs_that_fit_part_1s_rates() -> None:
-    module = _device_check()
     pipelines = {"SelfCon (fc exit)": {"train_images": 50_000, "device_images_per_s": 50_000.0},
                  "SupCon": {"train_images": 50_000, "device_images_per_s": 25_000.0}}
     # one epoch of the four runs: 3 x 1 s (CE, SelfCon, SelfCon + head BN) + 2 s (SupCon) = 5 s
-    assert module.epochs_for_budget(100, pipelines, margin=1.0) == 20
-    assert module.epochs_for_budget(100, pipelines) == 14  # 70 s of the 100 for the steps
-    assert module.epochs_for_budget(1, pipelines) == 1  # never zero epochs
+    assert device_check.epochs_for_budget(100, pipelines, margin=1.0) == 20
+    assert device_check.epochs_for_budget(100, pipelines) == 14  # 70 s of the 100 for the steps
+    assert device_check.epochs_for_budget(1, pipelines) == 1  # never zero epochs
 
 
 def test_device_check_refuses_bad_data_and_arguments_before_any_work(tmp_path: Path, capsys) -> None:
-    module = _device_check()
     (tmp_path / "train.parquet").write_bytes(b"")
     for argv, expected in ((["--data", str(tmp_path / "nope")], "no such folder"),
                            (["--data", str(tmp_path)], "no split 'test'"),
                            (["--data", str(tmp_path), "--compare", "-1"], "must be >= 0"),
                            (["--data", str(tmp_path), "--compare", "2", "--compare-budget", "9"], "not allowed with")):
         with pytest.raises(SystemExit):
-            module.main(argv)
+            device_check.main(argv)
         assert expected in capsys.readouterr().err

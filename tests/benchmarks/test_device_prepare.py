@@ -1,37 +1,24 @@
 """benchmarks/device_prepare.py: what it carries to the device machine and how it counts what travels."""
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
+import device_prepare  # benchmarks/ is on the path (tests/benchmarks/__init__.py)
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _device_prepare():
-    spec = importlib.util.spec_from_file_location("device_prepare", ROOT / "benchmarks" / "device_prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["device_prepare"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_copy_data_names_the_missing_split_and_copies_both(tmp_path: Path) -> None:
-    module = _device_prepare()
     source = tmp_path / "cifar10"
     source.mkdir()
     (source / "train.parquet").write_bytes(b"train")
     with pytest.raises(SystemExit, match=r"missing \['test.parquet'\]"):
-        module.copy_data(source, tmp_path / "pack")
+        device_prepare.copy_data(source, tmp_path / "pack")
     (source / "test.parquet").write_bytes(b"test")
-    module.copy_data(source, tmp_path / "pack")
+    device_prepare.copy_data(source, tmp_path / "pack")
     assert (tmp_path / "pack" / "train.parquet").read_bytes() == b"train"
 
 
 def test_travel_counts_tracked_and_untracked_files_and_the_pack_but_not_ignored_ones(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    module = _device_prepare()
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / ".gitignore").write_text("/.device/\n/runs/\n")  # 17 bytes
     (tmp_path / "tracked.py").write_bytes(b"x" * 100)
@@ -41,10 +28,10 @@ def test_travel_counts_tracked_and_untracked_files_and_the_pack_but_not_ignored_
     (tmp_path / ".device" / "wheels").mkdir(parents=True)
     (tmp_path / ".device" / "wheels" / "w.whl").write_bytes(b"w" * 1_000)  # carried
     subprocess.run(["git", "-C", str(tmp_path), "add", "tracked.py", ".gitignore"], check=True)
-    monkeypatch.setattr(module, "ROOT", tmp_path)
-    monkeypatch.setattr(module, "PACK", tmp_path / ".device")
-    total, largest = module.travel_bytes()
+    monkeypatch.setattr(device_prepare, "ROOT", tmp_path)
+    monkeypatch.setattr(device_prepare, "PACK", tmp_path / ".device")
+    total, largest = device_prepare.travel_bytes()
     assert total == 17 + 100 + 10 + 1_000
     assert largest[0] == (1_000, ".device/wheels/w.whl")
     with pytest.raises(SystemExit, match="differs from HEAD"):
-        module.clean_commit()
+        device_prepare.clean_commit()

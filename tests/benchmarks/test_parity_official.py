@@ -3,28 +3,14 @@
 The official code is not part of the project, so the stand-in for it is this package's own SelfCon step on a tiny
 model; the noise yardstick is the same step with the loss in float64, as the script does for the official code.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
+import parity_official as parity  # benchmarks/ is on the path (tests/benchmarks/__init__.py)
 import pytest
 import timm
 import torch
 
 import timm_selfcon  # noqa: F401
 from timm_selfcon.methods import build_method
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def parity():
-    spec = importlib.util.spec_from_file_location("parity_official", ROOT / "benchmarks" / "parity_official.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 def _stand_in(parity, initial: dict, temperature: float = 0.1, float64_loss: bool = False):
@@ -49,7 +35,7 @@ def setting():
     return initial, batches
 
 
-def test_the_same_step_passes(parity, setting) -> None:
+def test_the_same_step_passes(setting) -> None:
     initial, batches = setting
     result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, initial),
                             lambda: _stand_in(parity, initial, float64_loss=True), batches)
@@ -57,7 +43,7 @@ def test_the_same_step_passes(parity, setting) -> None:
     assert result["max_loss_difference"] == 0.0 and result["final_weight_difference"] == 0.0
 
 
-def test_a_temperature_off_by_1e_3_fails(parity, setting) -> None:
+def test_a_temperature_off_by_1e_3_fails(setting) -> None:
     initial, batches = setting
     result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, initial, temperature=0.101),
                             lambda: _stand_in(parity, initial, float64_loss=True), batches)
@@ -65,7 +51,7 @@ def test_a_temperature_off_by_1e_3_fails(parity, setting) -> None:
     assert result["max_loss_difference"] > 100 * result["max_noise_loss_difference"]
 
 
-def test_different_initial_weights_fail(parity, setting) -> None:
+def test_different_initial_weights_fail(setting) -> None:
     initial, batches = setting
     shifted = {k: v + 1e-3 if v.is_floating_point() else v for k, v in initial.items()}
     result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, shifted),

@@ -1,39 +1,32 @@
 """The README's measured-results table is exactly what benchmarks/results/runs/*.json say."""
-import importlib.util
 import json
 from pathlib import Path
+
+import make_report  # benchmarks/ is on the path (tests/benchmarks/__init__.py)
+import report_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _make_report():
-    spec = importlib.util.spec_from_file_location("make_report", ROOT / "benchmarks" / "make_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_table_matches_the_run_json() -> None:
-    assert _make_report().main(["--check"]) == 0
+    assert make_report.main(["--check"]) == 0
 
 
 def test_render_reports_each_method_from_its_json(tmp_path: Path) -> None:
-    report = _make_report()
     run = {"recipe": {"method": "selfcon", "model": "selfcon_resnet10_cifar"}, "train_seconds": 120.0,
            "data": {"train_images": 100, "epochs": 1},
            "early_exit": {"results": {h: {"last": {"top1": v}} for h, v in
                                       (("backbone", 40.0), ("exit_0", 30.0), ("ensemble", 42.5))}},
            "knn": {"results": {"backbone": {"k20": 35.0}}}}
     (tmp_path / "selfcon_seed0.json").write_text(json.dumps(run))
-    table = report.render(tmp_path)
+    table = make_report.render(tmp_path)
     assert "| selfcon | selfcon_resnet10_cifar | 1 | 100 x 1 | 2.00 | 40.00 | 30.00 | 42.50 | 35.00 |" in table
     run["early_exit"]["results"]["backbone"]["last"]["top1"] = 50.0
     (tmp_path / "selfcon_seed1.json").write_text(json.dumps(run))
-    assert "| selfcon | selfcon_resnet10_cifar | 2 | 100 x 1 | 2.00 ± 0.00 | 45.00 ± 7.07 |" in report.render(tmp_path)
+    assert "| selfcon | selfcon_resnet10_cifar | 2 | 100 x 1 | 2.00 ± 0.00 | 45.00 ± 7.07 |" in make_report.render(tmp_path)
 
 
 def test_early_exit_per_epoch_and_cost_tables_and_plots(tmp_path: Path) -> None:
-    report = _make_report()
     runs = tmp_path / "runs"
     runs.mkdir()
     sweep = [{"threshold": t, "top1": a, "mean_flops": f, "exit_fraction": [e, 1 - e]}
@@ -49,11 +42,11 @@ def test_early_exit_per_epoch_and_cost_tables_and_plots(tmp_path: Path) -> None:
             "repeats": 2, "method_steps": {"64": {"SupCon": {**step, "views": 2, "wall_vs_supcon": 1.0,
                                                              "memory_vs_supcon": 1.0}, "SelfCon (fc exit)": step}}}
     (tmp_path / "cost.json").write_text(json.dumps(cost))
-    text = report.render(runs, tmp_path / "cost.json")
+    text = make_report.render(runs, tmp_path / "cost.json")
     assert "| 0 | 40.00 | 200 | 1.00 |" in text and "| 1.01 | 44.00 | 500 | 0.00 |" in text
     assert "| selfcon | backbone | - | 30.00 | 33.00 |" in text  # epochs in numeric order, epoch 0 not measured
     assert "| 64 | SelfCon (fc exit) | 1 | 50 | 0.50 | 100 | 0.55 |" in text
-    written = report.draw_plots(runs, tmp_path / "cost.json", tmp_path)
+    written = make_report.draw_plots(runs, tmp_path / "cost.json", tmp_path)
     assert [p.name for p in written] == ["accuracy_vs_epoch.png", "cost.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
 
@@ -77,7 +70,6 @@ def test_committed_report_model_loads_with_local_dir() -> None:
 
 
 def test_epoch_zero_is_the_untrained_run_with_the_same_initial_encoder(tmp_path: Path) -> None:
-    report = _make_report()
 
     def run(name: str, method: str, model_kwargs: dict, top1: float, per_epoch: bool = True) -> None:
         body = {"name": name, "recipe": {"method": method, "model": "m", "model_kwargs": model_kwargs, "seed": 0},
@@ -93,7 +85,7 @@ def test_epoch_zero_is_the_untrained_run_with_the_same_initial_encoder(tmp_path:
     run("selfcon_seed0", "selfcon", {"exit_stages": [2]}, 30.0)
     run("supcon_seed0", "supcon", {"exit_stages": []}, 40.0)
     run("ce_seed0", "ce", {"exit_stages": []}, 50.0)  # a classifier: another initial draw, not measured untrained
-    text = report.render(tmp_path)
+    text = make_report.render(tmp_path)
     assert "| selfcon | backbone | 20.00 | 31.00 |" in text
     assert "| supcon | backbone | 21.00 | 41.00 |" in text
     assert "| ce | backbone | - | 51.00 |" in text
@@ -102,9 +94,6 @@ def test_epoch_zero_is_the_untrained_run_with_the_same_initial_encoder(tmp_path:
 
 
 def test_each_untrained_floor_is_built_like_the_runs_it_serves() -> None:
-    spec = importlib.util.spec_from_file_location("report_runs", ROOT / "benchmarks" / "report_runs.py")
-    report_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report_runs)
     specs = report_runs.run_specs((0,))
     for floor, served in (("random_init", ("selfcon",)), ("random_init_noexit", ("supcon",)),
                           ("random_init_mixco", ("moco", "moco_mixco", "simclr", "simclr_mixco"))):
@@ -117,7 +106,6 @@ def test_each_untrained_floor_is_built_like_the_runs_it_serves() -> None:
 
 
 def test_rank_table_reads_gains_against_the_runs_own_floor(tmp_path: Path) -> None:
-    report = _make_report()
 
     def probe(backbone, exit_0=None):
         heads = {"backbone": backbone} | ({"exit_0": exit_0, "ensemble": exit_0 + 1} if exit_0 else {})
@@ -132,14 +120,13 @@ def test_rank_table_reads_gains_against_the_runs_own_floor(tmp_path: Path) -> No
             "linear_fast_per_epoch": {"10": {"backbone": 50.0}, "20": {"backbone": 60.5}}}
     (tmp_path / "floor_selfcon.json").write_text(json.dumps(floor))
     (tmp_path / "main_selfcon_head_bn.json").write_text(json.dumps(main))
-    text = report.render_rank(tmp_path)
+    text = make_report.render_rank(tmp_path)
     assert "| main_selfcon_head_bn | selfcon | head_batchnorm | 20 | 10.0 | 60.50 | +22.50 | 55.00 | 56.00 | 58.50 |" in text
     assert "| floor_selfcon | untrained | - | 0 | 0.0 | 38.00 | - | 36.00 | 37.00 | 36.00 |" in text
     assert "| main_selfcon_head_bn | 38.00 | 50.00 | 60.50 |" in text
 
 
 def test_rank_linear_table_and_resumed_run_time(tmp_path: Path) -> None:
-    report = _make_report()
 
     def linear(run, backbone):
         return {"phase": "linear", "name": f"linear_{run}", "run": run, "epochs": 10,
@@ -158,7 +145,7 @@ def test_rank_linear_table_and_resumed_run_time(tmp_path: Path) -> None:
     for name, run in {"floor_noexit": floor, "main_supcon": main, "linear_main_supcon": linear("main_supcon", 72.5),
                       "linear_floor_noexit": linear("floor_noexit", 40.0)}.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(run))
-    text = report.render_rank(tmp_path)
+    text = make_report.render_rank(tmp_path)
     assert "| main_supcon | supcon | none | 20 | ≈1.7 | 70.00 | +33.00 | - | - | 68.00 |" in text
     assert "≈: a run resumed across sessions" in text
     assert "for 10 epochs on the final checkpoints" in text
@@ -174,7 +161,8 @@ def _device_run(**changes) -> dict:
     run = {"environment": {"device": "NVIDIA H200", "torch": "2.11.0", "cuda": "13.0", "timm": "1.0.31",
                            "git_commit": "0123456789abcdef", "cpu_count": 16},
            "started_utc": "20261201-100000", "smoke": False, "arguments": ["--compare-budget", "240"],
-           "complete": True, "seconds": 400.0, "compare_budget_s": 240.0,
+           "parts": ["pipelines", "resnet50", "train", "compare"], "complete": True, "seconds": 400.0,
+           "compare_budget_s": 240.0,
            "pipelines": {"SelfCon (fc exit)": pipeline,
                          "SupCon": {**pipeline, "views": 2, "device_images_per_s": 18_000.0, "augment_share": 0.07}},
            "resnet50": {"SelfCon (same exit)": {"step_s": 0.05, "peak_gib": 6.0, "images_per_view": 256, "image_size": 224},
@@ -193,12 +181,11 @@ def _device_run(**changes) -> dict:
 
 
 def test_device_table_reads_the_latest_gpu_run_against_the_goals_and_the_paper(tmp_path: Path) -> None:
-    report = _make_report()
-    assert report.render_device(tmp_path).startswith("No GPU measurement yet")
+    assert make_report.render_device(tmp_path).startswith("No GPU measurement yet")
     (tmp_path / "smoke.json").write_text(json.dumps(_device_run(smoke=True, started_utc="20991231-000000")))
     (tmp_path / "old.json").write_text(json.dumps(_device_run(started_utc="20261130-000000", compare_budget_s=None)))
     (tmp_path / "new.json").write_text(json.dumps(_device_run()))
-    text = report.render_device(tmp_path)
+    text = make_report.render_device(tmp_path)
     assert text.startswith("Measured on one NVIDIA H200 (ours): `python benchmarks/device_check.py --compare-budget 240` "
                            "at commit 0123456789ab, torch 2.11.0, CUDA 13.0")
     assert "`benchmarks/results/device/new.json`" in text and "Incomplete" not in text  # smoke runs never count
@@ -219,6 +206,6 @@ def test_device_table_says_what_a_stopped_run_did_not_measure(tmp_path: Path) ->
     run = _device_run(complete=False, seconds=470.0)
     del run["train"], run["compare"]
     (tmp_path / "stopped.json").write_text(json.dumps(run))
-    text = _make_report().render_device(tmp_path)
+    text = make_report.render_device(tmp_path)
     assert "**Incomplete:** the run stopped after 470 s; not measured: train, compare." in text
     assert "CE vs SupCon" not in text and "| step time |" in text

@@ -25,6 +25,7 @@ __all__ = [
     "KNOWN_DATASETS",
     "class_names",
     "load_image_dataset",
+    "local_builder",
     "resolve_columns",
     "split_train_val",
 ]
