@@ -314,8 +314,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "completes; an existing run in --work would be resumed, not timed)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/device/...)")
     args = parser.parse_args(argv)
-    temporary_work = args.work is None
-    args.work = args.work or Path(tempfile.mkdtemp(prefix="device_check-"))
     if args.compare < 0 or args.compare_budget < 0:
         parser.error(f"--compare and --compare-budget must be >= 0; got {args.compare} and {args.compare_budget}")
     if not args.data.is_dir():
@@ -325,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             local_builder(args.data, split)
         except UserInputError as error:
             parser.error(f"--data: {error}")
+    temporary_work = args.work is None
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="device_check-"))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

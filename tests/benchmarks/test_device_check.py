@@ -44,7 +44,10 @@ def test_compare_budget_picks_the_epochs_that_fit_part_1s_rates() -> None:
     assert device_check.epochs_for_budget(1, pipelines) == 1  # never zero epochs
 
 
-def test_device_check_refuses_bad_data_and_arguments_before_any_work(tmp_path: Path, capsys) -> None:
+def test_device_check_refuses_bad_data_and_arguments_before_any_work(tmp_path: Path, capsys,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the default --work would go
+    (tmp_path / "tmp").mkdir()
     (tmp_path / "train.parquet").write_bytes(b"")
     for argv, expected in ((["--data", str(tmp_path / "nope")], "no such folder"),
                            (["--data", str(tmp_path)], "no split 'test'"),
@@ -53,3 +56,4 @@ def test_device_check_refuses_bad_data_and_arguments_before_any_work(tmp_path: P
         with pytest.raises(SystemExit):
             device_check.main(argv)
         assert expected in capsys.readouterr().err
+    assert not list((tmp_path / "tmp").iterdir())  # no work folder was made
