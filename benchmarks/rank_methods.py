@@ -202,7 +202,7 @@ def sweep_winner(results_dir: Path) -> str | None:
     return max((s, n) for n, s in scores.items() if n != "none")[1]
 
 
-def write_and_commit(path: Path, results: dict, commit: bool) -> None:
+def write_and_commit(path: Path, results: dict, commit: bool, label: str = "Method-ranking run") -> None:
     write_json(path, results, default=str)
     if not commit:
         return
@@ -210,7 +210,7 @@ def write_and_commit(path: Path, results: dict, commit: bool) -> None:
     for attempt in range(20):  # another git command in the same checkout may hold index.lock for a moment
         add = subprocess.run(["git", "add", str(path)], cwd=repo, capture_output=True)
         done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", f"Method-ranking run {path.stem} (benchmarks/rank_methods.py)", "--",
+            ["git", "commit", "-q", "-m", f"{label} {path.stem} ({Path(sys.argv[0]).as_posix()})", "--",
              str(path)], cwd=repo, capture_output=True).returncode == 0
         if done:
             return

@@ -50,10 +50,16 @@ def test_resume_true_with_nothing_to_resume_names_the_folder(tiny_data: Path, tm
 
 def test_resume_auto_resumes_when_a_checkpoint_exists(tiny_data: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1, resume="auto"))
+    first = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1, resume="auto"))
+    info = json.loads((tmp_path / "run_info.json").read_text())
     summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, resume="auto"))
     assert summary["steps"] == 2 and capsys.readouterr().out.count("resumed from") == 1
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    # the run's cost is summed over both sittings; its pairing hashes are those of its initial weights and batches
+    assert summary["sittings"] == 2 and summary["train_seconds"] > first["train_seconds"]
+    assert summary["cpu_seconds"] > first["cpu_seconds"]
+    resumed_info = json.loads((tmp_path / "run_info.json").read_text())
+    assert all(resumed_info[k] == info[k] for k in ("initial_encoder_sha256", "first_batches_sha256"))
 
 
 def test_resume_with_a_changed_computation_key_is_refused_listing_it(tiny_data: Path, tmp_path: Path) -> None:

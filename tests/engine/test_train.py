@@ -121,7 +121,9 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     for name in ("model.safetensors", "config.json", TRAINER_STATE, *(f"{STATE_DIR}/{n}" for n in (
             "model.safetensors", "optimizer.bin", "random_states_0.pkl"))):
         assert (checkpoint / name).is_file(), f"{name} missing from {sorted(p.name for p in checkpoint.rglob('*'))}"
-    assert json.loads((checkpoint / TRAINER_STATE).read_text()) == {"epoch": 0, "step": 3}
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    assert {k: state[k] for k in ("epoch", "step", "sittings")} == {"epoch": 0, "step": 3, "sittings": 1}
+    assert 0 < state["train_seconds"] <= summary["train_seconds"] and 0 < state["cpu_seconds"] <= summary["cpu_seconds"]
     # the resolved config, and what the run actually used
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
     info = json.loads((tmp_path / "run_info.json").read_text())
@@ -129,6 +131,11 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     assert info["device"] == "cpu"
     assert {"timm_selfcon", "torch", "timm", "accelerate", "datasets", "python"} <= set(info["versions"])
     assert info["versions"]["torch"] == torch.__version__
+    # the threads it computed with and the machine's load (1- and 2-thread runs end with different weights)
+    assert info["torch_threads"] == torch.get_num_threads() and len(info["load_average"]) == 3
+    assert summary["torch_threads"] == torch.get_num_threads()
+    assert all(re.fullmatch(r"[0-9a-f]{64}", info[key]) for key in (
+        "initial_encoder_sha256", "initial_method_sha256", "first_batches_sha256"))
     if (REPO_ROOT / ".git").exists():  # a git checkout (CI's fresh clone): the commit is recorded
         assert re.fullmatch(r"[0-9a-f]{40}", info["git_commit"] or ""), info["git_commit"]
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]

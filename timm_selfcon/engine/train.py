@@ -52,6 +52,7 @@ from ..methods import TrainingMethod, build_method, method_class, options_from_r
 from ..models.factory import create_model
 from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
+from .clock import RunClock, indices_sha256, machine_load, state_dict_sha256
 from .probe import probe_trained_vs_random
 from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
@@ -84,8 +85,9 @@ def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
     return per_process
 
 
-def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
-    """What a reader of the run needs to trust it: versions, commit, processes, precision actually used."""
+def run_info(config: TrainConfig, accelerator: Accelerator, pairing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a reader of the run needs to trust it: versions, commit, processes, threads, machine load, precision
+    actually used, and ``pairing`` (hashes of the initial weights and first batches, see :func:`pairing_hashes`)."""
     import accelerate
     import datasets
 
@@ -102,8 +104,18 @@ def run_info(config: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
         mixed_precision=accelerator.mixed_precision, num_workers_used=resolve_num_workers(config.num_workers),
         versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
                       accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
-        git_commit=commit,
+        git_commit=commit, **machine_load(), **(pairing or {}),
     )
+
+
+def pairing_hashes(method: torch.nn.Module, sampler: ResumableDistributedSampler, batches: int = 3) -> dict[str, str]:
+    """Hashes that show two runs are paired: same initial weights (of the encoder, and of every weight of the
+    method) and the same first ``batches`` global batches of dataset indices. Call before any checkpoint is loaded:
+    the freshly built method holds the run's initial weights, resumed or not."""
+    steps = range(min(batches, sampler.steps_per_epoch))
+    return dict(initial_encoder_sha256=state_dict_sha256(method.encoder),
+                initial_method_sha256=state_dict_sha256(method),
+                first_batches_sha256=indices_sha256(sampler.global_batch(step, epoch=0) for step in steps))
 
 
 def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, device: torch.device | None = None):
@@ -165,8 +177,11 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    pairing = pairing_hashes(accelerator.unwrap_model(method), sampler)
     # everything is validated (data, model, method, optimizer): only now is the output_dir created or changed
-    step = open_run_dir(config, accelerator, plan)
+    trainer_state = open_run_dir(config, accelerator, plan, pairing)
+    step = trainer_state["step"]
+    clock = RunClock(trainer_state)  # wall and CPU time over every sitting of the run
 
     # the device pipeline decoded every image up front; the workers path reports substitutions per batch
     substituted: set[int] = set(getattr(dataset, "substituted_indices", ())) if config.data_pipeline == "device" else set()
@@ -219,14 +234,15 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
             if save_now:
-                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch),
+                save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch, **clock.totals()),
                                 timm_encoder=timm_encoder(config, accelerator.unwrap_model(method).encoder),
                                 total_limit=config.save_total_limit)
                 window_tick = time.perf_counter()  # images/s measures training, not checkpoint writing
             if step >= total_steps:
                 break
     progress.close()
-    return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss)
+    return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss,
+                      clock)
 
 
 def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, Any, Any, torch.nn.Module, Any]:
@@ -259,15 +275,18 @@ def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, 
     return dataset, sampler, loader, method, optimizer
 
 
-def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan) -> int:
-    """Create (or resume) the run folder planned by ``plan_run_dir``; returns the step training starts from.
+def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan,
+                 pairing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create (or resume) the run folder planned by ``plan_run_dir``; returns the trainer state training starts
+    from (``step``, and on resume the checkpoint's ``train_seconds``, ``cpu_seconds`` and ``sittings``).
 
     On resume, Accelerate restores the model, optimizer and RNG states and the metrics of steps after the
     checkpoint are dropped. Writes ``config.yaml`` and ``run_info.json`` and starts the trackers.
     """
     output_dir = Path(config.output_dir)
     accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
-    step = read_trainer_state(plan.resume_from)["step"] if plan.resume_from is not None else 0
+    trainer_state = read_trainer_state(plan.resume_from) if plan.resume_from is not None else {"step": 0}
+    step = trainer_state["step"]
     if accelerator.is_main_process:
         prepare_run_dir(plan, step)
     accelerator.wait_for_everyone()
@@ -278,10 +297,10 @@ def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan
             _drop_metrics_after(output_dir / "metrics.jsonl", step)
     if accelerator.is_main_process:
         write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator), indent=2))
+        (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator, pairing), indent=2))
     if accelerator.trackers == [] and accelerator.log_with:
         accelerator.init_trackers("train", config=tracker_config(config))
-    return step
+    return trainer_state
 
 
 def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -295,15 +314,16 @@ def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, ste
 
 
 def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMethod, dataset: Any,
-               substituted: set[int], step: int, last_loss: float) -> dict[str, Any]:
+               substituted: set[int], step: int, last_loss: float, clock: RunClock) -> dict[str, Any]:
     """End training (trackers, process group), warn about substituted images, run the optional probe and write
-    ``summary.json``; returns the summary."""
+    ``summary.json`` (with the wall and CPU seconds of training over every sitting); returns the summary."""
     output_dir = Path(config.output_dir)
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
     accelerator.end_training()  # also destroys the process group: no collective after this
     sources = substituted_sources(dataset, substituted)
-    summary = dict(steps=step, final_loss=last_loss, substituted_images=sorted(substituted),
+    summary = dict(steps=step, final_loss=last_loss, **clock.totals(), **machine_load(),
+                   substituted_images=sorted(substituted),
                    substituted_files=sources, output_dir=str(output_dir), last=str(output_dir / "last"))
     if substituted:
         warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "

@@ -1,0 +1,88 @@
+"""What a training run cost: wall and CPU time summed over all its sittings, and the machine it ran on.
+
+A run killed and resumed is several *sittings*; the totals travel inside every checkpoint's
+``trainer_state.json`` so the run's cost survives any number of them. CPU time counts the training process
+(all its threads) and its data-loader workers (live ones read from ``/proc``, finished ones from
+``getrusage(RUSAGE_CHILDREN)``): on a shared machine it is a steadier measure of a method's cost than wall time.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["RunClock", "cpu_seconds", "indices_sha256", "machine_load", "state_dict_sha256"]
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _live_children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's live children (Linux ``/proc``; 0 elsewhere)."""
+    total = 0.0
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids = children.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the child ended between the listing and the read: counted as reaped below
+            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15 of stat)
+    return total
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process (every thread) and its children, live and finished."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime + _live_children_cpu_seconds()
+
+
+def machine_load() -> dict[str, Any]:
+    """Threads this process computes with and how busy the machine is (a run's speed depends on both)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return dict(torch_threads=torch.get_num_threads(), torch_interop_threads=torch.get_num_interop_threads(),
+                omp_num_threads=os.environ.get("OMP_NUM_THREADS"), cpu_count=os.cpu_count(),
+                load_average=[round(value, 2) for value in load])
+
+
+class RunClock:
+    """Wall and CPU seconds of the training loop, continued from the totals of the checkpoint resumed from."""
+
+    def __init__(self, previous: Mapping[str, Any] | None = None) -> None:
+        previous = previous or {}
+        self.previous_train_seconds = float(previous.get("train_seconds", 0.0))
+        self.previous_cpu_seconds = float(previous.get("cpu_seconds", 0.0))
+        self.sittings = int(previous.get("sittings", 0)) + 1
+        self.start_wall = time.perf_counter()
+        self.start_cpu = cpu_seconds()
+
+    def totals(self) -> dict[str, Any]:
+        """``train_seconds`` and ``cpu_seconds`` over every sitting so far, and the number of ``sittings``."""
+        return dict(train_seconds=self.previous_train_seconds + time.perf_counter() - self.start_wall,
+                    cpu_seconds=self.previous_cpu_seconds + cpu_seconds() - self.start_cpu, sittings=self.sittings)
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and values, in order): equal hashes, equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def indices_sha256(batches: Iterable[Iterable[int]]) -> str:
+    """SHA-256 of batches of dataset indices (order and batch boundaries included)."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        digest.update((",".join(str(int(index)) for index in batch) + ";").encode())
+    return digest.hexdigest()
