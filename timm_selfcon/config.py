@@ -430,7 +430,11 @@ def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | 
         # a recipe's provenance ("official script values") no longer describes a run with other values
         values["provenance"] = f"{values['provenance']}; overridden: {', '.join(changed)}"
     config = TrainConfig(**values)
-    check_model(config.model, config.model_kwargs)
+    model = check_model(config.model, config.model_kwargs)
+    if model is not None:
+        from .methods import method_class
+
+        method_class(config.method).check_model(model)
     return config
 
 
@@ -439,19 +443,19 @@ def _lookup(values: Mapping[str, Any], key: str) -> Any:
     return (values.get(top) or {}).get(sub) if sub else values.get(key)
 
 
-def check_model(model: str, model_kwargs: Mapping[str, Any]) -> None:
-    """Build ``model`` with ``model_kwargs`` on the meta device (no memory, no weights): an unknown model or
-    keyword, or a bad value, is an error naming it now rather than after the data has loaded. Hub and local
-    models (``hf-hub:``, ``local-dir:``) are checked when they are loaded."""
+def check_model(model: str, model_kwargs: Mapping[str, Any]) -> Any:
+    """Build ``model`` with ``model_kwargs`` on the meta device (no memory, no weights) and return it: an unknown
+    model or keyword, or a bad value, is an error naming it now rather than after the data has loaded. Hub and
+    local models (``hf-hub:``, ``local-dir:``) are checked when they are loaded (None is returned)."""
     if model.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
-        return
+        return None
     import torch
 
     from .models.factory import create_model
 
     with torch.device("meta"):
         try:
-            create_model(model, num_classes=0, **model_kwargs)
+            return create_model(model, num_classes=0, **model_kwargs)
         except UserInputError as err:
             where = "model" if str(err).startswith("unknown model") else "model_kwargs"
             raise UserInputError(f"{where}: {err}") from None

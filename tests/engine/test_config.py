@@ -282,3 +282,24 @@ def test_shipped_recipes_train_the_method_at_the_values_they_trained_at_before(r
     options = method_kwargs(config)
     for key, argument in METHODS[config.method].recipe_keys.items():
         assert options[argument] == merged.get(key, before[key]), (key, options[argument])
+
+
+# ---- SelfCon needs an exit (issue 24, item 8) -------------------------------------------------------------------------
+@pytest.mark.parametrize("method, instead", [("selfcon", "supcon_s"), ("selfcon_m", "supcon")])
+def test_selfcon_without_an_exit_is_refused_naming_the_method_it_would_be(method: str, instead: str) -> None:
+    with pytest.raises(ValueError, match=rf"method {method!r} needs a model with at least one exit.*"
+                                         rf"exit_stages=\[\].*method={instead}"):
+        resolve_config(None, [f"method={method}", "model_kwargs.exit_stages=[]"])
+    assert resolve_config(None, [f"method={method}", "model_kwargs.exit_stages=[2]"]).method == method
+
+
+def test_the_cli_refuses_selfcon_without_an_exit_before_writing(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from timm_selfcon.cli import main
+
+    # (one small step, should it train: the test stays cheap when it fails)
+    assert main(["train", str(RECIPES / "quickstart.yaml"), "model_kwargs.exit_stages=[]", "max_steps=1",
+                 "batch_size=8", "num_workers=0", "probe.enabled=false", f"output_dir={tmp_path / 'run'}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "use method=supcon_s" in error[0], error
+    assert not (tmp_path / "run").exists()

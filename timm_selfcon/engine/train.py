@@ -258,6 +258,7 @@ def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, 
     if method_cls.trains_classifier:
         num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
     model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+    method_cls.check_model(model)  # resolve_config checked it already, unless the config was built in Python
     method = build_method(config.method, model, **method_kwargs(config))
     if config.sync_bn:
         # BatchNorm statistics stay per process by default, as in the official DataParallel runs

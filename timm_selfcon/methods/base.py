@@ -164,6 +164,14 @@ class TrainingMethod(nn.Module):
     needs_labels: bool
 
     @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """Refuse (:class:`UserInputError`) a model this method cannot train as its paper means; default: any.
+
+        The engine calls it before training (and at resolve time on a ``meta`` model); the constructor does not, so
+        a checkpoint of a run trained before a check was added still loads for evaluation and export.
+        """
+
+    @classmethod
     def card_text(cls, recipe: Mapping[str, Any]) -> str:
         """The method's paragraph in a model card, given the run's resolved recipe."""
         return cls.description

@@ -171,6 +171,20 @@ class _SelfConBase(TrainingMethod):
     augmentation = "supcon"
     recipe_keys: ClassVar[dict[str, str]] = CONTRASTIVE_RECIPE_KEYS
     card_tags = ("selfcon", "supervised-contrastive-learning")
+    #: what this method computes on a model without exits (the backbone's projections alone)
+    without_exits: ClassVar[str] = "supcon_s"
+
+    @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """SelfCon contrasts the sub-networks' outputs with the backbone's: a model without an exit is refused."""
+        if getattr(model, "num_exits", 0):
+            return
+        stages = getattr(model, "exit_stages", None)
+        has = f"exit_stages={list(stages)}" if stages is not None else "not a multi-exit model"
+        raise UserInputError(
+            f"method {cls.name!r} needs a model with at least one exit, and {type(model).__name__} has none ({has}): "
+            f"without an exit it is {cls.without_exits}; use method={cls.without_exits}, or give the model an exit, "
+            "e.g. model_kwargs.exit_stages=[2]")
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, alpha: float = 0.0, supervised: bool = True,
@@ -203,7 +217,8 @@ class SelfCon(_SelfConBase):
     Nothing is detached: exit gradients reach the shared early layers. Logs: ``loss_selfcon``.
 
     Args:
-        model: a multi-exit timm model (``forward_exits``); without exits this is SupCon-S.
+        model: a multi-exit timm model (``forward_exits``); without exits this is SupCon-S, which training refuses
+            (:meth:`check_model`: use ``supcon_s``).
         out_dim: projection width (one MLP head per exit and for the backbone).
         temperature, base_temperature: of the loss; alpha: weight of the FG-excluded term (0 = SelfCon).
         supervised: use labels. gather: all-gather projections (with gradient) and labels across processes.
@@ -244,6 +259,7 @@ class SelfConM(_SelfConBase):
     description = "SelfCon-M: SelfCon on two augmented views, exits and backbone of both views contrasted."
     views_required = 2
     multiview = True
+    without_exits = "supcon"
 
     def forward(
         self, views: torch.Tensor, labels: torch.Tensor | None = None
