@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from pydantic import Field, StrictInt, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from ..config import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel, UnitFloat
 from ..data import (
@@ -71,6 +71,10 @@ DEFAULT_EVAL_DATA = "uoft-cs/cifar10"
 class EvalConfig(StrictModel):
     """Evaluation keys (``timm-selfcon eval MODEL key=value ...``).
 
+    ``pretrained`` (a timm model name): None loads the weights of a Hub or local model (``hf-hub:``, ``local-dir:``)
+    and of a name with a pretrained tag (``resnet50.a1_in1k``), and leaves a plain name randomly initialised from
+    ``seed``; true / false decide. The report's ``weights`` says which weights were evaluated.
+
     ``data``, ``train_split``, ``split``, ``image_column`` and ``label_column`` left at None mean: a training run's
     or checkpoint's own (its ``config.yaml``: ``data``, ``train_split``, ``eval_split``, columns, ``class_list``),
     or for a timm model name ``uoft-cs/cifar10`` with ``train`` / ``test``. ``data=`` overrides the run's dataset;
@@ -96,6 +100,7 @@ class EvalConfig(StrictModel):
     output: str | None = None
     output_dir: str | None = None
     max_train_samples: PositiveInt | None = None
+    pretrained: StrictBool | None = None  # a timm model name: None = its tag decides (plain name: random init)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -170,7 +175,8 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
             write_json_atomic(Path(config.output), reports)
         return reports
     torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
-    encoder, info = load_encoder(source, **config.model_kwargs)
+    encoder, info = load_encoder(source, config.pretrained, **config.model_kwargs)
+    weights = described_weights(info, config.seed)
     if config.protocol == "early_exit" and not getattr(encoder, "num_exits", 0):
         raise UserInputError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
     encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
@@ -180,7 +186,7 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
     choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
                          config.label_column)
     data = choice.data
-    print(f"evaluating {info['model']} on {choice.describe()}", file=sys.stderr)
+    print(f"evaluating {info['model']} ({weights}) on {choice.describe()}", file=sys.stderr)
     train_hf = load_split(choice, choice.train_split)
     image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=data)
     if label_col is None:
@@ -201,7 +207,7 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
 
     out_dir = eval_output_dir(config.output_dir, info) / "eval" / config.protocol
     report: dict[str, Any] = dict(
-        model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
+        model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"], weights=weights,
         method=info.get("method"), dataset=dict(data=data, train_split=choice.train_split,
                                                   eval_split=choice.split, val_fraction=config.val_fraction,
                                                   num_classes=num_classes, class_names=names,
@@ -215,6 +221,12 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
     for path in write_report(out_dir, report, classifiers, config.output):
         print(f"wrote {path}", file=sys.stderr)
     return report
+
+
+def described_weights(info: dict[str, Any], seed: int) -> str:
+    """``info["weights"]`` of :func:`load_encoder`, a random init with the torch seed it was drawn from."""
+    weights = info["weights"]
+    return f"{weights} (torch seed {seed})" if weights == "random init" else weights
 
 
 #: Where evaluations of a timm model name or ``local-dir:`` go: ``eval_runs/<model id>/eval/<protocol>/``.

@@ -289,8 +289,8 @@ def _from_finetune_dir(path: Path, *, classifiers: bool,
     model.eval()
     model_args = dict(config.get("model_args") or {}, num_classes=num_classes)
     source = str(report.get("source") or "")
-    if base_model is None and source.startswith("hf-hub:"):
-        base_model = source.removeprefix("hf-hub:").split("@")[0]
+    if base_model is None and source[:7].lower() in ("hf-hub:", "hf_hub:"):  # timm's two spellings
+        base_model = source[7:].split("@")[0]
     names = (config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names"))
     exits = model_args.get("exit_stages")
     info = ExportInfo(
