@@ -8,7 +8,8 @@ Protocols (``protocol=``):
 
 - ``linear``: the papers' protocol (SelfCon arXiv 2106.15499, MixCo arXiv 2010.06300): frozen encoder in
   eval mode, one linear classifier per output (each exit and the backbone) on pooled pre-head features,
-  train-time crop + flip, SGD (lr 3, momentum 0.9, wd 0, batch 512), 100 epochs, x0.1 at 60 and 80.
+  train-time crop + flip, SGD (lr 3, momentum 0.9, wd 0, batch 512), 100 epochs, x0.1 at 60 and 80, on the
+  whole training split (``val_fraction=0``; the default holds 10% out for the ``best_val`` selection).
 - ``linear_fast``: a documented deviation: features are extracted once without augmentation and the
   classifiers are trained on the cache (standardised features, SGD lr 0.1, cosine). Much faster; its numbers
   are labelled ``linear_fast`` and are not the papers' protocol.
@@ -19,7 +20,9 @@ Protocols (``protocol=``):
 Reported top-1/top-5 for ``backbone``, each ``exit_k`` and ``ensemble`` (mean of the heads' logits):
 ``last`` (last epoch; the default), ``best_val`` (epoch chosen on a validation split held out from the
 training data) and ``best_test`` (epoch chosen on the test split itself, labelled as the papers' protocol:
-optimistic). Evaluation never modifies a training checkpoint: it writes ``<output_dir>/eval/<protocol>/``.
+optimistic). Every report records its ``settings`` and its ``deviations`` from the papers' protocol;
+``papers_protocol`` is true only for ``linear`` with the papers' settings. Evaluation never modifies a training
+checkpoint: it writes ``<output_dir>/eval/<protocol>/``.
 """
 from __future__ import annotations
 
@@ -211,16 +214,35 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
         method=info.get("method"), dataset=dict(data=data, train_split=choice.train_split,
                                                   eval_split=choice.split, val_fraction=config.val_fraction,
                                                   num_classes=num_classes, class_names=names,
-                                                  class_list=choice.class_list, data_from=choice.source),
+                                                  class_list=choice.class_list, data_from=choice.source,
+                                                  train_rows=len(train_hf), val_rows=len(val_hf) if val_hf else 0,
+                                                  test_rows=len(test_hf)),
         protocol=config.protocol, columns=[image_col, label_col],
+        # every key that shapes the numbers, image_size as used (None: the model's own)
+        settings={**{k: v for k, v in config.to_dict().items() if k not in NOT_SETTINGS}, "image_size": image_size},
     )
     inputs = EvalInputs(encoder=encoder, config=config, train=train_hf, val=val_hf, test_loader=loader(test_hf),
                         loader=loader, columns=(image_col, label_col), num_classes=num_classes,
                         image_size=image_size, mean=mean, std=std, callbacks=callbacks)
     classifiers = PROTOCOL_RUNNERS[config.protocol](inputs, report)
+    report["deviations"] = deviations_from_papers(config, report)
+    report["papers_protocol"] = config.protocol == "linear" and not report["deviations"]
     for path in write_report(out_dir, report, classifiers, config.output):
         print(f"wrote {path}", file=sys.stderr)
     return report
+
+
+#: EvalConfig keys that change no number of a report: where it is written and how the data is loaded.
+NOT_SETTINGS = ("output", "output_dir", "num_workers", "extra")
+
+
+def deviations_from_papers(config: EvalConfig, report: dict[str, Any]) -> list[str]:
+    """How an evaluation differs from the papers' linear protocol (empty only for ``linear`` with its settings)."""
+    if config.protocol == "linear":
+        return linear.papers_deviations(config, report["hyperparameters"])
+    standing = report.get("hyperparameters", {}).get("deviation") if config.protocol != "knn" else (
+        "knn: a kNN classifier on backbone features, not the papers' linear classifiers")
+    return [*([standing] if standing else []), *linear.data_deviations(config)]
 
 
 def described_weights(info: dict[str, Any], seed: int) -> str:
