@@ -95,8 +95,11 @@ def test_report_holds_the_documented_fields(fast_report: dict[str, Any], trained
     assert on_disk["checkpoint"] == str((trained_run / "ckpt-72").resolve())  # 'last' named by its step
     assert on_disk["dataset"] == dict(data=str(position_data), train_split="train", eval_split="test",
                                       val_fraction=0.25, num_classes=NUM_CLASSES, class_names=["top", "bottom"],
-                                      class_list=None, data_from="data=")
+                                      class_list=None, data_from="data=", train_rows=144, val_rows=48,
+                                      test_rows=64)
     assert on_disk["protocol"] == "linear_fast"
+    assert on_disk["settings"]["val_fraction"] == 0.25 and on_disk["settings"]["image_size"] == 16
+    assert on_disk["papers_protocol"] is False and on_disk["weights"] == f"trained checkpoint {on_disk['checkpoint']}"
     hyper = on_disk["hyperparameters"]
     assert (hyper["epochs"], hyper["lr"], hyper["batch_size"], hyper["weight_decay"]) == (PROBE_EPOCHS, 0.1, 64, 0.0)
     assert "not the papers' protocol" in hyper["deviation"]

@@ -50,7 +50,7 @@ from ..data.device import BatchAugment, DeviceBatches, check_device_memory, deco
 from ..errors import UserInputError
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
-from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
+from .accelerator import launcher_mismatch, make_accelerator, precision_source, resolve_precision, tracker_config
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
 from .clock import RunClock, indices_sha256, machine_load, state_dict_sha256
 from .probe import probe_trained_vs_random
@@ -101,7 +101,8 @@ def run_info(config: TrainConfig, accelerator: Accelerator, pairing: dict[str, A
     return dict(
         num_processes=accelerator.num_processes, device=str(accelerator.device),
         precision=config.precision, precision_used=resolve_precision(config.precision),
-        mixed_precision=accelerator.mixed_precision, num_workers_used=resolve_num_workers(config.num_workers),
+        precision_from=precision_source(config.precision), mixed_precision=accelerator.mixed_precision,
+        num_workers_used=resolve_num_workers(config.num_workers),
         versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
                       accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
         git_commit=commit, **machine_load(), **(pairing or {}),
