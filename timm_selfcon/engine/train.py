@@ -372,15 +372,19 @@ def head_lr_factor(step: int, warmup_steps: int) -> float:
 def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
     """The quickstart's ending: ``linear_fast`` probe of the trained encoder beside a random one, printed."""
     mean, std = training_normalization(config.data)
-    top1 = probe_trained_vs_random(
+    # the probe reads the data as training did: the run's columns and classes
+    top1, read = probe_trained_vs_random(
         encoder, config.model, config.model_kwargs, config.data, train_split=config.train_split,
         eval_split=config.eval_split, image_size=config.image_size, mean=mean, std=std,
-        epochs=config.probe.epochs, seed=config.seed)
+        epochs=config.probe.epochs, seed=config.seed, image_column=config.image_column,
+        label_column=config.label_column, class_list=config.class_list)
+    classes = f"{read['num_classes']} classes" + (" of class_list" if config.class_list else "")
     print(f"linear_fast probe (frozen features, no augmentation; not the papers' protocol), "
-          f"trained on '{config.train_split}', top-1 on held-out '{config.eval_split}':")
+          f"trained on '{config.train_split}' ({read['train_rows']} rows, {classes}), top-1 on held-out "
+          f"'{config.eval_split}' ({read['test_rows']} rows):")
     print(f"  trained encoder ({config.method}): {top1['trained']:.2f}%")
     print(f"  randomly initialised encoder:      {top1['random_init']:.2f}%")
-    return dict(protocol="linear_fast", split=config.eval_split, top1=top1)
+    return dict(protocol="linear_fast", split=config.eval_split, top1=top1, **read)
 
 
 def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,
