@@ -61,7 +61,8 @@ def resolve_precision(precision: str, environ: Mapping[str, str] | None = None) 
                                             torch.backends.cpu.get_cpu_capability())
     else:
         if launcher is not None and launcher != precision:
-            raise UserInputError(f"accelerate launch --mixed_precision {launcher} contradicts the recipe's precision: "
+            # an explicit precision (the recipe's, or a config's default) is never overridden silently
+            raise UserInputError(f"accelerate launch --mixed_precision {launcher} contradicts the configured precision: "
                                  f"{precision}; launch without --mixed_precision, or set precision={launcher}, or "
                                  "precision=auto (which takes the launcher's choice)")
         chosen = precision
