@@ -51,7 +51,7 @@ def test_model_cfgs_use_the_shared_cifar_statistics() -> None:
 
     import timm_selfcon  # noqa: F401  (registers the models)
 
-    for name in ("selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "vit_tiny_patch4_32_selfcon", "mixco_resnet18_cifar"):
+    for name in ("selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "selfcon_vit_tiny_patch4_32", "mixco_resnet18_cifar"):
         cfg = timm.get_pretrained_cfg(name)
         assert (tuple(cfg.mean), tuple(cfg.std)) == NORMALIZATION["cifar10"], name
 

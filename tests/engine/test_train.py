@@ -107,6 +107,17 @@ def test_one_step_of_every_method(method: str, tiny_data: Path, tmp_path: Path) 
     assert logged and logged[0] in record, f"{method} logged {sorted(record)}"
 
 
+def test_the_method_is_told_the_run_progress(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from timm_selfcon.methods.moco import MoCo
+
+    seen: list[tuple[int, int]] = []
+    update = MoCo.after_optimizer_step
+    monkeypatch.setattr(MoCo, "after_optimizer_step", lambda self, step, total: (seen.append((step, total)),
+                                                                                  update(self, step, total)))
+    train(tiny_config(tiny_data, tmp_path, "moco", max_steps=3, queue_size=8))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
 # ------------------------------------------------------------------------------------------ output layout
 
 

@@ -1,8 +1,9 @@
 """The training loop: a recipe, one method, Hugging Face Accelerate (one CPU to many GPUs / nodes).
 
 Short and linear on purpose, like Accelerate's examples: build data, model and method; then for each
-step set the lr, ask the method for a loss, backward, optimizer step, ``method.after_optimizer_step()``
-(the MoCo momentum update), log and checkpoint. The engine knows nothing of any one method.
+step set the lr, ask the method for a loss, backward, optimizer step,
+``method.after_optimizer_step(step, total_steps)`` (the MoCo momentum update; a method's schedule reads the run's
+progress from it), log and checkpoint. The engine knows nothing of any one method.
 
 Reproducibility: the data order depends only on (seed, epoch) and each sample's augmentation only on
 (seed, epoch, index) (``timm_selfcon.data``); the rest of the randomness comes from the RNG states that
@@ -211,8 +212,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                 logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            accelerator.unwrap_model(method).after_optimizer_step()
             step += 1
+            accelerator.unwrap_model(method).after_optimizer_step(step, total_steps)
             first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
             for callback in callbacks:
                 callback.on_step_end(step, dict(loss=loss, lr=lr, epoch=epoch))
