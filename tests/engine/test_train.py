@@ -472,3 +472,35 @@ def test_a_launcher_asking_for_several_processes_is_warned_about(tiny_data: Path
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.warns(UserWarning, match=r"accelerate launch asked for several processes .* torchrun --nproc_per_node"):
         train(tiny_config(tiny_data, tmp_path, "supcon_s"))
+
+
+# ------------------------------------------------------------------------------------------ what the user reads
+
+
+def split_output_lines(text: str) -> list[str]:
+    """Lines of captured output; progress bars rewrite their line with carriage returns."""
+    return [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+
+
+def test_cli_prints_each_training_warning_once_naming_where_it_arose(corrupt_data: Path, tmp_path: Path,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 22: the run summary's warning was attributed to ``cli.py:30`` (the caller's line) and printed
+    with Python's echo of that line. Each warning is one line that names its category and the package file."""
+    from timm_selfcon import cli
+
+    settings = tiny_settings(corrupt_data, tmp_path / "run", "supcon", batch_size=TRAIN_ROWS,
+                             model_kwargs={"exit_stages": [2], "sub_network": "fc", "layers": SMALL_RESNET})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    capfd.readouterr()
+    assert cli.main(["train", str(recipe)]) == 0
+    err = capfd.readouterr().err
+    lines = [line for line in split_output_lines(err) if "warning:" in line]
+    expected = {"trains only the backbone": "UserWarning at timm_selfcon/methods/",
+                f"sample {CORRUPT_ROW}: cannot decode image": "CorruptImageWarning at timm_selfcon/data/",
+                "1 undecodable image(s)": "UserWarning at timm_selfcon/engine/train.py:"}
+    for text, origin in expected.items():
+        found = [line for line in lines if text in line]
+        assert len(found) == 1, f"{text!r} printed {len(found)} times:\n{err[-3000:]}"
+        assert found[0].startswith("timm-selfcon train: warning: ") and origin in found[0], found[0]
+    assert "cli.py" not in err, err[-3000:]

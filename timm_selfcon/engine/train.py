@@ -20,7 +20,7 @@ import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +163,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     accelerator = make_accelerator(config)
     mismatch = launcher_mismatch(accelerator.num_processes, os.environ)
-    if mismatch:
-        warnings.warn(mismatch, UserWarning, stacklevel=2)
+    if mismatch:  # about the launch, not the caller's code: attributed to this line
+        warnings.warn(mismatch, UserWarning, stacklevel=1)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
     # deterministic=true: torch.use_deterministic_algorithms, without which two separate multi-threaded CPU runs of
@@ -253,13 +253,14 @@ def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, 
     wrappers (``accelerator.unwrap_model(method)`` is the :class:`TrainingMethod`).
     """
     method_cls = method_class(config.method)
-    _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
-                                                    accelerator.process_index, accelerator.device)
-    num_classes = 0
-    if method_cls.trains_classifier:
-        num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
-    model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
-    method = build_method(config.method, model, **method_kwargs(config))
+    with main_process_warnings(accelerator):  # every process builds the same model (and decodes the same split)
+        _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
+                                                        accelerator.process_index, accelerator.device)
+        num_classes = 0
+        if method_cls.trains_classifier:
+            num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
+        model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+        method = build_method(config.method, model, **method_kwargs(config))
     if config.sync_bn:
         # BatchNorm statistics stay per process by default, as in the official DataParallel runs
         if not torch.cuda.is_available():
@@ -326,14 +327,24 @@ def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMe
     summary = dict(steps=step, final_loss=last_loss, **clock.totals(), **machine_load(),
                    substituted_images=sorted(substituted),
                    substituted_files=sources, output_dir=str(output_dir), last=str(output_dir / "last"))
-    if substituted:
+    if substituted and accelerator.is_main_process:  # gathered above: the same list on every process
         warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "
-                      f"replaced by substitutes: {', '.join(sources)}", stacklevel=3)
+                      f"replaced by substitutes: {', '.join(sources)}", UserWarning, stacklevel=1)
     if config.probe.enabled and accelerator.is_main_process:
         summary["probe"] = run_probe(config, method.encoder)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+@contextlib.contextmanager
+def main_process_warnings(accelerator: Accelerator) -> Iterator[None]:
+    """Warnings raised inside reach the user from the main process only: for work every process repeats identically
+    (building the model and method, decoding the whole split), the other processes' copies would only repeat them."""
+    with warnings.catch_warnings():
+        if not accelerator.is_main_process:
+            warnings.simplefilter("ignore")
+        yield
 
 
 def timm_encoder(config: TrainConfig, encoder: torch.nn.Module) -> TimmEncoder:
