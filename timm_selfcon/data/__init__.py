@@ -32,6 +32,7 @@ from timm_selfcon.data.loaders import build_eval_loader, build_train_loader, col
 from timm_selfcon.data.loading import (
     KNOWN_DATASETS,
     class_names,
+    dataset_short_name,
     load_image_dataset,
     resolve_columns,
     select_classes,
@@ -67,6 +68,7 @@ __all__ = [
     "build_transform",
     "class_names",
     "collate_samples",
+    "dataset_short_name",
     "decode_split",
     "derive_seed",
     "device_pipelines",

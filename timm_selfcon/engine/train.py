@@ -52,7 +52,7 @@ from ..errors import UserInputError
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
 from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
-from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
+from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint, weights_tag
 from .clock import RunClock, indices_sha256, machine_load, state_dict_sha256
 from .probe import probe_trained_vs_random
 from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir, write_text_atomic
@@ -348,12 +348,13 @@ def main_process_warnings(accelerator: Accelerator) -> Iterator[None]:
 
 
 def timm_encoder(config: TrainConfig, encoder: torch.nn.Module) -> TimmEncoder:
-    """The encoder's timm files for each checkpoint: the run's model kwargs and its preprocessing."""
+    """The encoder's timm files for each checkpoint: the run's model kwargs, its preprocessing and its tag."""
     mean, std = training_normalization(config.data)
     size = config.image_size
     return TimmEncoder(encoder, model_args={**config.model_kwargs, "num_classes": int(encoder.num_classes)},
                        data_config=dict(input_size=(3, size, size), mean=tuple(mean), std=tuple(std), crop_pct=1.0,
-                                        interpolation="bilinear"))
+                                        interpolation="bilinear"),
+                       tag=weights_tag(config.method, config.data))
 
 
 def parameter_groups(method: TrainingMethod, head_lr_warmup_steps: int = 0) -> list[dict[str, Any]]:
