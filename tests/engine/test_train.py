@@ -5,6 +5,7 @@ Each run uses the registered CIFAR ResNet-18 models with one block per stage (``
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -504,3 +505,46 @@ def test_cli_prints_each_training_warning_once_naming_where_it_arose(corrupt_dat
         assert len(found) == 1, f"{text!r} printed {len(found)} times:\n{err[-3000:]}"
         assert found[0].startswith("timm-selfcon train: warning: ") and origin in found[0], found[0]
     assert "cli.py" not in err, err[-3000:]
+
+
+def test_metrics_records_carry_the_elapsed_time_and_the_finished_epochs(tiny_data: Path, tmp_path: Path) -> None:
+    """Issue 24, item 24: a record had no elapsed time, and the last one said epoch 1 where trainer_state.json said 2.
+    ``epoch`` stays the 0-based epoch a step belongs to; ``epochs_done`` is trainer_state.json's count of finished
+    epochs; ``train_seconds`` is the training wall time so far, summed over the sittings of a resumed run."""
+    steps_per_epoch = TRAIN_ROWS // 8
+    settings = dict(epochs=2, max_steps=steps_per_epoch, save_every_steps=steps_per_epoch)
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", **settings))  # the first sitting: one epoch
+    first_sitting = json.loads((tmp_path / "last" / TRAINER_STATE).read_text())
+    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", **{**settings, "max_steps": None}, resume=True))
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [r["epoch"] for r in records] == [0] * steps_per_epoch + [1] * steps_per_epoch
+    assert [r["epochs_done"] for r in records] == [0] * (steps_per_epoch - 1) + [1] * steps_per_epoch + [2]
+    state = json.loads((tmp_path / "last" / TRAINER_STATE).read_text())
+    assert records[-1]["epochs_done"] == state["epoch"] == 2 and state["sittings"] == 2
+    seconds = [r["train_seconds"] for r in records]
+    assert all(0 < a < b for a, b in itertools.pairwise(seconds)), seconds
+    # the second sitting continues the first one's clock: its records count both sittings
+    assert seconds[steps_per_epoch - 1] <= first_sitting["train_seconds"] < seconds[steps_per_epoch]
+    assert seconds[-1] <= state["train_seconds"] <= summary["train_seconds"]
+
+
+def test_resuming_a_finished_run_says_it_is_complete_and_changes_nothing(tiny_data: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 25: resuming a finished run printed only "resumed from ... at step N" and rewrote summary.json
+    (final_loss NaN) and run_info.json. It says the run is complete and returns its summary, writing nothing."""
+    config = tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1)
+    summary = train(config)
+    files = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    again = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1, resume=True))
+    out = capsys.readouterr().out
+    assert again == summary
+    assert f"{tmp_path} is already complete: step 2 of 2" in out, out
+    assert "resumed from" not in out
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == files
+    # killed after its last checkpoint but before its summary: resuming finishes it, with the loss it had logged
+    (tmp_path / "summary.json").unlink()
+    finished = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1, resume=True))
+    assert finished["steps"] == 2 and finished["final_loss"] == summary["final_loss"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == finished

@@ -64,9 +64,14 @@ class RunClock:
         self.start_wall = time.perf_counter()
         self.start_cpu = cpu_seconds()
 
+    def train_seconds(self) -> float:
+        """Wall seconds of training over every sitting so far (``totals()["train_seconds"]``, without reading the
+        CPU clocks)."""
+        return self.previous_train_seconds + time.perf_counter() - self.start_wall
+
     def totals(self) -> dict[str, Any]:
         """``train_seconds`` and ``cpu_seconds`` over every sitting so far, and the number of ``sittings``."""
-        return dict(train_seconds=self.previous_train_seconds + time.perf_counter() - self.start_wall,
+        return dict(train_seconds=self.train_seconds(),
                     cpu_seconds=self.previous_cpu_seconds + cpu_seconds() - self.start_cpu, sittings=self.sittings)
 
 

@@ -178,6 +178,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    finished = finished_run_summary(config, accelerator, plan, total_steps, steps_per_epoch)
+    if finished is not None:
+        return finished
     pairing = pairing_hashes(accelerator.unwrap_model(method), sampler)
     # everything is validated (data, model, method, optimizer): only now is the output_dir created or changed
     trainer_state = open_run_dir(config, accelerator, plan, pairing)
@@ -189,7 +192,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     metrics_path = output_dir / "metrics.jsonl"
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     method.train()
-    last_loss = math.nan
+    last_loss = _logged_loss(metrics_path, step) if step else math.nan  # resumed: the loss logged at its checkpoint
     # no host synchronisation per step: the first non-finite step is kept on the device and read (with the loss and
     # the images/s of the window) only every log_every_steps and before every checkpoint
     first_bad = torch.zeros(1, dtype=torch.long, device=accelerator.device)
@@ -228,7 +231,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                 images_per_s = config.batch_size * (step - window_step) / max(now - window_tick, 1e-9)
                 window_step, window_tick = step, now
                 progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
-                record = dict(step=step, epoch=epoch, loss=last_loss, lr=lr, images_per_s=images_per_s,
+                # epoch: the 0-based epoch this step belongs to; epochs_done: finished epochs, as trainer_state.json
+                # counts them; train_seconds: wall time of training so far, over every sitting of the run
+                record = dict(step=step, epoch=epoch, epochs_done=step // steps_per_epoch,
+                              train_seconds=clock.train_seconds(), loss=last_loss, lr=lr, images_per_s=images_per_s,
                               **{k: float(v) for k, v in logs.items()})
                 accelerator.log(record, step=step)
                 if accelerator.is_main_process:
@@ -244,6 +250,28 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     progress.close()
     return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss,
                       clock)
+
+
+def finished_run_summary(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan, total_steps: int,
+                         steps_per_epoch: int) -> dict[str, Any] | None:
+    """The saved summary of a resumed run that has nothing left to train, after saying so; None otherwise.
+
+    A finished run is left exactly as it is (checkpoints, metrics, ``run_info.json``, ``summary.json``); a run
+    whose last checkpoint is the final step but that stopped before writing ``summary.json`` goes on to finish
+    (the probe and the summary).
+    """
+    if plan.resume_from is None:
+        return None
+    done = int(read_trainer_state(plan.resume_from)["step"])
+    summary_path = Path(config.output_dir) / "summary.json"
+    if done < total_steps or not summary_path.is_file():
+        return None
+    accelerator.print(
+        f"{config.output_dir} is already complete: step {done} of {total_steps} ({done // steps_per_epoch} of "
+        f"{config.epochs} epochs done); nothing trained, nothing written; its summary is {summary_path}. To train "
+        "further, resume with a larger max_steps= or epochs= (epochs changes the schedule: add allow_config_change=true)")
+    accelerator.end_training()
+    return json.loads(summary_path.read_text())
 
 
 def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, Any, Any, torch.nn.Module, Any]:
@@ -425,6 +453,15 @@ def _stop_if_not_finite(accelerator: Accelerator, first_bad: torch.Tensor) -> No
     if bad.numel():
         raise FloatingPointError(f"non-finite loss at step {int(bad.min())} (on at least one process); "
                                  "'last' still points at the last good checkpoint")
+
+
+def _logged_loss(metrics_path: Path, step: int) -> float:
+    """The loss that ``metrics.jsonl`` recorded at ``step`` (NaN when it holds no record of that step)."""
+    if metrics_path.is_file():
+        for line in reversed(metrics_path.read_text().splitlines()):
+            if line.strip() and (record := json.loads(line)).get("step") == step and "loss" in record:
+                return float(record["loss"])
+    return math.nan
 
 
 def _drop_metrics_after(metrics_path: Path, step: int) -> None:
