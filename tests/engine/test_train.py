@@ -548,3 +548,19 @@ def test_resuming_a_finished_run_says_it_is_complete_and_changes_nothing(tiny_da
     finished = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1, resume=True))
     assert finished["steps"] == 2 and finished["final_loss"] == summary["final_loss"]
     assert json.loads((tmp_path / "summary.json").read_text()) == finished
+
+
+def test_a_run_ends_saying_where_it_is_and_how_long_it_took(tiny_data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 27: the quickstart ended without saying where the run is or how long it took."""
+    train(tiny_config(tiny_data, tmp_path / "run", "supcon_s", max_steps=2))
+    lines = capsys.readouterr().out.splitlines()
+    run_line = next(line for line in lines if line.startswith("run: "))
+    assert run_line.startswith(f"run: {tmp_path / 'run'} (last -> ckpt-2;"), run_line
+    assert f"local-dir:{tmp_path / 'run'}/last" in run_line
+    assert re.fullmatch(r"took \d+\.\d s \(training \d+\.\d s\)", lines[lines.index(run_line) + 1]), lines
+    # resumed for more steps: this sitting, and the training over both
+    train(tiny_config(tiny_data, tmp_path / "run", "supcon_s", max_steps=3, resume=True))
+    lines = capsys.readouterr().out.splitlines()
+    assert any(re.fullmatch(r"this sitting took \d+\.\d s; training took \d+\.\d s over 2 sittings", line)
+               for line in lines), lines

@@ -53,7 +53,15 @@ from ..methods import TrainingMethod, build_method, method_class, options_from_r
 from ..models.factory import create_model
 from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint, weights_tag
-from .clock import RunClock, indices_sha256, machine_load, state_dict_sha256
+from .clock import (
+    RunClock,
+    busy_note,
+    format_duration,
+    indices_sha256,
+    load_average_1m,
+    machine_load,
+    state_dict_sha256,
+)
 from .probe import probe_trained_vs_random
 from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
@@ -160,6 +168,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     loss on the device, not yet synchronised: reading it (``float(...)``) waits for the step, which is what a
     benchmark timing steps wants and what the loop itself does only every ``log_every_steps``.
     """
+    started, load_at_start = time.perf_counter(), load_average_1m()  # before this run adds to the load
     plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     accelerator = make_accelerator(config)
     mismatch = launcher_mismatch(accelerator.num_processes, os.environ)
@@ -249,7 +258,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                 break
     progress.close()
     return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss,
-                      clock)
+                      clock, started=started, load_at_start=load_at_start)
 
 
 def finished_run_summary(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan, total_steps: int,
@@ -344,9 +353,13 @@ def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, ste
 
 
 def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMethod, dataset: Any,
-               substituted: set[int], step: int, last_loss: float, clock: RunClock) -> dict[str, Any]:
-    """End training (trackers, process group), warn about substituted images, run the optional probe and write
-    ``summary.json`` (with the wall and CPU seconds of training over every sitting); returns the summary."""
+               substituted: set[int], step: int, last_loss: float, clock: RunClock, started: float | None = None,
+               load_at_start: float = math.nan) -> dict[str, Any]:
+    """End training (trackers, process group), warn about substituted images, run the optional probe, write
+    ``summary.json`` (with the wall and CPU seconds of training over every sitting) and say where the run is and
+    how long it took (``started``: ``time.perf_counter()`` when :func:`train` began; with ``load_at_start``, the
+    1-minute load average then, a note when the machine was busy); returns the summary."""
+    own_cores = clock.sitting_cores()  # of the training loop, before the probe
     output_dir = Path(config.output_dir)
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
@@ -362,7 +375,29 @@ def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMe
         summary["probe"] = run_probe(config, method.encoder)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        elapsed = time.perf_counter() - started if started is not None else None
+        for line in ending_lines(summary, elapsed, busy_note(load_at_start, load_average_1m(), os.cpu_count(),
+                                                             own_cores)):
+            print(line)
     return summary
+
+
+def ending_lines(summary: dict[str, Any], elapsed: float | None, note: str | None = None) -> list[str]:
+    """The last lines a run prints: where it is, how long it took (``elapsed``: this sitting from data loading to
+    the probe; the training alone, over every sitting, from ``summary``) and ``note``, if any."""
+    output_dir = Path(summary["output_dir"])
+    last = output_dir / "last"
+    checkpoint = os.readlink(last) if last.is_symlink() else "none"
+    lines = [f"run: {output_dir} (last -> {checkpoint}; summary.json, metrics.jsonl, run_info.json); load it with "
+             f"timm.create_model(\"local-dir:{last}\", pretrained=True)"]
+    training, sittings = format_duration(summary["train_seconds"]), summary.get("sittings", 1)
+    if elapsed is None:
+        lines.append(f"training took {training}" + (f" over {sittings} sittings" if sittings > 1 else ""))
+    elif sittings > 1:  # resumed: this command is one sitting, the training time counts them all
+        lines.append(f"this sitting took {format_duration(elapsed)}; training took {training} over {sittings} sittings")
+    else:
+        lines.append(f"took {format_duration(elapsed)} (training {training})")
+    return lines + ([note] if note else [])
 
 
 @contextlib.contextmanager
