@@ -479,7 +479,8 @@ def test_a_launcher_asking_for_several_processes_is_warned_about(tiny_data: Path
 
 
 def split_output_lines(text: str) -> list[str]:
-    """Lines of captured output; progress bars rewrite their line with carriage returns."""
+    """Lines of captured output; progress bars rewrite their line with carriage returns and cursor moves."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
     return [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
 
 
