@@ -388,8 +388,8 @@ def ending_lines(summary: dict[str, Any], elapsed: float | None, note: str | Non
     output_dir = Path(summary["output_dir"])
     last = output_dir / "last"
     checkpoint = os.readlink(last) if last.is_symlink() else "none"
-    lines = [f"run: {output_dir} (last -> {checkpoint}; summary.json, metrics.jsonl, run_info.json); load it with "
-             f"timm.create_model(\"local-dir:{last}\", pretrained=True)"]
+    lines = [f"run: {output_dir} (last -> {checkpoint}; summary.json, metrics.jsonl, run_info.json); in Python: "
+             f"import timm, timm_selfcon; timm.create_model(\"local-dir:{last}\", pretrained=True)"]
     training, sittings = format_duration(summary["train_seconds"]), summary.get("sittings", 1)
     if elapsed is None:
         lines.append(f"training took {training}" + (f" over {sittings} sittings" if sittings > 1 else ""))
