@@ -91,9 +91,14 @@ def _finetune(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .hub import export
 
-    result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
-                    exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
-                    base_model=args.base_model)
+    # export() warns about what it also returns among its notes, printed below: each is said once, as a note
+    with warnings.catch_warnings(record=True) as caught:
+        result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
+                        exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
+                        base_model=args.base_model)
+    for warning in caught:
+        if str(warning.message) not in result.notes:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     for note in result.notes:
         print(f"note: {note}")
     heads = "encoder only (num_classes=0)" if result.encoder_only else (
