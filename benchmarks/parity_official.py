@@ -82,10 +82,15 @@ def train_side(side: Side, batches: list[tuple[torch.Tensor, torch.Tensor]], lr:
     return list(sgd_steps(side, batches, lr, weight_decay))
 
 
-def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+def largest_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """The largest absolute difference between same-named floating-point tensors, and that tensor's name."""
     if a.keys() != b.keys():
         raise ValueError(f"the sides name different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+    return max((float((a[k].double() - b[k].double()).abs().max()), k) for k in a if a[k].is_floating_point())
+
+
+def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return largest_weight_difference(a, b)[0]
 
 
 def within_noise(differences: list[float], noise: list[float], floor: float) -> bool:
@@ -119,7 +124,8 @@ def compare(make_reference: Callable[[], Side], make_candidate: Callable[[], Sid
             for group in dict.fromkeys(group_of(name) for name in states[0]):
                 ref, cand, noisy = ({k: v for k, v in state.items() if group_of(k) == group} for state in states)
                 entry = per_group.setdefault(group, {"ours": [], "noise": []})
-                entry["ours"].append(max_weight_difference(ref, cand))
+                difference, entry["largest_in"] = largest_weight_difference(ref, cand)
+                entry["ours"].append(difference)
                 entry["noise"].append(max_weight_difference(ref, noisy))
     loss_diff = [abs(a - b) for a, b in zip(cand_losses, ref_losses, strict=True)]
     noise_loss_diff = [abs(a - b) for a, b in zip(noise_losses, ref_losses, strict=True)]
@@ -130,6 +136,7 @@ def compare(make_reference: Callable[[], Side], make_candidate: Callable[[], Sid
     weight_ok = weight_diff <= TOLERANCE_FACTOR * noise_weight_diff + WEIGHT_FLOOR
     groups = {group: dict(weight_difference=entry["ours"], noise_weight_difference=entry["noise"],
                           final_weight_difference=entry["ours"][-1], noise_final_weight_difference=entry["noise"][-1],
+                          final_largest_in=entry["largest_in"],
                           passed=within_noise(entry["ours"], entry["noise"], WEIGHT_FLOOR))
               for group, entry in per_group.items()}
     weight_ok = weight_ok and all(g["passed"] for g in groups.values())
