@@ -318,7 +318,7 @@ def our_side(method_name: str, initial: dict, settings: dict, model_name: str = 
             return method(views)[0]
 
     return Side(method, loss, lambda: {k: v.detach().clone() for k, v in method.state_dict().items()},
-                after_step=getattr(method, "after_optimizer_step", None))
+                after_step=method.after_optimizer_step)
 
 
 # ------------------------------------------------------------------------------------- the cases

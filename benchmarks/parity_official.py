@@ -57,8 +57,9 @@ class Side:
     module: nn.Module
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     weights: Callable[[], dict[str, torch.Tensor]]
-    #: called after each optimizer step (MoCo's momentum update of the key encoder), if any
-    after_step: Callable[[], None] | None = None
+    #: called as the engine calls ``after_optimizer_step``: ``(step, total_steps)`` after each optimizer step (1-based;
+    #: MoCo's momentum update of the key encoder), if any
+    after_step: Callable[[int, int], None] | None = None
 
 
 def sgd_steps(side: Side, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float = 0.05,
@@ -66,13 +67,13 @@ def sgd_steps(side: Side, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: 
     """Plain momentum SGD steps on ``batches``, one per iteration; yields the loss before each step."""
     optimizer = torch.optim.SGD(side.module.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     side.module.train()
-    for views, labels in batches:
+    for step, (views, labels) in enumerate(batches, 1):
         loss = side.loss(views, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if side.after_step is not None:
-            side.after_step()
+            side.after_step(step, len(batches))
         yield float(loss.detach())
 
 
