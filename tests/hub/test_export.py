@@ -358,6 +358,17 @@ def test_cli_export_without_protocol_says_which_classifiers_it_took(evaluated_ru
     assert "linear > early_exit > linear_fast" in printed
 
 
+def test_cli_export_says_each_note_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 22: a note of export() was printed twice, as a warning attributed to cli.py and as a note."""
+    run = make_run(tmp_path / "run")
+    capfd.readouterr()
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    captured = capfd.readouterr()
+    both = captured.out + captured.err
+    assert both.count("no evaluation with classifiers found") == 1, both
+    assert "note: no evaluation with classifiers found" in captured.out and "cli.py" not in both
+
+
 # ---- every evaluation setting in report.json and the card; "the papers' protocol" only for the papers' (item 4) ----
 SHORT_ROWS = 12
 
