@@ -119,6 +119,8 @@ def test_pretrained_is_refused_where_it_cannot_be_meant(offline_hub: Path, train
         load_encoder(trained_run, pretrained=False)
     with pytest.raises(UserInputError, match=r"pretrained=true.*'darknet17.untrained'.*no weights"):
         load_encoder("darknet17.untrained", pretrained=True)
+    with pytest.raises(UserInputError, match=r"test_resnet has no pretrained tag 'nope'; its tags: r160_in1k"):
+        load_encoder("test_resnet.nope")
     _, info = load_encoder(trained_run, pretrained=True)  # true is what a checkpoint does anyway
     assert info["weights"] == f"trained checkpoint {info['checkpoint']}"
 

@@ -43,6 +43,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         hint = f"did you mean {nearest[0]!r}? " if nearest else ""
         raise UserInputError(f"model {name!r} takes no kwarg {match.group(1)!r}; {hint}valid kwargs: "
                              f"{', '.join(valid)}") from err
+    except RuntimeError as err:
+        if not str(err).startswith("Invalid pretrained tag"):
+            raise
+        architecture, _, tag = name.partition(".")
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{architecture}.*")]
+        raise UserInputError(f"model {name!r}: {architecture} has no pretrained tag {tag!r}; its tags: "
+                             f"{', '.join(tags) or 'none (give the plain name)'}") from err
     except Exception as err:
         answer = hub_error(err, name)
         if answer is None:
