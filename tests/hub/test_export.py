@@ -355,3 +355,11 @@ def test_cli_export_without_protocol_says_which_classifiers_it_took(evaluated_ru
     printed = capsys.readouterr().out
     assert f"no --protocol given: took the '{PROTOCOL}' classifiers" in printed
     assert "linear > early_exit > linear_fast" in printed
+
+
+def test_export_of_last_uses_the_evaluation_of_the_checkpoint_it_names(evaluated_run: Path, tmp_path: Path) -> None:
+    # `eval RUN` recorded RUN/ckpt-3; `last` is a link to that very checkpoint (issue 24, item 18)
+    result = export(evaluated_run / "last", tmp_path / "out")
+    assert result.classifiers_protocol == PROTOCOL and not result.encoder_only
+    info = json.loads((tmp_path / "out" / "export_info.json").read_text())
+    assert info["source"]["checkpoint"] == f"ckpt-{STEP}"

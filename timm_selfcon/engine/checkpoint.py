@@ -117,10 +117,15 @@ def accelerate_state_dir(checkpoint: Path) -> Path:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint directory, or a training ``output_dir`` (meaning its ``last``)."""
+    """The checkpoint directory, links resolved, of a checkpoint, a ``last`` link or a training ``output_dir``
+    (meaning its ``last``): ``RUN``, ``RUN/last`` and ``RUN/ckpt-<step>`` name the same checkpoint."""
     path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{str(path)!r} does not exist: expected a training run folder (its 'last') or a "
+                             "ckpt-<step> checkpoint")
     if (path / "last").exists():
-        path = (path / "last").resolve()
+        path = path / "last"
+    path = path.resolve()
     if not (path / TRAINER_STATE).is_file():
         raise UserInputError(f"{str(path)!r} is not a complete checkpoint (no {TRAINER_STATE}); "
                          "expected a ckpt-<step> directory or a training output_dir with a 'last' link")

@@ -263,7 +263,9 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, E
     else:
         return None
     evaluated = reports[chosen].checkpoint if chosen in reports else None
-    if not evaluated or Path(evaluated).name != checkpoint.name:
+    # the same checkpoint: the one recorded (links resolved, as ``checkpoint`` is), or one of its name (a run folder
+    # moved or copied since it was evaluated)
+    if not evaluated or (Path(evaluated).resolve() != checkpoint.resolve() and Path(evaluated).name != checkpoint.name):
         raise UserInputError(f"the {chosen!r} classifiers under {str(eval_root)!r} were trained on the features of "
                          f"{evaluated!r}, not of the checkpoint being exported ({checkpoint.name}); evaluate this "
                          "checkpoint again or export the evaluated one")
