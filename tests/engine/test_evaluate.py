@@ -325,6 +325,29 @@ def test_checkpoint_of_another_architecture_is_refused(trained_run: Path, tmp_pa
     assert "unexpected keys ['model.exits.0.fc.bias', 'model.exits.0.fc.weight']" in message
 
 
+def test_a_checkpoint_copied_out_of_its_run_evaluates(trained_run: Path, position_data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``cp -rL RUN/last somewhere``: a checkpoint carries its recipe; one written before that evaluates within its run
+    and, copied out, is refused naming what is missing (issue 24, item 14)."""
+    copied = tmp_path / "somewhere" / "copied"
+    shutil.copytree(trained_run / "last", copied)  # follows the link, as cp -rL does
+    settings = [f"data={position_data}", "protocol=knn", "image_size=16", "num_workers=0",
+                f"output_dir={tmp_path / 'out'}"]
+    assert cli.main(["eval", str(copied), *settings]) == 0
+    report = json.loads((tmp_path / "out" / "eval" / "knn" / "report.json").read_text())
+    assert report["checkpoint"] == str(copied) and report["method"] == "ce" and report["model"] == MODEL
+
+    old_run = _copy_run(trained_run, tmp_path / "old_run")  # its ckpt-72 holds weights and trainer state only
+    assert not (old_run / "ckpt-72" / "config.yaml").exists()
+    assert cli.main(["eval", str(old_run / "ckpt-72"), *settings]) == 0
+    shutil.copytree(old_run / "last", tmp_path / "old_copy")
+    capsys.readouterr()
+    assert cli.main(["eval", str(tmp_path / "old_copy"), *settings]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("timm-selfcon eval: error: ") and err.count("\n") == 1, err
+    assert f"'{tmp_path / 'old_copy'}' carries no recipe (config.yaml" in err and "copy the run's config.yaml" in err
+
+
 def test_model_kwargs_apply_to_model_names_only(trained_run: Path) -> None:
     with pytest.raises(ValueError, match=r"builds its model from its own config\.yaml"):
         load_encoder(trained_run, exit_stages=[1])

@@ -125,8 +125,10 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     state = json.loads((checkpoint / TRAINER_STATE).read_text())
     assert {k: state[k] for k in ("epoch", "step", "sittings")} == {"epoch": 0, "step": 3, "sittings": 1}
     assert 0 < state["train_seconds"] <= summary["train_seconds"] and 0 < state["cpu_seconds"] <= summary["cpu_seconds"]
-    # the resolved config, and what the run actually used
+    # the resolved config, and what the run actually used; each checkpoint carries the config too (copied out of the
+    # run, it still evaluates and exports)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
+    assert yaml.safe_load((checkpoint / "config.yaml").read_text()) == config.to_dict()
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["num_processes"] == 1 and info["precision"] == "fp32" and info["mixed_precision"] == "no"
     assert info["device"] == "cpu"

@@ -255,7 +255,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             if save_now:
                 save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch, **clock.totals()),
                                 timm_encoder=timm_encoder(config, accelerator.unwrap_model(method).encoder),
-                                total_limit=config.save_total_limit)
+                                total_limit=config.save_total_limit, recipe=config.to_dict())
                 window_tick = time.perf_counter()  # images/s measures training, not checkpoint writing
             if step >= total_steps:
                 break
