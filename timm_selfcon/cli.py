@@ -56,7 +56,7 @@ def _export(args: argparse.Namespace) -> int:
 
     result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
                     exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
-                    base_model=args.base_model)
+                    base_model=args.base_model, overwrite=args.overwrite)
     for note in result.notes:
         print(f"note: {note}")
     heads = "encoder only (num_classes=0)" if result.encoder_only else (
