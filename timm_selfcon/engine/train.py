@@ -306,6 +306,8 @@ def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan
     accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
     trainer_state = read_trainer_state(plan.resume_from) if plan.resume_from is not None else {"step": 0}
     step = trainer_state["step"]
+    if plan.note:
+        accelerator.print(plan.note)
     if accelerator.is_main_process:
         prepare_run_dir(plan, step)
     accelerator.wait_for_everyone()
