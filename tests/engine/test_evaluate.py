@@ -242,6 +242,37 @@ def test_early_exit_protocol_needs_exits(position_data: Path, tmp_path: Path) ->
                                                    model_kwargs={**MODEL_KWARGS, "exit_stages": []})))
 
 
+def test_protocol_all_runs_what_applies_from_one_load_of_the_encoder(position_data: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 19: a model without exits (every mixco_*) gets linear_fast, knn and linear, early_exit skipped
+    with a note; the encoder is loaded once, and each protocol's numbers are those it gives alone."""
+    from timm_selfcon.engine import evaluate as evaluate_module
+
+    loads: list[tuple] = []
+    real_load = evaluate_module.load_encoder
+
+    def counting_load(*args: Any, **kwargs: Any):  # the real loader, counted
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "load_encoder", counting_load)
+    common = [f"data={position_data}", "epochs=1", "image_size=16", "num_workers=0", "batch_size=64", "val_fraction=0.25",
+              "model_kwargs={layers: [1, 1, 1, 1]}"]
+    out = tmp_path / "all"
+    assert cli.main(["eval", "mixco_resnet18_cifar", "protocol=all", *common, f"output_dir={out}"]) == 0
+    printed, err = capsys.readouterr()
+    assert len(loads) == 1
+    assert set(json.loads(printed)) == {"linear_fast", "knn", "linear"}
+    assert "early_exit skipped: mixco_resnet18_cifar has no exits" in err
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["knn", "linear", "linear_fast"]
+    alone = evaluate("mixco_resnet18_cifar", EvalConfig(**eval_settings(
+        position_data, protocol="linear_fast", epochs=1, model_kwargs={"layers": [1, 1, 1, 1]},
+        output_dir=str(tmp_path / "alone"))))
+    together = json.loads((out / "eval" / "linear_fast" / "report.json").read_text())
+    assert together["results"] == alone["results"]
+
+
 # ------------------------------------------------------------------------------------------ kNN
 
 
