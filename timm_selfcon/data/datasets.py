@@ -146,8 +146,8 @@ def strict_data_message(problems: Sequence[str], where: str, shown: int = 3) -> 
 
 class DecodeCheck(TorchDataset):
     """Rows ``indices`` of a dataset whose image column is undecoded (``datasets.Image(decode=False)``): item ``i``
-    is None when row ``indices[i]``'s image decodes, else :func:`undecodable_description`. Nothing is augmented;
-    a DataLoader over it checks a whole split in its workers (:func:`timm_selfcon.data.find_undecodable`)."""
+    is None when row ``indices[i]``'s image decodes, else ``(row, undecodable_description(...))``. Nothing is
+    augmented; a DataLoader over it checks a whole split in its workers (:func:`timm_selfcon.data.find_undecodable`)."""
 
     def __init__(self, hf_dataset: datasets.Dataset, image_column: str, indices: Sequence[int]) -> None:
         self.hf_dataset, self.image_column, self.indices = hf_dataset, image_column, indices
@@ -155,19 +155,19 @@ class DecodeCheck(TorchDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> str | None:
+    def __getitem__(self, position: int) -> tuple[int, str] | None:
         return self.__getitems__([position])[0]
 
-    def __getitems__(self, positions: Sequence[int]) -> list[str | None]:
+    def __getitems__(self, positions: Sequence[int]) -> list[tuple[int, str] | None]:
         rows = [self.indices[p] for p in positions]
         cells = self.hf_dataset[rows][self.image_column]  # one Arrow read per batch
-        found: list[str | None] = []
+        found: list[tuple[int, str] | None] = []
         for index, cell in zip(rows, cells, strict=True):
             try:
                 _decode_rgb(cell)
                 found.append(None)
             except Exception as error:  # any decoder failure of this one cell, as when training reads it
-                found.append(undecodable_description(index, cell, error))
+                found.append((index, undecodable_description(index, cell, error)))
         return found
 
 

@@ -137,14 +137,14 @@ def build_eval_loader(
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, **common)
 
 
-def _problems_of_batch(found: Sequence[str | None]) -> list[str]:
+def _problems_of_batch(found: Sequence[tuple[int, str] | None]) -> list[tuple[int, str]]:
     return [problem for problem in found if problem is not None]
 
 
 def find_undecodable(dataset: ContrastiveImageDataset, num_workers: int, *, rank: int = 0, num_replicas: int = 1,
-                     batch_size: int = 256) -> list[str]:
-    """Every image of rows ``rank::num_replicas`` of ``dataset`` that does not decode, described on one line each
-    (``"sample <index> (<path>): cannot decode image (<error>)"``), in row order.
+                     batch_size: int = 256) -> list[tuple[int, str]]:
+    """Every image of rows ``rank::num_replicas`` of ``dataset`` that does not decode, in row order:
+    ``(row, "sample <row> (<path>): cannot decode image (<error>)")``.
 
     ``strict_data=true`` calls it before training: each image is decoded once (not augmented) in ``num_workers``
     DataLoader workers, so the check costs about one epoch's decoding and a corrupt file is named before any work.
@@ -154,7 +154,7 @@ def find_undecodable(dataset: ContrastiveImageDataset, num_workers: int, *, rank
     check = DecodeCheck(dataset.hf_dataset, dataset.image_column, range(rank, len(dataset), num_replicas))
     loader = DataLoader(check, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_problems_of_batch, worker_init_fn=_limit_worker_threads)
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     # disable=None: a progress bar in a terminal only, so that a log or a refusal stays one line
     for found in tqdm(loader, desc="strict_data: checking images", disable=None, leave=False):
         problems += found

@@ -163,10 +163,10 @@ def check_images_decode(config: TrainConfig, dataset: ContrastiveImageDataset, n
     problems = find_undecodable(dataset, resolve_num_workers(config.num_workers), rank=rank,
                                 num_replicas=num_processes)
     if num_processes > 1:
-        problems = gather_object([problems])  # every process's list, in rank order, on every process
-        problems = sorted((p for part in problems for p in part), key=lambda p: int(p.split()[1]))
+        problems = sorted(p for part in gather_object([problems]) for p in part)  # every process's, on every process
     if problems:
-        raise UserInputError(strict_data_message(problems, f"{config.data!r} [{config.train_split}]"))
+        raise UserInputError(strict_data_message([text for _, text in problems],
+                                                 f"{config.data!r} [{config.train_split}]"))
 
 
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
