@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from timm_selfcon.errors import UserInputError
 
     try:
-        return getattr(cli, args.handler)(args)
+        with cli.one_line_warnings(args.command):
+            return getattr(cli, args.handler)(args)
     except UserInputError as err:  # the user's input, answered in one line; anything else is a bug: traceback
         print(f"timm-selfcon {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,10 @@ default the working tree) the package is read from its own copy and measured:
   revisions), the scan of ``tests/test_method_names.py``;
 - the layering contract of ``tests/test_layering.py``, applied to that revision's imports (number of forbidden
   imports, each listed in the JSON);
+- method-specific fields of ``TrainConfig`` (the 8 that issue "Architecture, second step" names, and any field
+  named like an option of a registered method's constructor);
+- string constants equal to an evaluation protocol name (``linear_fast``, ``linear``, ``knn``, ``early_exit``)
+  outside ``engine/evaluation/``;
 - ``duplicates`` pairs in the package (when the tool is installed);
 - what ``import timm_selfcon`` adds to ``import timm`` in a fresh process (best of ``--repeats``, the two revisions
   interleaved), and whether it loads ``datasets`` or pyarrow.
@@ -86,6 +90,48 @@ def size_metrics(package_dir: Path) -> dict[str, Any]:
                 longest_function=where, longest_function_lines=length)
 
 
+#: TrainConfig's method-specific fields when the second architecture issue was filed
+METHOD_FIELDS = {"temperature", "base_temperature", "projection_dim", "queue_size", "moco_momentum", "mix_temperature",
+                 "mix_weight", "gather"}
+PROTOCOLS = {"linear_fast", "linear", "knn", "early_exit"}
+
+
+def method_option_names() -> set[str]:
+    """:data:`METHOD_FIELDS` and every constructor option of today's registered methods."""
+    import inspect
+
+    from timm_selfcon.methods import METHODS
+
+    options = {name for cls in METHODS.values() for name in inspect.signature(cls.__init__).parameters}
+    return METHOD_FIELDS | (options - {"self", "model", "generator", "momentum"})  # TrainConfig.momentum: SGD's
+
+
+def train_config_method_fields(package_dir: Path) -> list[str]:
+    """Fields of ``class TrainConfig`` in ``config.py`` named like a method option."""
+    config = package_dir / "config.py"
+    if not config.is_file():
+        return []
+    options = method_option_names()
+    for node in ast.walk(ast.parse(config.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == "TrainConfig":
+            return sorted(item.target.id for item in node.body if isinstance(item, ast.AnnAssign)
+                          and isinstance(item.target, ast.Name) and item.target.id in options)
+    return []
+
+
+def protocol_name_places(package_dir: Path) -> list[str]:
+    """``file:line name`` of every string constant equal to a protocol name outside ``engine/evaluation/``."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        relative = path.relative_to(package_dir).as_posix()
+        if relative.startswith("engine/evaluation/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in PROTOCOLS:
+                found.append(f"{relative}:{node.lineno} {node.value}")
+    return found
+
+
 def duplicate_pairs(package_dir: Path) -> int | None:
     if shutil.which("duplicates") is None:
         return None
@@ -123,6 +169,8 @@ def measure(package_dir: Path, layering: Any, method_names: Any) -> dict[str, An
     return dict(size_metrics(package_dir), method_name_constants=len(names),
                 method_name_places=[f"{file}:{line} {name}" for file, line, name in names],
                 layering_violations=len(forbidden), layering_forbidden_imports=forbidden,
+                train_config_method_fields=train_config_method_fields(package_dir),
+                protocol_name_places=protocol_name_places(package_dir),
                 duplicate_pairs=duplicate_pairs(package_dir))
 
 
@@ -147,6 +195,8 @@ def main() -> None:
                        ("longest function (lines)", "longest_function_lines"),
                        ("method-name constants outside methods/", "method_name_constants"),
                        ("forbidden imports (layering contract)", "layering_violations"),
+                       ("method-specific fields in TrainConfig", "train_config_method_fields"),
+                       ("protocol names outside engine/evaluation/", "protocol_name_places"),
                        ("duplicates pairs (package)", "duplicate_pairs")]:
         before, after = results["before"][key], results["after"][key]
         if isinstance(before, list):

@@ -66,7 +66,7 @@ class ModelCase:
 FULL_CASES = (
     ModelCase("selfcon_resnet18_cifar (fc@2)", "selfcon_resnet18_cifar", 64, 32),
     ModelCase("selfcon_wrn16_8_cifar (fc@1)", "selfcon_wrn16_8_cifar", 32, 32),
-    ModelCase("vit_tiny_patch4_32_selfcon (fc@5)", "vit_tiny_patch4_32_selfcon", 64, 32),
+    ModelCase("selfcon_vit_tiny_patch4_32 (fc@5)", "selfcon_vit_tiny_patch4_32", 64, 32),
     ModelCase("selfcon_resnet18 (same@2)", "selfcon_resnet18", 8, 224),
     ModelCase("selfcon_resnet50 (same@2)", "selfcon_resnet50", 8, 224),
     ModelCase("mixco_resnet18", "mixco_resnet18", 8, 224),

@@ -148,7 +148,7 @@ def task_method_step(spec: dict[str, Any]) -> dict[str, Any]:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        method.after_optimizer_step()
+        method.after_optimizer_step(1, 1)
 
     gc.collect()
     peak_reset = reset_peak_rss()

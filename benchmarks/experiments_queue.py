@@ -26,6 +26,13 @@ and the load average; it is probed with ``linear_fast`` on the validation split 
 then on the test split with ``linear_fast``, kNN and the papers' ``linear`` protocol shortened to
 ``--linear-epochs`` epochs (as the ranking's).
 
+Decision rule of the MixCo experiment, stated before its runs (issue 22) and applied by ``report_experiments.py``:
+with d_s = (MoCo v2 + MixCo) - (MoCo v2) of seed s, test top-1 of the backbone under the ``linear`` protocol,
+"MixCo helps here" if d_0 > 0 and d_1 > 0 and mean(d) > 1 point; "no measurable effect" if |mean(d)| <= 1 point;
+otherwise "hurts" (a mean below -1 point, or above 1 point without both seeds positive: "inconsistent").
+SelfCon at equal compute (issue 23): with one seed, a difference under 1 point is "not distinguishable with one
+seed"; if the equal-compute comparison lands within 1.5 points, a second seed of both arms is queued.
+
 ``python benchmarks/experiments_queue.py --commit`` from a git worktree at a fixed commit, with ``--results``
 pointing into the main checkout (each finished run's JSON is committed there on its own); one thread.
 """

@@ -1,11 +1,12 @@
-"""Export the best SelfCon encoder with ``timm-selfcon export`` and load it back with ``local-dir:``.
+"""Export the reported SelfCon and MixCo encoders with ``timm-selfcon export`` and load them back with ``local-dir:``.
 
 - The SelfCon run of the method ranking (``results/rank/main_selfcon_<stabilizer>.json``, the stabilizer that
   ``rank_methods.py`` chose on the validation split, never on the test split) is exported with its
   ``linear_fast`` classifiers and its exit into ``benchmarks/results/<model>-cifar10-cpu-rank/`` (committed: the
   only exported folder there, under 5 MB).
-- A MixCo run of the older report (``--mixco-run``), when its run folder exists, is exported the same way into
-  that folder (not committed).
+- The MoCo v2 + MixCo run of seed 0 of the MixCo experiment (``results/mixco/moco_mixco_seed0.json``, written by
+  ``experiments_queue.py``; ``--mixco-run`` names another) is exported the same way, with its test-split
+  ``linear_fast`` classifiers, into ``benchmarks/results/<model>-moco_mixco-cifar10-cpu/`` (committed, under 5 MB).
 
 Each export is then loaded with ``timm.create_model("local-dir:...")`` and run over the test split with timm's
 eval transform from the exported ``pretrained_cfg``; the top-1 of every head must match what the run's JSON
@@ -15,7 +16,8 @@ the first 10,000 CIFAR-10 train images, tested on the 10,000 test images, beside
 architecture created with ``pretrained=False``; the export must lead by ``MIN_GAIN_POINTS``. Results go to
 ``benchmarks/results/exported_models.json``.
 
-Usage: ``python benchmarks/export_report_models.py [--data ../shared/data/cifar10] [--mixco-run moco_mixco_seed0]``
+Usage: ``python benchmarks/export_report_models.py [--data ../shared/data/cifar10] [--only selfcon|mixco]
+[--mixco-run moco_mixco_seed0]`` (``--only`` keeps the other entry of the existing JSON).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from harness import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-RUNS = RESULTS / "runs"
+MIXCO = RESULTS / "mixco"
 RANK = RESULTS / "rank"
 SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 SIZE_LIMIT_BYTES = 5_000_000
@@ -136,36 +138,51 @@ def check(run: dict, folder: Path, data: Path | None = None) -> dict:
     return entry
 
 
+def export_and_check(run: dict, folder: Path, data: Path, chosen_by: str) -> dict:
+    """Export ``run`` with its test-split ``linear_fast`` classifiers into ``folder``, reload it and check it."""
+    export_run(run, folder, Path(run["recipe"]["output_dir"]) / "test" / "eval")  # the queues' test probes
+    entry = check(run, folder, data)
+    entry["chosen_by"] = chosen_by
+    if entry["model_safetensors_bytes"] >= SIZE_LIMIT_BYTES:
+        raise SystemExit(f"{folder} is {entry['model_safetensors_bytes']} bytes: over the 5 MB limit")
+    entry["against_untrained"] = probe_against_untrained(folder, data)
+    return entry
+
+
+def mixco_run(name: str) -> dict:
+    """A finished run of the MixCo experiment, its test ``linear_fast`` result where ``check`` reads it."""
+    path = MIXCO / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"the MixCo run {name} has not finished ({path}; benchmarks/experiments_queue.py writes it)")
+    run = json.loads(path.read_text())
+    if not Path(run["recipe"]["output_dir"]).is_dir():
+        raise SystemExit(f"{name}'s run folder {run['recipe']['output_dir']} is not on this machine")
+    run["linear_fast"] = run["test"]["linear_fast"]
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_CIFAR10, help="CIFAR-10 train.parquet and test.parquet")
     parser.add_argument("--mixco-run", default="moco_mixco_seed0")
+    parser.add_argument("--only", choices=("selfcon", "mixco"), default=None,
+                        help="export and check one of the two (the other's entry in the JSON is kept)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    report = {}
-
-    selfcon = best_selfcon_run()
-    folder = RESULTS / f"{selfcon['recipe']['model']}-cifar10-cpu-rank"
-    export_run(selfcon, folder, Path(selfcon["recipe"]["output_dir"]) / "test" / "eval")  # rank_methods' test probes
-    report["selfcon"] = check(selfcon, folder, args.data)
-    report["selfcon"]["chosen_by"] = ("the ranking's SelfCon run with the stabilizer chosen on the validation split "
-                                      "(no test-split selection)")
-    if report["selfcon"]["model_safetensors_bytes"] >= SIZE_LIMIT_BYTES:
-        raise SystemExit(f"{folder} is {report['selfcon']['model_safetensors_bytes']} bytes: over the 5 MB limit")
-    report["selfcon"]["against_untrained"] = probe_against_untrained(folder, args.data)
-
-    mixco_json = RUNS / f"{args.mixco_run}.json"
-    mixco = json.loads(mixco_json.read_text()) if mixco_json.exists() else None
-    if mixco is not None and Path(mixco["recipe"]["output_dir"]).is_dir():
-        folder = Path(mixco["recipe"]["output_dir"]) / "export"
-        export_run(mixco, folder)
-        report["mixco"] = check(mixco, folder)
-        report["mixco"]["note"] = "exported into the run's folder under runs/ (not committed)"
-    else:
-        print(f"skip MixCo: {mixco_json} or its run folder does not exist here")
-
+    out = RESULTS / "exported_models.json"
+    report = json.loads(out.read_text()) if args.only and out.exists() else {}
+    if args.only != "mixco":
+        selfcon = best_selfcon_run()
+        report["selfcon"] = export_and_check(
+            selfcon, RESULTS / f"{selfcon['recipe']['model']}-cifar10-cpu-rank", args.data,
+            "the ranking's SelfCon run with the stabilizer chosen on the validation split (no test-split selection)")
+    if args.only != "selfcon":
+        mixco = mixco_run(args.mixco_run)
+        report["mixco"] = export_and_check(
+            mixco, RESULTS / f"{mixco['recipe']['model']}-{mixco['method']}-cifar10-cpu", args.data,
+            f"seed {mixco['seed']} of the MixCo experiment (the seed fixed before the runs; no test-split selection)")
     print(json.dumps(report, indent=2))
-    write_json(RESULTS / "exported_models.json", report)
+    write_json(out, report)
     return 0
 
 

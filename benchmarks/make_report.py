@@ -9,8 +9,9 @@ Sources: ``results/runs/<name>.json`` (``report_runs.py``: accuracy at a CPU bud
 (``bench_train.py --cost``: step time and memory per method, ratios to SupCon), rendered between the ``runs``
 markers; ``results/rank/<name>.json`` (``rank_methods.py``: CE vs SupCon vs SelfCon on full CIFAR-10) between the
 ``rank`` markers, with ``results/rank_accuracy_vs_epoch.png``; ``results/parity_official.json``
-(``parity_official.py``) and ``results/collapse.json`` (``collapse.py``) between the ``parity`` markers; the latest
-GPU run under ``results/device/`` (``device_check.py``) between the ``device`` markers.
+(``parity_official.py``) and ``results/collapse.json`` (``collapse.py``) between the ``parity`` markers;
+``results/parity_mixco.json`` (``parity_mixco.py``) between the ``parity_mixco`` markers; the latest GPU run under
+``results/device/`` (``device_check.py``) between the ``device`` markers.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ COST = RESULTS / "cost.json"
 README = ROOT / "README.md"
 RANK = RESULTS / "rank"
 PARITY = RESULTS / "parity_official.json"
+PARITY_MIXCO = RESULTS / "parity_mixco.json"
 COLLAPSE = RESULTS / "collapse.json"
 DEVICE = RESULTS / "device"
 #: the GPU issue's goals for ``selfcon_resnet18_cifar`` at global batch 1024 on one H200 (images/s), and for the
@@ -357,6 +359,76 @@ def render_parity(parity_path: Path = PARITY, collapse_path: Path = COLLAPSE) ->
     return "\n".join(lines) or "Not measured yet."
 
 
+_MIXCO_CASES = {"moco_mixco": "MoCo v2 + MixCo", "simclr_mixco": "SimCLR + MixCo"}
+_MIXCO_GROUPS = ("query encoder", "key encoder", "queue")
+
+
+def _with_noise(difference: float, noise: float) -> str:
+    return f"{difference:.1e} ({noise:.1e})"
+
+
+def render_parity_mixco(parity_path: Path = PARITY_MIXCO) -> str:
+    """The MixCo parity table (``parity_mixco.py``): per case the loss differences (steps 1-2, all steps) and each
+    group's weight differences (after step 1, final), each beside the official code's own float64 noise; then how
+    fast that noise grows, and split-BN's measured effect."""
+    if not parity_path.exists():
+        return "Not measured yet."
+    parity = json.loads(parity_path.read_text())
+    lines = [f"`python benchmarks/parity_mixco.py OFFICIAL_CHECKOUT --steps {parity['steps']} --batch-size "
+             f"{parity['batch_size']}` (ours, this CPU, torch {parity['torch']}, {parity['threads']} thread"
+             f"{'s' if parity['threads'] != 1 else ''}, fp32): "
+             "the official code (torchvision ResNet-18 with its MLP head, one-GPU path) and ours (`mixco_resnet18`; "
+             "MoCo with `key_bn: none`) from the same initial weights (query and key encoders, heads, queue), with the "
+             f"same λ and pairing, SGD (momentum 0.9) on the same real CIFAR-10 batches at {parity['image_size']} px. "
+             "Each cell is ours' largest absolute difference from the official code (weights include BatchNorm "
+             "running statistics), the official code's own noise "
+             f"(the official code with only its loss in float64) in brackets; a case passes when at every step ours "
+             f"is within {parity['tolerance_factor']:g}x the largest noise so far.", ""]
+    rows = []
+    for case in parity["cases"]:
+        settings = f"τ {case['temperature']:g}, mix τ {case['mix_temperature']:g}, mix weight {case['mix_weight']:g}"
+        if "queue_size" in case:
+            settings += f", queue {case['queue_size']}, m {case['momentum']:g}"
+        settings += f", lr {case['lr']:g}, wd {case['weight_decay']:g}"
+        early = slice(0, 2)
+        cells = []
+        for group in _MIXCO_GROUPS:
+            entry = case["groups"].get(group)
+            cells.append("-" if entry is None else
+                         f"{_with_noise(entry['weight_difference'][0], entry['noise_weight_difference'][0])}; "
+                         f"{_with_noise(entry['final_weight_difference'], entry['noise_final_weight_difference'])}")
+        rows.append([_MIXCO_CASES.get(case["case"], case["case"]), settings, "pass" if case["passed"] else "FAIL",
+                     _with_noise(max(case["loss_difference"][early]), max(case["noise_loss_difference"][early])),
+                     _with_noise(case["max_loss_difference"], case["max_noise_loss_difference"]), *cells])
+    lines += _table(rows, ["case", "settings", "result", "loss, steps 1-2", f"loss, steps 1-{parity['steps']}",
+                           "query encoder + head: after step 1; final", "key encoder + head: after step 1; final",
+                           "queue: after step 1; final"])
+    largest = [f"{_MIXCO_CASES.get(case['case'], case['case'])}: "
+               + ", ".join(f"{name} `{group['final_largest_in']}`" for name, group in case["groups"].items()
+                           if "final_largest_in" in group)
+               for case in parity["cases"]]
+    lines += ["", f"Where the largest final differences lie: {'; '.join(largest)}."]
+    growth = [f"{_MIXCO_CASES.get(case['case'], case['case'])} from {max(case['noise_loss_difference'][:2]):.0e} in "
+              f"steps 1-2 to {case['noise_loss_difference'][2]:.0e} at step 3" for case in parity["cases"]
+              if len(case["noise_loss_difference"]) > 2]
+    if growth:
+        lines += ["", "The official code's own noise in the loss grows "
+                  f"({'; '.join(growth)}): from step 3 on both codes amplify rounding, so the later steps and the final "
+                  "weights confirm agreement only at that level; steps 1-2 and the weights after step 1 are the sharp "
+                  "test (a mix temperature off by 1e-3 or λ shifted by 0.01 already fails at step 1: "
+                  "`tests/benchmarks/test_parity_mixco.py`)."]
+    for case in parity["cases"]:
+        effect = case.get("split_bn_effect")
+        if effect:
+            lines += ["", f"Our default in one process, `key_bn: split` ({effect['num_splits']} chunks of the key batch "
+                      "through the key encoder; it stands in for the shuffle-BN of the official 2-GPU scripts), "
+                      f"changes a {_MIXCO_CASES[case['case']]} step against the official one-GPU code on the same "
+                      f"batches: the first step's loss by {effect['first_step_loss_difference']:.1e} "
+                      f"({effect['first_step_relative_loss_difference']:.1%}), where `key_bn: none` differs by "
+                      f"{case['loss_difference'][0]:.1e}."]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- device_check.py
 def load_device(device_dir: Path = DEVICE) -> tuple[str, dict] | None:
     """The latest GPU run of ``device_check.py`` (``smoke`` false) by its start stamp, with its file name."""
@@ -462,7 +534,8 @@ def render_device_compare(compare: dict, budget_s: float | None, train_images: i
                                  "exit_0", "ensemble"])
 
 
-BLOCKS = {"runs": render, "rank": render_rank, "parity": render_parity, "device": render_device}  # README marker -> renderer
+BLOCKS = {"runs": render, "rank": render_rank, "parity": render_parity, "parity_mixco": render_parity_mixco,
+          "device": render_device}  # README marker -> renderer
 
 
 def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | None:

@@ -15,7 +15,8 @@ state dict, converted with :func:`timm_selfcon.hub.convert.convert_state_dict`) 
 Printed and written to ``benchmarks/results/parity_official.json``: per-step loss difference |ours - official|
 and the final weights' largest absolute difference, each beside the same numbers for ``official_float64`` vs
 ``official``. A case passes when ours is within ``TOLERANCE_FACTOR`` x that noise (plus an absolute floor of
-1e-6 for the loss): a real difference (a temperature off by 1e-3 moves the loss by ~1e-2) fails.
+1e-6 for the loss), each step's loss against the largest noise seen up to that step: a real difference (a
+temperature off by 1e-3 moves the loss by ~1e-2) fails.
 
 Cases: SelfCon-S with the ``fc`` exit (the official CIFAR script) and with the ``same`` exit (the ImageNet
 script's sub-network), and SupCon (two crops, no exit).
@@ -26,8 +27,9 @@ import argparse
 import copy
 import dataclasses
 import importlib
+import itertools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -39,6 +41,7 @@ OUT = ROOT / "benchmarks" / "results" / "parity_official.json"
 SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 TOLERANCE_FACTOR = 10.0
 LOSS_FLOOR = 1e-6
+WEIGHT_FLOOR = 1e-7
 CASES = {  # name -> (official selfcon_size or None for no exit, views)
     "selfcon_fc": ("fc", 1),
     "selfcon_same": ("same", 1),
@@ -54,44 +57,95 @@ class Side:
     module: nn.Module
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     weights: Callable[[], dict[str, torch.Tensor]]
+    #: called as the engine calls ``after_optimizer_step``: ``(step, total_steps)`` after each optimizer step (1-based;
+    #: MoCo's momentum update of the key encoder), if any
+    after_step: Callable[[int, int], None] | None = None
 
 
-def train_side(side: Side, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float = 0.05) -> list[float]:
-    """Plain momentum SGD steps on ``batches``; the loss before each step."""
-    optimizer = torch.optim.SGD(side.module.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+def sgd_steps(side: Side, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float = 0.05,
+              weight_decay: float = 1e-4) -> Iterator[float]:
+    """Plain momentum SGD steps on ``batches``, one per iteration; yields the loss before each step."""
+    optimizer = torch.optim.SGD(side.module.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     side.module.train()
-    losses = []
-    for views, labels in batches:
+    for step, (views, labels) in enumerate(batches, 1):
         loss = side.loss(views, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
+        if side.after_step is not None:
+            side.after_step(step, len(batches))
+        yield float(loss.detach())
+
+
+def train_side(side: Side, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float = 0.05,
+               weight_decay: float = 1e-4) -> list[float]:
+    """Plain momentum SGD steps on ``batches``; the loss before each step."""
+    return list(sgd_steps(side, batches, lr, weight_decay))
+
+
+def largest_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """The largest absolute difference between same-named floating-point tensors, and that tensor's name."""
+    if a.keys() != b.keys():
+        raise ValueError(f"the sides name different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
+    return max((float((a[k].double() - b[k].double()).abs().max()), k) for k in a if a[k].is_floating_point())
 
 
 def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    if a.keys() != b.keys():
-        raise ValueError(f"the sides name different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+    return largest_weight_difference(a, b)[0]
+
+
+def within_noise(differences: list[float], noise: list[float], floor: float) -> bool:
+    """Every step's difference within ``TOLERANCE_FACTOR`` x the largest noise seen up to that step (+ ``floor``):
+    an early step, before rounding has grown, is held to its own small noise, not to the last step's."""
+    return all(d <= TOLERANCE_FACTOR * n + floor for d, n in zip(differences, itertools.accumulate(noise, max),
+                                                                   strict=True))
 
 
 def compare(make_reference: Callable[[], Side], make_candidate: Callable[[], Side], make_noise: Callable[[], Side],
-            batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """Train the three sides on ``batches`` and judge the candidate against the reference's own noise."""
+            batches: list[tuple[torch.Tensor, torch.Tensor]], *, lr: float = 0.05, weight_decay: float = 1e-4,
+            group_of: Callable[[str], str] | None = None) -> dict:
+    """Train the three sides in lockstep on ``batches`` and judge the candidate against the reference's own noise.
+
+    The losses are judged step by step (:func:`within_noise`), the final weights against the final noise.
+    ``group_of`` (tensor name -> group, e.g. query encoder / key encoder / queue) also judges each group's weights
+    after every step against that group's noise (:func:`within_noise`), so a group that moves little (a momentum
+    encoder) is not hidden by one that moves a lot; ``groups`` then holds the per-group numbers and every group
+    must pass.
+    """
     reference, candidate, noise = make_reference(), make_candidate(), make_noise()
     start = max_weight_difference(reference.weights(), candidate.weights())
-    ref_losses, cand_losses, noise_losses = (train_side(s, batches) for s in (reference, candidate, noise))
+    steps = [sgd_steps(side, batches, lr, weight_decay) for side in (reference, candidate, noise)]
+    ref_losses, cand_losses, noise_losses = [], [], []
+    per_group: dict[str, dict[str, list[float]]] = {}
+    for _ in batches:
+        for losses, side_steps in zip((ref_losses, cand_losses, noise_losses), steps, strict=True):
+            losses.append(next(side_steps))
+        if group_of is not None:
+            states = [side.weights() for side in (reference, candidate, noise)]
+            for group in dict.fromkeys(group_of(name) for name in states[0]):
+                ref, cand, noisy = ({k: v for k, v in state.items() if group_of(k) == group} for state in states)
+                entry = per_group.setdefault(group, {"ours": [], "noise": []})
+                difference, entry["largest_in"] = largest_weight_difference(ref, cand)
+                entry["ours"].append(difference)
+                entry["noise"].append(max_weight_difference(ref, noisy))
     loss_diff = [abs(a - b) for a, b in zip(cand_losses, ref_losses, strict=True)]
     noise_loss_diff = [abs(a - b) for a, b in zip(noise_losses, ref_losses, strict=True)]
-    weight_diff = max_weight_difference(reference.weights(), candidate.weights())
-    noise_weight_diff = max_weight_difference(reference.weights(), noise.weights())
-    loss_ok = max(loss_diff) <= TOLERANCE_FACTOR * max(noise_loss_diff) + LOSS_FLOOR
-    weight_ok = weight_diff <= TOLERANCE_FACTOR * noise_weight_diff + 1e-7
+    final_ref = reference.weights()
+    weight_diff = max_weight_difference(final_ref, candidate.weights())
+    noise_weight_diff = max_weight_difference(final_ref, noise.weights())
+    loss_ok = within_noise(loss_diff, noise_loss_diff, LOSS_FLOOR)
+    weight_ok = weight_diff <= TOLERANCE_FACTOR * noise_weight_diff + WEIGHT_FLOOR
+    groups = {group: dict(weight_difference=entry["ours"], noise_weight_difference=entry["noise"],
+                          final_weight_difference=entry["ours"][-1], noise_final_weight_difference=entry["noise"][-1],
+                          final_largest_in=entry["largest_in"],
+                          passed=within_noise(entry["ours"], entry["noise"], WEIGHT_FLOOR))
+              for group, entry in per_group.items()}
+    weight_ok = weight_ok and all(g["passed"] for g in groups.values())
     return dict(steps=len(batches), initial_weight_difference=start, official_losses=ref_losses,
                 ours_losses=cand_losses, loss_difference=loss_diff, noise_loss_difference=noise_loss_diff,
                 max_loss_difference=max(loss_diff), max_noise_loss_difference=max(noise_loss_diff),
                 final_weight_difference=weight_diff, noise_final_weight_difference=noise_weight_diff,
+                **({"groups": groups} if groups else {}),
                 tolerance_factor=TOLERANCE_FACTOR, passed=bool(start == 0.0 and loss_ok and weight_ok))
 
 
@@ -150,8 +204,9 @@ def our_side(initial: dict, size: str | None, temperature: float) -> Side:
                 lambda: {k: v.detach().clone() for k, v in method.state_dict().items()})
 
 
-def cifar10_batches(data: Path, views: int, batch_size: int, steps: int, seed: int = 0):
-    """``steps`` batches of real CIFAR-10 train images through SupCon's augmentation (seeded): ``[B, V, 3, 32, 32]``."""
+def cifar10_batches(data: Path, views: int, batch_size: int, steps: int, seed: int = 0, augmentation: str = "supcon"):
+    """``steps`` batches of real CIFAR-10 train images through ``augmentation`` (SupCon's by default; seeded):
+    ``[B, V, 3, 32, 32]``."""
     import datasets
 
     from timm_selfcon.data import NORMALIZATION, build_transform
@@ -159,7 +214,7 @@ def cifar10_batches(data: Path, views: int, batch_size: int, steps: int, seed: i
 
     table = datasets.load_dataset("parquet", data_files=str(data / "train.parquet"), split="train")
     rows = table.select(range(batch_size * steps))
-    transform = build_transform("supcon", 32, *NORMALIZATION["cifar10"], views=views)
+    transform = build_transform(augmentation, 32, *NORMALIZATION["cifar10"], views=views)
     image_column = "img" if "img" in rows.column_names else "image"
     images, labels = [], []
     with isolated_rng(seed):

@@ -51,17 +51,18 @@ def test_model_cfgs_use_the_shared_cifar_statistics() -> None:
 
     import timm_selfcon  # noqa: F401  (registers the models)
 
-    for name in ("selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "vit_tiny_patch4_32_selfcon", "mixco_resnet18_cifar"):
+    for name in ("selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "selfcon_vit_tiny_patch4_32", "mixco_resnet18_cifar"):
         cfg = timm.get_pretrained_cfg(name)
         assert (tuple(cfg.mean), tuple(cfg.std)) == NORMALIZATION["cifar10"], name
 
 
-def test_augmentation_names_are_the_transforms_pipelines() -> None:
+def test_every_method_names_a_declared_pipeline() -> None:
+    from timm_selfcon.augmentations import AUGMENTATIONS
     from timm_selfcon.data.transforms import PIPELINES
     from timm_selfcon.methods import METHODS
 
-    assert constants.AUGMENTATIONS == PIPELINES
-    assert {cls.augmentation for cls in METHODS.values()} <= set(constants.AUGMENTATIONS)
+    assert PIPELINES is AUGMENTATIONS  # one table for both data paths
+    assert {cls.augmentation for cls in METHODS.values()} <= set(AUGMENTATIONS)
 
 
 def test_builtin_subset_id_names_the_shipped_folder() -> None:

@@ -38,7 +38,7 @@ def test_misspelt_model_kwarg_names_the_valid_kwargs() -> None:
 
 def test_generic_path_with_a_vit_backbone_names_what_it_takes() -> None:
     with pytest.raises(UserInputError, match=r"selfcon_timm takes timm CNNs.*'vit_tiny_patch16_224' is a transformer"
-                                             r".*vit_tiny_patch16_224_selfcon"):
+                                             r".*selfcon_vit_tiny_patch16_224"):
         timm.create_model("selfcon_timm", backbone="vit_tiny_patch16_224")
 
 

@@ -26,6 +26,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # config validates a run's method and model through their own declarations (methods, models)
     "config":          ("engine", "hub", "data"),
     "constants":       (ANYTHING,),
+    "augmentations":   (ANYTHING,),
     "errors":          (ANYTHING,),
     "fileio":          (ANYTHING,),
 }

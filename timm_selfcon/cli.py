@@ -6,12 +6,49 @@ torch); ``main`` and ``build_parser`` here are the same, for ``python -m timm_se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # recipes/quickstart.yaml in the repository; timm_selfcon/quickstart.yaml links to it and wheels ship a copy
 QUICKSTART_RECIPE = Path(__file__).resolve().parent / "quickstart.yaml"
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Show each warning raised inside as one line: ``timm-selfcon COMMAND: warning: MESSAGE (Category at FILE:LINE)``.
+
+    Python's own format names the line the warning is attributed to and echoes it, which for a warning about the
+    run (an undecodable image, a launcher mismatch) is a line of this CLI or of the engine, not something the user
+    wrote; the category and the package file that raised it are what to search for. Printed through tqdm, so a
+    progress bar is redrawn below the line instead of being cut by it. The filters and the previous display are
+    restored on exit.
+    """
+    with warnings.catch_warnings():
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: object = None, line: str | None = None) -> None:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"timm-selfcon {command}: warning: {message} ({category.__name__} at "
+                       f"{_short_origin(filename)}:{lineno})", file=file or sys.stderr)
+
+        warnings.showwarning = show
+        yield
+
+
+def _short_origin(filename: str) -> str:
+    """``.../timm_selfcon/engine/train.py`` -> ``timm_selfcon/engine/train.py``; ``.../site-packages/torch/x.py`` ->
+    ``torch/x.py``; anything else unchanged."""
+    path = Path(filename)
+    package_root = Path(__file__).resolve().parent.parent
+    try:
+        return path.resolve().relative_to(package_root).as_posix()
+    except (ValueError, OSError):
+        pass
+    parts = path.parts
+    return Path(*parts[parts.index("site-packages") + 1:]).as_posix() if "site-packages" in parts else filename
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -54,9 +91,14 @@ def _finetune(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .hub import export
 
-    result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
-                    exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
-                    base_model=args.base_model, overwrite=args.overwrite)
+    # export() warns about what it also returns among its notes, printed below: each is said once, as a note
+    with warnings.catch_warnings(record=True) as caught:
+        result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
+                        exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
+                        base_model=args.base_model, overwrite=args.overwrite)
+    for warning in caught:
+        if str(warning.message) not in result.notes:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     for note in result.notes:
         print(f"note: {note}")
     heads = "encoder only (num_classes=0)" if result.encoder_only else (

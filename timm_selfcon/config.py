@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from .constants import AUGMENTATIONS
+from .augmentations import AUGMENTATIONS
 from .errors import UserInputError
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]

@@ -7,7 +7,6 @@ not from the data layer.
 from __future__ import annotations
 
 __all__ = [
-    "AUGMENTATIONS",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR10_SUBSET_ID",
@@ -33,9 +32,6 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
-
-#: The image pipelines of ``timm_selfcon.data.transforms`` (training: the first four; probes: ``linear``, ``eval``).
-AUGMENTATIONS = ("supcon", "ce", "moco_v2", "simclr", "linear", "eval")
 
 #: ``data=`` value of the class-balanced CIFAR-10 subset shipped with the package (a subset of ``uoft-cs/cifar10``).
 CIFAR10_SUBSET_ID = "builtin:cifar10_subset"

@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def planted_package(root: Path) -> Path:
-    """A package with one forbidden import (models -> data), one method name outside methods/, a 7-line function."""
+    """A package with one forbidden import (models -> data), one method name outside methods/, a 7-line function,
+    two method options among TrainConfig's fields and a protocol name outside engine/evaluation/."""
     package = root / "timm_selfcon"
     for folder in ("models", "data", "engine", "methods"):
         (package / folder).mkdir(parents=True)
@@ -18,6 +19,8 @@ def planted_package(root: Path) -> Path:
     (package / "engine" / "loop.py").write_text(
         "def long(method):\n" + "    x = 1\n" * 4 + "    if method == 'selfcon':\n        return x\n")
     (package / "methods" / "own.py").write_text("name = 'selfcon'\n")  # inside methods/: allowed
+    (package / "config.py").write_text("class TrainConfig:\n    lr: float = 0.1\n    queue_size: int = 8\n"
+                                       "    temperature: float = 0.1\nPROTOCOL = 'knn'\n")
     return package
 
 
@@ -30,6 +33,8 @@ def test_finds_the_planted_longest_function_import_and_name(tmp_path: Path) -> N
     assert found["files_over_limit"] == []
     assert found["method_name_places"] == ["engine/loop.py:6 selfcon"]
     assert found["layering_forbidden_imports"] == ["timm_selfcon/models/net.py:1 -> timm_selfcon.data.stats"]
+    assert found["train_config_method_fields"] == ["queue_size", "temperature"]
+    assert found["protocol_name_places"] == ["config.py:5 knn"]
 
 
 def test_the_working_tree_copy_is_the_package_as_on_disk(tmp_path: Path) -> None:

@@ -57,3 +57,10 @@ def test_different_initial_weights_fail(setting) -> None:
     result = parity.compare(lambda: _stand_in(parity, initial), lambda: _stand_in(parity, shifted),
                             lambda: _stand_in(parity, initial, float64_loss=True), batches)
     assert not result["passed"] and result["initial_weight_difference"] > 0
+
+
+def test_each_step_is_held_to_the_noise_seen_so_far() -> None:
+    """A difference at an early step, where the noise is small, fails even if later steps are noisier."""
+    assert parity.within_noise([1e-6, 0.5], [1e-6, 0.1], 1e-6)
+    assert not parity.within_noise([1e-3, 0.01], [1e-6, 0.1], 1e-6)
+    assert parity.within_noise([0.0, 1e-6, 0.5], [0.0, 0.1, 0.0], 1e-6)  # the noise so far, not the step's own

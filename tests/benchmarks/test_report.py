@@ -209,3 +209,36 @@ def test_device_table_says_what_a_stopped_run_did_not_measure(tmp_path: Path) ->
     text = make_report.render_device(tmp_path)
     assert "**Incomplete:** the run stopped after 470 s; not measured: train, compare." in text
     assert "CE vs SupCon" not in text and "| step time |" in text
+
+
+def test_mixco_parity_table_reads_each_case_and_the_split_bn_effect(tmp_path: Path) -> None:
+    path = tmp_path / "parity_mixco.json"
+    assert make_report.render_parity_mixco(path) == "Not measured yet."
+
+    def group(ours: list[float], noise: list[float]) -> dict:
+        return dict(weight_difference=ours, noise_weight_difference=noise, final_weight_difference=ours[-1],
+                    noise_final_weight_difference=noise[-1], final_largest_in="projector.model.bn1.running_var",
+                    passed=True)
+
+    moco = dict(case="moco_mixco", temperature=0.2, mix_temperature=0.05, mix_weight=1.0, queue_size=4096,
+                momentum=0.99, lr=0.015, weight_decay=1e-4, passed=True, loss_difference=[0.0, 2e-6, 1e-3],
+                noise_loss_difference=[0.0, 1e-6, 4e-3], max_loss_difference=1e-3, max_noise_loss_difference=4e-3,
+                groups={"query encoder": group([1e-7, 1e-3], [2e-7, 2e-3]), "key encoder": group([1e-8, 1e-5],
+                        [2e-8, 3e-5]), "queue": group([0.0, 1e-4], [0.0, 2e-4])},
+                split_bn_effect=dict(num_splits=2, first_step_loss_difference=0.15,
+                                     first_step_relative_loss_difference=0.0142))
+    simclr = dict(case="simclr_mixco", temperature=0.5, mix_temperature=0.5, mix_weight=1.0, lr=0.15,
+                  weight_decay=1e-6, passed=False, loss_difference=[0.0, 0.0, 0.5], noise_loss_difference=[1e-6, 0.0, 1e-3],
+                  max_loss_difference=0.5, max_noise_loss_difference=1e-3,
+                  groups={"query encoder": group([3e-7, 1.0], [1e-7, 1e-2])})
+    path.write_text(json.dumps(dict(steps=3, batch_size=64, image_size=32, tolerance_factor=10.0, torch="2.x",
+                                    threads=1, cases=[moco, simclr])))
+    text = make_report.render_parity_mixco(path)
+    assert ("| MoCo v2 + MixCo | τ 0.2, mix τ 0.05, mix weight 1, queue 4096, m 0.99, lr 0.015, wd 0.0001 | pass | "
+            "2.0e-06 (1.0e-06) | 1.0e-03 (4.0e-03) | 1.0e-07 (2.0e-07); 1.0e-03 (2.0e-03) | 1.0e-08 (2.0e-08); "
+            "1.0e-05 (3.0e-05) | 0.0e+00 (0.0e+00); 1.0e-04 (2.0e-04) |") in text
+    assert ("| SimCLR + MixCo | τ 0.5, mix τ 0.5, mix weight 1, lr 0.15, wd 1e-06 | FAIL | 0.0e+00 (1.0e-06) | "
+            "5.0e-01 (1.0e-03) | 3.0e-07 (1.0e-07); 1.0e+00 (1.0e-02) | - | - |") in text
+    assert "MoCo v2 + MixCo from 1e-06 in steps 1-2 to 4e-03 at step 3" in text
+    assert "torch 2.x, 1 thread, fp32" in text and "SimCLR + MixCo: query encoder `projector.model.bn1.running_var`." in text
+    assert "the first step's loss by 1.5e-01 (1.4%), where `key_bn: none` differs by 0.0e+00" in text

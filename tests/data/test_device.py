@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from timm_selfcon.augmentations import AUGMENTATIONS
 from timm_selfcon.data import CIFAR10_SUBSET, NORMALIZATION, build_transform, isolated_rng, load_image_dataset
 from timm_selfcon.data.device import (
-    DEVICE_PIPELINES,
     BatchAugment,
     DeviceBatches,
     check_device_memory,
@@ -148,7 +148,7 @@ def test_brightness_factors_span_torchvisions_range(pipeline: str, strength: flo
     is the factor, 1 where the jitter was not applied (p = 0.2) and uniform on [1 - s, 1 + s] otherwise."""
     n = 4000
     grey = torch.full((n, SIDE, SIDE, 3), 100, dtype=torch.uint8)
-    spec = DEVICE_PIPELINES[pipeline]
+    [spec] = AUGMENTATIONS[pipeline]
     assert spec.jitter == (strength, v2.ColorJitter(hue=spec.jitter[1]).hue[1])
     augment = BatchAugment(pipeline, SIDE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     factors = augment(grey, torch.arange(n), 0)[:, 0, 0, 0, 0] * 255 / 100

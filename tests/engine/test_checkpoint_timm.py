@@ -44,6 +44,14 @@ def test_local_dir_loads_the_encoder_of_last(selfcon_run: Path) -> None:
     assert config["model_args"]["layers"] == [1, 1, 1, 1]
 
 
+def test_a_trained_checkpoint_reloads_with_its_training_tag(selfcon_run: Path, tiny_data: Path) -> None:
+    """Issue 24, item 21: the registered cfg's tag ``untrained`` was carried into every checkpoint's config.json."""
+    model = timm.create_model(f"local-dir:{selfcon_run / 'last'}", pretrained=True)
+    assert model.pretrained_cfg["tag"] == f"selfcon_{tiny_data.name}"  # <method>_<dataset>, as an export names it
+    assert json.loads((selfcon_run / "ckpt-1" / "config.json").read_text())["pretrained_cfg"]["tag"] == (
+        f"selfcon_{tiny_data.name}")
+
+
 def test_checkpoint_path_loads_the_timm_weights(selfcon_run: Path) -> None:
     run_config = yaml.safe_load((selfcon_run / "config.yaml").read_text())
     model = timm.create_model(run_config["model"], num_classes=0, **run_config["model_kwargs"],

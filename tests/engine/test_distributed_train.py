@@ -28,7 +28,7 @@ from timm_selfcon.engine.schedule import lr_at
 from timm_selfcon.engine.train import build_data
 from timm_selfcon.methods import SelfCon, build_method
 
-from .conftest import TRAIN_ROWS
+from .conftest import CORRUPT_ROW, TRAIN_ROWS
 from .test_train import REPO_ROOT, tiny_settings
 
 WORLD_SIZE = 2
@@ -113,3 +113,22 @@ def test_strict_data_refuses_on_every_process_before_any_work(tmp_path: Path) ->
     assert refusals and all("2 image(s)" in r and "sample 5:" in r and "sample 6:" in r for r in refusals), \
         output[-3000:]
     assert not (tmp_path / "ddp").exists()
+
+
+@pytest.mark.distributed
+def test_two_processes_print_each_warning_of_the_run_once(corrupt_data: Path, tmp_path: Path) -> None:
+    """Issue 24, item 22: every process warned about the run as a whole (the substituted images, gathered from all
+    processes) and every process decoding the whole split (``data_pipeline=device``) warned about each image."""
+    settings = tiny_settings(corrupt_data, tmp_path / "ddp", "selfcon", batch_size=TRAIN_ROWS, max_steps=1,
+                             data_pipeline="device")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
+               "-m", "timm_selfcon.cli", "train", str(recipe)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
+    err = completed.stderr
+    assert err.count("1 undecodable image(s)") == 1, err[-4000:]
+    assert err.count(f"sample {CORRUPT_ROW}: cannot decode image") == 1, err[-4000:]

@@ -50,6 +50,7 @@ def test_finetune_exports_the_encoder_without_exits(trained_run: Path, position_
     assert config["model_args"]["exit_stages"] == [] and config["model_args"]["num_classes"] == NUM_CLASSES
     assert config["pretrained_cfg"]["classifier"] == "fc"  # the exits' heads are gone from the export too
     assert config["pretrained_cfg"]["label_names"] == ["top", "bottom"]
+    assert config["pretrained_cfg"]["tag"] == f"finetune_{position_data.name}"  # not the registered 'untrained'
 
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert model.exit_stages == () and model.num_classes == NUM_CLASSES

@@ -5,6 +5,7 @@ Each run uses the registered CIFAR ResNet-18 models with one block per stage (``
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -106,6 +107,17 @@ def test_one_step_of_every_method(method: str, tiny_data: Path, tmp_path: Path) 
     assert record["step"] == 1 and record["loss"] == pytest.approx(summary["final_loss"])
     logged = [LOG_KEY[method]] if method in LOG_KEY else [k for k in record if k.startswith("loss_")]
     assert logged and logged[0] in record, f"{method} logged {sorted(record)}"
+
+
+def test_the_method_is_told_the_run_progress(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from timm_selfcon.methods.moco import MoCo
+
+    seen: list[tuple[int, int]] = []
+    update = MoCo.after_optimizer_step
+    monkeypatch.setattr(MoCo, "after_optimizer_step", lambda self, step, total: (seen.append((step, total)),
+                                                                                  update(self, step, total)))
+    train(tiny_config(tiny_data, tmp_path, "moco", max_steps=3, queue_size=8))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
 # ------------------------------------------------------------------------------------------ output layout
@@ -489,3 +501,95 @@ def test_a_launcher_asking_for_several_processes_is_warned_about(tiny_data: Path
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.warns(UserWarning, match=r"accelerate launch asked for several processes .* torchrun --nproc_per_node"):
         train(tiny_config(tiny_data, tmp_path, "supcon_s"))
+
+
+# ------------------------------------------------------------------------------------------ what the user reads
+
+
+def split_output_lines(text: str) -> list[str]:
+    """Lines of captured output; progress bars rewrite their line with carriage returns and cursor moves."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    return [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+
+
+def test_cli_prints_each_training_warning_once_naming_where_it_arose(corrupt_data: Path, tmp_path: Path,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 22: the run summary's warning was attributed to ``cli.py:30`` (the caller's line) and printed
+    with Python's echo of that line. Each warning is one line that names its category and the package file."""
+    from timm_selfcon import cli
+
+    settings = tiny_settings(corrupt_data, tmp_path / "run", "supcon", batch_size=TRAIN_ROWS,
+                             model_kwargs={"exit_stages": [2], "sub_network": "fc", "layers": SMALL_RESNET})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    capfd.readouterr()
+    assert cli.main(["train", str(recipe)]) == 0
+    err = capfd.readouterr().err
+    lines = [line for line in split_output_lines(err) if "warning:" in line]
+    expected = {"trains only the backbone": "UserWarning at timm_selfcon/methods/",
+                f"sample {CORRUPT_ROW}: cannot decode image": "CorruptImageWarning at timm_selfcon/data/",
+                "1 undecodable image(s)": "UserWarning at timm_selfcon/engine/train.py:"}
+    for text, origin in expected.items():
+        found = [line for line in lines if text in line]
+        assert len(found) == 1, f"{text!r} printed {len(found)} times:\n{err[-3000:]}"
+        assert found[0].startswith("timm-selfcon train: warning: ") and origin in found[0], found[0]
+    assert "cli.py" not in err, err[-3000:]
+
+
+def test_metrics_records_carry_the_elapsed_time_and_the_finished_epochs(tiny_data: Path, tmp_path: Path) -> None:
+    """Issue 24, item 24: a record had no elapsed time, and the last one said epoch 1 where trainer_state.json said 2.
+    ``epoch`` stays the 0-based epoch a step belongs to; ``epochs_done`` is trainer_state.json's count of finished
+    epochs; ``train_seconds`` is the training wall time so far, summed over the sittings of a resumed run."""
+    steps_per_epoch = TRAIN_ROWS // 8
+    settings = dict(epochs=2, max_steps=steps_per_epoch, save_every_steps=steps_per_epoch)
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", **settings))  # the first sitting: one epoch
+    first_sitting = json.loads((tmp_path / "last" / TRAINER_STATE).read_text())
+    summary = train(tiny_config(tiny_data, tmp_path, "supcon_s", **{**settings, "max_steps": None}, resume=True))
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [r["epoch"] for r in records] == [0] * steps_per_epoch + [1] * steps_per_epoch
+    assert [r["epochs_done"] for r in records] == [0] * (steps_per_epoch - 1) + [1] * steps_per_epoch + [2]
+    state = json.loads((tmp_path / "last" / TRAINER_STATE).read_text())
+    assert records[-1]["epochs_done"] == state["epoch"] == 2 and state["sittings"] == 2
+    seconds = [r["train_seconds"] for r in records]
+    assert all(0 < a < b for a, b in itertools.pairwise(seconds)), seconds
+    # the second sitting continues the first one's clock: its records count both sittings
+    assert seconds[steps_per_epoch - 1] <= first_sitting["train_seconds"] < seconds[steps_per_epoch]
+    assert seconds[-1] <= state["train_seconds"] <= summary["train_seconds"]
+
+
+def test_resuming_a_finished_run_says_it_is_complete_and_changes_nothing(tiny_data: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 25: resuming a finished run printed only "resumed from ... at step N" and rewrote summary.json
+    (final_loss NaN) and run_info.json. It says the run is complete and returns its summary, writing nothing."""
+    config = tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1)
+    summary = train(config)
+    files = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    again = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1, resume=True))
+    out = capsys.readouterr().out
+    assert again == summary
+    assert f"{tmp_path} is already complete: step 2 of 2" in out, out
+    assert "resumed from" not in out
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == files
+    # killed after its last checkpoint but before its summary: resuming finishes it, with the loss it had logged
+    (tmp_path / "summary.json").unlink()
+    finished = train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, save_every_steps=1, resume=True))
+    assert finished["steps"] == 2 and finished["final_loss"] == summary["final_loss"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == finished
+
+
+def test_a_run_ends_saying_where_it_is_and_how_long_it_took(tiny_data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 27: the quickstart ended without saying where the run is or how long it took."""
+    train(tiny_config(tiny_data, tmp_path / "run", "supcon_s", max_steps=2))
+    lines = capsys.readouterr().out.splitlines()
+    run_line = next(line for line in lines if line.startswith("run: "))
+    assert run_line.startswith(f"run: {tmp_path / 'run'} (last -> ckpt-2;"), run_line
+    assert f"local-dir:{tmp_path / 'run'}/last" in run_line
+    assert re.fullmatch(r"took \d+\.\d s \(training \d+\.\d s\)", lines[lines.index(run_line) + 1]), lines
+    # resumed for more steps: this sitting, and the training over both
+    train(tiny_config(tiny_data, tmp_path / "run", "supcon_s", max_steps=3, resume=True))
+    lines = capsys.readouterr().out.splitlines()
+    assert any(re.fullmatch(r"this sitting took \d+\.\d s; training took \d+\.\d s over 2 sittings", line)
+               for line in lines), lines

@@ -383,3 +383,14 @@ def test_export_of_last_uses_the_evaluation_of_the_checkpoint_it_names(evaluated
     assert result.classifiers_protocol == PROTOCOL and not result.encoder_only
     info = json.loads((tmp_path / "out" / "export_info.json").read_text())
     assert info["source"]["checkpoint"] == f"ckpt-{STEP}"
+
+
+def test_cli_export_says_each_note_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 22: a note of export() was printed twice, as a warning attributed to cli.py and as a note."""
+    run = make_run(tmp_path / "run")
+    capfd.readouterr()
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    captured = capfd.readouterr()
+    both = captured.out + captured.err
+    assert both.count("no evaluation with classifiers found") == 1, both
+    assert "note: no evaluation with classifiers found" in captured.out and "cli.py" not in both

@@ -83,7 +83,7 @@ def test_one_training_step(name: str) -> None:
     encoder_grads = [p.grad for p in method.encoder.parameters() if p.grad is not None]
     assert encoder_grads and any(g.abs().sum() > 0 for g in encoder_grads)
     assert all(torch.isfinite(g).all() for g in encoder_grads)
-    method.after_optimizer_step()
+    method.after_optimizer_step(1, 10)
 
 
 def test_registry_names_and_interface() -> None:
@@ -275,7 +275,7 @@ def test_moco_momentum_update_formula() -> None:
             p.add_(torch.randn_like(p))
     before_keys = [p.clone() for p in method.key_projector.parameters()]
     queries = [p.clone() for p in method.projector.parameters()]
-    method.after_optimizer_step()
+    method.after_optimizer_step(1, 10)
     for after, before, query in zip(method.key_projector.parameters(), before_keys, queries):
         torch.testing.assert_close(after, 0.9 * before + 0.1 * query)
     for query, now in zip(queries, method.projector.parameters()):

@@ -29,7 +29,7 @@ def official_head_params(width: int, out_dim: int = 128) -> int:
     ("selfcon_resnet18_cifar", dict(exit_stages=(1, 2, 3), sub_network="small"), 16, 512),
     ("selfcon_resnet50_cifar", dict(exit_stages=(2,), sub_network="fc"), 16, 2048),
     ("selfcon_wrn16_8_cifar", dict(exit_stages=(1, 2), sub_network="fc"), 16, 512),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(2,), sub_network="fc", depth=4), 32, 192),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(2,), sub_network="fc", depth=4), 32, 192),
     ("mixco_resnet18_cifar", dict(), 16, 512),
 ], ids=["r18-fc", "r18-3exits", "r50-fc", "wrn", "vit", "mixco"])
 def test_unit_norm_projections(name: str, kwargs: dict, size: int, width: int) -> None:

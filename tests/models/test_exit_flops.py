@@ -21,7 +21,7 @@ import timm_selfcon  # noqa: F401  (registers the models)
 CASES = [
     ("selfcon_resnet18_cifar", dict(exit_stages=(1, 2, 3), sub_network="fc"), 16),
     ("selfcon_wrn16_8_cifar", dict(exit_stages=(1, 2), sub_network="small"), 16),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(0, 1, 2), sub_network="same", depth=4), 32),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(0, 1, 2), sub_network="same", depth=4), 32),
     ("selfcon_timm", dict(backbone="resnet18", sub_network="fc"), 32),
 ]
 

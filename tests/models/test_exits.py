@@ -21,7 +21,7 @@ ATOL = 1e-5
 RTOL = 1e-4
 SUB_NETWORKS = ("fc", "same", "small")
 CNN_SIZE = 16  # CIFAR CNNs take any size; 16 px keeps property tests fast (each family also runs at 32)
-VIT_SMALL = dict(depth=4)  # a 4-block vit_tiny_patch4_32_selfcon: same code path, a third of the cost
+VIT_SMALL = dict(depth=4)  # a 4-block selfcon_vit_tiny_patch4_32: same code path, a third of the cost
 
 
 def make(name: str, **kwargs) -> nn.Module:
@@ -56,9 +56,9 @@ EXIT_CASES = [
     ("selfcon_wrn16_8_cifar", dict(exit_stages=(1, 2), sub_network="fc"), 32),
     *[("selfcon_wrn16_8_cifar", dict(exit_stages=(1, 2), sub_network=s), CNN_SIZE)
       for s in ("same", "small")],
-    *[("vit_tiny_patch4_32_selfcon", dict(exit_stages=(0, 1, 2), sub_network=s, **VIT_SMALL), 32)
+    *[("selfcon_vit_tiny_patch4_32", dict(exit_stages=(0, 1, 2), sub_network=s, **VIT_SMALL), 32)
       for s in SUB_NETWORKS],
-    ("vit_tiny_patch16_224_selfcon", dict(), 224),
+    ("selfcon_vit_tiny_patch16_224", dict(), 224),
 ]
 
 
@@ -69,7 +69,7 @@ def case_id(name: str, kwargs: dict) -> str:
 def expected_exit_stages(name: str, kwargs: dict) -> tuple[int, ...]:
     if "exit_stages" in kwargs:
         return tuple(kwargs["exit_stages"])
-    return (5,) if name.startswith("vit_") else (2,)
+    return (5,) if name.startswith("selfcon_vit_") else (2,)
 
 
 @pytest.mark.parametrize(("name", "kwargs", "size"), EXIT_CASES,
@@ -119,7 +119,7 @@ ENSEMBLE_CASES = [
     ("selfcon_resnet18_cifar", dict(exit_stages=(1, 2, 3), sub_network="fc"), CNN_SIZE),
     ("selfcon_resnet18_cifar", dict(exit_stages=(2,), sub_network="small"), CNN_SIZE),
     ("selfcon_wrn16_8_cifar", dict(exit_stages=(1, 2), sub_network="fc"), CNN_SIZE),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(0, 2), sub_network="same", **VIT_SMALL), 32),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(0, 2), sub_network="same", **VIT_SMALL), 32),
 ]
 
 
@@ -180,7 +180,7 @@ def test_early_exit_threshold_zero_stops_at_first_exit() -> None:
 
 @pytest.mark.parametrize(("name", "kwargs", "size"), [
     ("selfcon_resnet18_cifar", dict(exit_stages=(1, 2, 3), sub_network="fc"), CNN_SIZE),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(0, 1), sub_network="small", **VIT_SMALL), 32),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(0, 1), sub_network="small", **VIT_SMALL), 32),
 ], ids=["resnet18_cifar", "vit_tiny_patch4_32"])
 def test_early_exit_threshold_above_one_is_full_model(name: str, kwargs: dict, size: int) -> None:
     model = shared(name, num_classes=10, **kwargs)
@@ -228,7 +228,7 @@ def storages(module: nn.Module) -> set[int]:
     ("selfcon_resnet18_cifar", dict(exit_stages=(2,), sub_network="same")),
     ("selfcon_resnet18_cifar", dict(exit_stages=(1,), sub_network="small")),
     ("selfcon_wrn16_8_cifar", dict(exit_stages=(1,), sub_network="same")),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(1,), sub_network="same", **VIT_SMALL)),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(1,), sub_network="same", **VIT_SMALL)),
 ], ids=["resnet-same", "resnet-small", "wrn-same", "vit-same"])
 def test_sub_network_shares_no_parameter_with_backbone(name: str, kwargs: dict) -> None:
     model = shared(name, num_classes=10, **kwargs)
@@ -240,7 +240,7 @@ def test_sub_network_shares_no_parameter_with_backbone(name: str, kwargs: dict) 
     assert exit_ptrs.isdisjoint(backbone_ptrs)
     assert storages(model.exit_heads).isdisjoint(backbone_ptrs | exit_ptrs)
     # a `same` copy has the shapes of the backbone's remaining stages but its own values
-    if kwargs["sub_network"] == "same" and not name.startswith("vit_"):
+    if kwargs["sub_network"] == "same" and not name.startswith("selfcon_vit_"):
         copy_of_last = model.exits[0].stages[-1]
         last_stage = model.get_submodule(model.feature_info[-1]["module"])
         copy_shapes = [p.shape for p in copy_of_last.parameters()]
@@ -273,7 +273,7 @@ def test_backbone_gradient_does_not_reach_exit() -> None:
 
 @pytest.mark.parametrize(("name", "kwargs", "size"), [
     ("selfcon_resnet18_cifar", dict(exit_stages=(1, 2), sub_network="same"), CNN_SIZE),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(1,), sub_network="fc", **VIT_SMALL), 32),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(1,), sub_network="fc", **VIT_SMALL), 32),
 ], ids=["resnet", "vit"])
 def test_grad_checkpointing_gives_same_exits_and_gradients(name: str, kwargs: dict, size: int) -> None:
     model = make(name, num_classes=0, **kwargs).train()
@@ -295,7 +295,7 @@ def test_grad_checkpointing_gives_same_exits_and_gradients(name: str, kwargs: di
 @pytest.mark.parametrize(("name", "kwargs", "size"), [
     ("selfcon_resnet18_cifar", dict(exit_stages=(1, 2), sub_network="same"), CNN_SIZE),
     ("selfcon_wrn16_8_cifar", dict(exit_stages=(2,), sub_network="fc"), CNN_SIZE),
-    ("vit_tiny_patch4_32_selfcon", dict(exit_stages=(2,), sub_network="fc", **VIT_SMALL), 32),
+    ("selfcon_vit_tiny_patch4_32", dict(exit_stages=(2,), sub_network="fc", **VIT_SMALL), 32),
 ], ids=["resnet", "wrn", "vit"])
 def test_plain_encoder_keeps_backbone(name: str, kwargs: dict, size: int) -> None:
     model = shared(name, num_classes=10, **kwargs)
@@ -316,10 +316,10 @@ def test_plain_encoder_keeps_backbone(name: str, kwargs: dict, size: int) -> Non
 @pytest.mark.parametrize(("name", "exit_stages", "size"), [
     ("selfcon_resnet18_cifar", (1, 2), CNN_SIZE),
     ("selfcon_wrn16_8_cifar", (1, 2), CNN_SIZE),
-    ("vit_tiny_patch4_32_selfcon", (0, 1, 2), 32),
+    ("selfcon_vit_tiny_patch4_32", (0, 1, 2), 32),
 ], ids=["resnet", "wrn", "vit"])
 def test_reset_classifier_covers_every_head(name: str, exit_stages: tuple[int, ...], size: int) -> None:
-    extra = VIT_SMALL if name.startswith("vit_") else {}
+    extra = VIT_SMALL if name.startswith("selfcon_vit_") else {}
     model = make(name, num_classes=10, exit_stages=exit_stages, sub_network="fc", **extra)
     model.reset_classifier(5)
     assert model.num_classes == 5
@@ -343,10 +343,10 @@ def test_reset_classifier_covers_every_head(name: str, exit_stages: tuple[int, .
 @pytest.mark.parametrize(("name", "size"), [
     ("selfcon_resnet18_cifar", CNN_SIZE),
     ("selfcon_wrn16_8_cifar", CNN_SIZE),
-    ("vit_tiny_patch4_32_selfcon", 32),
+    ("selfcon_vit_tiny_patch4_32", 32),
 ])
 def test_num_classes_zero_forward_is_backbone_feature(name: str, size: int) -> None:
-    extra = VIT_SMALL if name.startswith("vit_") else {}
+    extra = VIT_SMALL if name.startswith("selfcon_vit_") else {}
     model = shared(name, num_classes=0, **extra)
     assert model.num_exits == 1
     x = images(2, size)
@@ -363,7 +363,7 @@ def test_num_classes_zero_forward_is_backbone_feature(name: str, size: int) -> N
     ("selfcon_resnet18_cifar", (1, 2, 3), "fc"),
     ("selfcon_resnet18_cifar", (), "fc"),
     ("selfcon_wrn16_8_cifar", (1, 2), "fc"),
-    ("vit_tiny_patch4_32_selfcon", (0, 2), "head"),
+    ("selfcon_vit_tiny_patch4_32", (0, 2), "head"),
 ])
 def test_pretrained_cfg_lists_every_classifier(
     name: str, exit_stages: tuple[int, ...], backbone: str
@@ -378,7 +378,7 @@ def test_pretrained_cfg_lists_every_classifier(
 
 
 @pytest.mark.parametrize(("name", "backbone"), [
-    ("selfcon_resnet18_cifar", "fc"), ("vit_tiny_patch4_32_selfcon", "head"),
+    ("selfcon_resnet18_cifar", "fc"), ("selfcon_vit_tiny_patch4_32", "head"),
 ])
 def test_plain_encoder_pretrained_cfg_lists_only_backbone_classifier(name: str, backbone: str) -> None:
     model = timm.create_model(name, exit_stages=(1, 2), device="meta")

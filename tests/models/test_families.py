@@ -41,10 +41,21 @@ def test_registered_names() -> None:
     selfcon = set(timm.list_models("*selfcon*"))
     mixco = set(timm.list_models("*mixco*"))
     for name in ("selfcon_resnet18_cifar", "selfcon_resnet50", "selfcon_wrn16_8_cifar",
-                 "vit_tiny_patch4_32_selfcon"):
+                 "selfcon_vit_tiny_patch4_32"):
         assert name in selfcon
     for name in ("mixco_resnet18", "mixco_resnet18_cifar", "mixco_resnet10_cifar"):
         assert name in mixco
+    # every family is named selfcon_* / mixco_*: no ViT of ours hides under timm's own vit_* names
+    assert not [name for name in timm.list_models("vit_*") if "selfcon" in name]
+
+
+@pytest.mark.parametrize(("old", "new"), [("vit_tiny_patch4_32_selfcon", "selfcon_vit_tiny_patch4_32"),
+                                          ("vit_tiny_patch16_224_selfcon", "selfcon_vit_tiny_patch16_224"),
+                                          ("vit_small_patch16_224_selfcon", "selfcon_vit_small_patch16_224")])
+def test_old_vit_names_are_deprecated_aliases(old: str, new: str) -> None:
+    with pytest.warns(UserWarning, match=f"deprecated model name {old} to current {new}"):
+        model = timm.create_model(old, device="meta", depth=2)
+    assert model.pretrained_cfg["architecture"] == new
 
 
 def test_resnet10_cifar_is_one_block_per_stage() -> None:
@@ -127,7 +138,7 @@ def test_default_exits() -> None:
     assert imagenet.exit_stages == (2,) and imagenet.sub_network == "same"
     assert meta_model("mixco_resnet18_cifar").exit_stages == ()
     assert meta_model("selfcon_wrn16_8_cifar").exit_stages == (1,)
-    vit = meta_model("vit_tiny_patch4_32_selfcon")
+    vit = meta_model("selfcon_vit_tiny_patch4_32")
     assert vit.exit_stages == (5,)
     assert tuple(vit.pretrained_cfg["classifier"]) == ("head", "exit_heads.0")
 
@@ -135,7 +146,7 @@ def test_default_exits() -> None:
 # ---- data config ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [
-    "selfcon_resnet18_cifar", "selfcon_resnet50_cifar", "selfcon_wrn16_8_cifar", "vit_tiny_patch4_32_selfcon",
+    "selfcon_resnet18_cifar", "selfcon_resnet50_cifar", "selfcon_wrn16_8_cifar", "selfcon_vit_tiny_patch4_32",
     "mixco_resnet18_cifar",
 ])
 def test_cifar_pretrained_cfg(name: str) -> None:
@@ -151,7 +162,7 @@ def test_cifar_pretrained_cfg(name: str) -> None:
     assert data["std"] == pytest.approx(CIFAR_STD)
 
 
-@pytest.mark.parametrize("name", ["selfcon_resnet18", "mixco_resnet18", "vit_tiny_patch16_224_selfcon"])
+@pytest.mark.parametrize("name", ["selfcon_resnet18", "mixco_resnet18", "selfcon_vit_tiny_patch16_224"])
 def test_imagenet_pretrained_cfg(name: str) -> None:
     data = resolve_data_config({}, model=meta_model(name))
     assert data["input_size"] == (3, 224, 224)
@@ -199,7 +210,7 @@ def test_features_only_channels(name: str, channels: list[int]) -> None:
 # ---- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [
-    "selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "vit_tiny_patch4_32_selfcon",
+    "selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "selfcon_vit_tiny_patch4_32",
 ])
 def test_unknown_sub_network(name: str) -> None:
     with pytest.raises(ValueError, match="tiny") as info:
@@ -213,7 +224,7 @@ def test_unknown_sub_network(name: str) -> None:
     ("selfcon_resnet18_cifar", (0,), "0", [1, 2, 3]),
     ("selfcon_resnet18", (2, 4), "4", [1, 2, 3]),
     ("selfcon_wrn16_8_cifar", (3,), "3", [1, 2]),
-    ("vit_tiny_patch4_32_selfcon", (11,), "11", list(range(11))),
+    ("selfcon_vit_tiny_patch4_32", (11,), "11", list(range(11))),
 ])
 def test_exit_stage_out_of_range(name: str, exit_stages: tuple[int, ...], bad: str, valid: list[int]) -> None:
     with pytest.raises(ValueError, match=rf"\b{bad}\b") as info:
@@ -228,7 +239,7 @@ def test_exit_stage_wrong_type(exit_stages: object) -> None:
 
 
 @pytest.mark.parametrize("name", [
-    "selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "vit_tiny_patch4_32_selfcon", "mixco_resnet18_cifar",
+    "selfcon_resnet18_cifar", "selfcon_wrn16_8_cifar", "selfcon_vit_tiny_patch4_32", "mixco_resnet18_cifar",
 ])
 def test_unknown_kwarg(name: str) -> None:
     with pytest.raises(TypeError, match="not_an_arg"):

@@ -12,6 +12,10 @@ What changes, and nothing else:
   (``filter``, ``exclude_filters``, ``pretrained``, ``name_matches_cfg``, ``include_tags``) keep
   timm's semantics. This includes the ``forward_intermediates`` tests, which timm lists by
   ``module=FEAT_INTER_FILTERS`` (timm's own module names).
+- timm routes transformer models to its non-standard tests by name (``NON_STD_FILTERS`` holds ``vit_*``);
+  this package's ViTs are named ``selfcon_vit_*`` like its other families, so ``filter`` / ``exclude_filters``
+  patterns are matched against their timm-style name too (``selfcon_vit_tiny_patch4_32`` as
+  ``vit_tiny_patch4_32``).
 - ``TIMM_SELFCON_SUITE_MODELS`` (comma-separated model names or fnmatch patterns; unset or empty:
   every model of this package) narrows the listing further, e.g. to one model per family.
 - tests not parametrized by one of this package's models (timm's regression tests that name
@@ -77,6 +81,24 @@ def is_selected(model_name: str, patterns: list[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(arch_name(model_name), p) for p in patterns)
 
 
+TRANSFORMER_PREFIX = "selfcon_vit_"
+
+
+def timm_style_names(model_name: str) -> set[str]:
+    """The names timm's filters see for ``model_name``: itself, and for a ViT of ours also ``vit_...``."""
+    if model_name.startswith(TRANSFORMER_PREFIX):
+        return {model_name, model_name.removeprefix("selfcon_")}
+    return {model_name}
+
+
+def _patterns(value: str | Iterable[str]) -> list[str]:
+    return [p for p in ([value] if isinstance(value, str) else list(value)) if p]
+
+
+def _matches(model_name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for name in timm_style_names(model_name) for p in patterns)
+
+
 def list_models(
         filter: str | Iterable[str] = "",
         module: str | Iterable[str] = "",
@@ -87,12 +109,11 @@ def list_models(
 ) -> list[str]:
     """timm's ``list_models`` over this package's modules only (``module`` is replaced by them)."""
     del module  # timm's tests pass timm's module names; ours replace them
-    names = _timm_list_models(
-        filter=filter, module=package_modules(), pretrained=pretrained, exclude_filters=exclude_filters,
-        name_matches_cfg=name_matches_cfg, include_tags=include_tags,
-    )
-    patterns = selected_patterns()
-    return [name for name in names if is_selected(name, patterns)]
+    names = _timm_list_models(module=package_modules(), pretrained=pretrained, name_matches_cfg=name_matches_cfg,
+                              include_tags=include_tags)
+    filters, excludes, patterns = _patterns(filter), _patterns(exclude_filters), selected_patterns()
+    return [name for name in names if (not filters or _matches(name, filters)) and not _matches(name, excludes)
+            and is_selected(name, patterns)]
 
 
 def list_pretrained(filter: str | Iterable[str] = "", exclude_filters: str | Iterable[str] = "") -> list[str]:

@@ -50,7 +50,7 @@ EXIT_SETUP_FAILED = 2  # the sdist could not be fetched or has no tests/test_mod
 CI_MODELS = {
     "selfcon_resnet": "selfcon_resnet18_cifar",
     "selfcon_wrn": "selfcon_wrn16_8_cifar",
-    "selfcon_vit": "vit_tiny_patch4_32_selfcon",
+    "selfcon_vit": "selfcon_vit_tiny_patch4_32",
     "mixco_resnet": "mixco_resnet10_cifar",
     "selfcon_generic": "selfcon_timm",
 }

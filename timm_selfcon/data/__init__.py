@@ -28,7 +28,7 @@ from timm_selfcon.data.datasets import (
     strict_data_message,
     substituted_sources,
 )
-from timm_selfcon.data.device import DEVICE_PIPELINES, BatchAugment, DeviceBatches, DeviceData, decode_split
+from timm_selfcon.data.device import BatchAugment, DeviceBatches, DeviceData, decode_split, device_pipelines
 from timm_selfcon.data.loaders import (
     build_eval_loader,
     build_train_loader,
@@ -39,6 +39,7 @@ from timm_selfcon.data.loaders import (
 from timm_selfcon.data.loading import (
     KNOWN_DATASETS,
     class_names,
+    dataset_short_name,
     load_image_dataset,
     resolve_columns,
     select_classes,
@@ -53,7 +54,6 @@ __all__ = [
     "CIFAR10_SUBSET",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
-    "DEVICE_PIPELINES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KNOWN_DATASETS",
@@ -75,8 +75,10 @@ __all__ = [
     "build_transform",
     "class_names",
     "collate_samples",
+    "dataset_short_name",
     "decode_split",
     "derive_seed",
+    "device_pipelines",
     "find_undecodable",
     "isolated_rng",
     "load_image_dataset",

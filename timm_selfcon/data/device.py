@@ -1,9 +1,10 @@
 """``data_pipeline=device``: the split decoded once to uint8 on the accelerator, each batch augmented there.
 
 The fastest CIFAR trainers keep the whole dataset on the GPU and augment whole batches with tensor ops; this
-module does that for the ``supcon``, ``simclr``, ``moco_v2`` and ``ce`` pipelines of
-:mod:`timm_selfcon.data.transforms`, with **per-sample** random parameters (torchvision's v2 transforms applied
-to a batch tensor draw one set for the whole batch) and torchvision's sampling rules:
+module does that for every training pipeline of :mod:`timm_selfcon.augmentations` (the same per-view specs as
+the ``workers`` path; each view of a sample follows its own spec), with **per-sample** random parameters
+(torchvision's v2 transforms applied to a batch tensor draw one set for the whole batch) and torchvision's
+sampling rules:
 
 - RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3): 10 tries of (area, log-ratio), the first that fits, else the
   centre-crop fallback; top/left uniform. Resampled bilinearly with ``affine_grid`` / ``grid_sample``, the sampling
@@ -13,8 +14,9 @@ to a batch tensor draw one set for the whole batch) and torchvision's sampling r
 - RandomApply(ColorJitter, p=0.8): brightness, contrast, saturation, hue factors and an order of the four
   ops drawn per sample, with torchvision's formulas (contrast and saturation blend with the ITU-R 601-2 grey,
   clamping to [0, 1] after each op; hue rotates in HSV).
-- RandomGrayscale p=0.2, Gaussian blur p=0.5 with sigma ~ U(0.1, 2) and the pipelines' kernel size (reflect
-  padding), normalisation. Outputs stay float32 between ops (PIL rounds to uint8 after each op).
+- RandomGrayscale, Gaussian blur with sigma ~ U(0.1, 2) and the pipelines' kernel size (reflect padding) and
+  solarize (pixels >= 128/255 inverted), each with its spec's probability; normalisation. Outputs stay float32
+  between ops (PIL rounds to uint8 after each op).
 
 Randomness: every parameter of a sample comes from a counter-based hash of ``(seed, epoch, index, view, draw)``
 (lowbias32 applied twice, exact in int64 arithmetic on any device), so, as on the ``workers`` path, a sample's
@@ -47,13 +49,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import functional as TF
 
+from timm_selfcon.augmentations import AUGMENTATIONS, ViewSpec, view_specs
 from timm_selfcon.data.datasets import CorruptImageWarning, _decode_rgb, strict_data_message, undecodable_description
 from timm_selfcon.data.sampler import ResumableDistributedSampler, derive_seed
 from timm_selfcon.data.transforms import blur_kernel_size
 from timm_selfcon.errors import UserInputError
 
 __all__ = [
-    "DEVICE_PIPELINES",
     "BatchAugment",
     "DeviceBatches",
     "DeviceData",
@@ -61,6 +63,7 @@ __all__ = [
     "counter_uniforms",
     "decode_split",
     "device_cache_dir",
+    "device_pipelines",
     "epoch_key",
 ]
 
@@ -71,21 +74,13 @@ _CROP_RATIO = (3 / 4, 4 / 3)
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601-2, what PIL's convert("L") and torchvision use
 
 
-@dataclass(frozen=True)
-class _Spec:
-    jitter: tuple[float, float] | None  # (brightness = contrast = saturation strength, hue)
-    grayscale: bool
-    blur: bool
+_SOLARIZE_THRESHOLD = 128 / 255  # PIL's RandomSolarize(threshold=128) on uint8
 
 
-#: The pipelines of :mod:`timm_selfcon.data.transforms` this path reproduces, with the same parameters.
-DEVICE_PIPELINES: dict[str, _Spec] = {
-    "supcon": _Spec(jitter=(0.4, 0.1), grayscale=True, blur=False),
-    "ce": _Spec(jitter=None, grayscale=False, blur=False),
-    "linear": _Spec(jitter=None, grayscale=False, blur=False),
-    "moco_v2": _Spec(jitter=(0.4, 0.1), grayscale=True, blur=True),
-    "simclr": _Spec(jitter=(0.8, 0.2), grayscale=True, blur=True),
-}
+def device_pipelines() -> list[str]:
+    """The pipelines of :mod:`timm_selfcon.augmentations` this path runs: every one whose views all crop (the
+    deterministic ``eval`` view is not a training pipeline)."""
+    return [name for name, specs in AUGMENTATIONS.items() if all(spec.crop for spec in specs)]
 
 
 # --------------------------------------------------------------------------------------------- randomness
@@ -242,25 +237,26 @@ def resample_boxes(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, siz
 
 
 class BatchAugment:
-    """One of :data:`DEVICE_PIPELINES` applied to a batch with per-sample parameters, on the batch's device.
+    """A pipeline of :mod:`timm_selfcon.augmentations` applied to a batch with per-sample parameters, on the batch's
+    device; view ``v`` of every sample follows the pipeline's spec of view ``v``.
 
     Call with uint8 images ``[B, H, W, 3]``, their dataset rows ``index`` int64 ``[B]`` and the ``epoch``;
     returns normalised float32 views ``[B, V, 3, S, S]`` (``S = image_size``).
 
     Draws per view (of :data:`DRAWS_PER_VIEW`): 0-9 crop area, 10-19 crop log-ratio, 20 top, 21 left,
     22 flip, 23 jitter applied, 24-27 brightness, contrast, saturation, hue factors, 28-31 keys whose order
-    is the order of the four jitter ops, 32 grayscale, 33 blur applied, 34 blur sigma.
+    is the order of the four jitter ops, 32 grayscale, 33 blur applied, 34 blur sigma, 35 solarize.
     """
 
     def __init__(self, pipeline: str, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *,
                  views: int = 1, seed: int = 0, compile: bool = False) -> None:
-        if pipeline not in DEVICE_PIPELINES:
+        if pipeline not in device_pipelines():
             raise ValueError(f"augmentation {pipeline!r} has no data_pipeline=device version; expected one of "
-                             f"{sorted(DEVICE_PIPELINES)} (or data_pipeline=workers)")
+                             f"{sorted(device_pipelines())} (or data_pipeline=workers)")
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(f"views must be a positive int, got {views!r}")
         self.pipeline, self.image_size, self.views, self.seed = pipeline, image_size, views, seed
-        self.spec = DEVICE_PIPELINES[pipeline]
+        self.specs = view_specs(pipeline, views)
         self.mean, self.std = tuple(mean), tuple(std)
         self.kernel_size = blur_kernel_size(image_size)
         # compile=True fuses the ~100 small element-wise kernels of a batch (shapes are static with drop_last)
@@ -294,21 +290,43 @@ class BatchAugment:
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
         if self.views > 1:
             x = x.repeat_interleave(self.views, dim=0)
-        x = self.resized_crop(x, u, height, width)
-        spec = self.spec
+        x = self.resized_crop(x, u, height, width, self._flip_p(u, batch))
+        if len(set(self.specs)) == 1:  # the same spec for every view (all but asymmetric pipelines): one pass
+            x = self.colour_ops(x, u, self.specs[0])
+        else:  # rows are sample-major (row = sample * V + view): each view's rows with its own spec
+            x = x.view(batch, self.views, 3, size, size)
+            u = u.view(batch, self.views, -1)
+            x = torch.stack([self.colour_ops(x[:, v], u[:, v], spec) for v, spec in enumerate(self.specs)], dim=1)
+        return ((x.reshape(-1, 3, size, size) - mean) / std).view(batch, self.views, 3, size, size)
+
+    def _flip_p(self, u: torch.Tensor, batch: int) -> torch.Tensor | float:
+        """The flip probability of every row: one float when all views agree, else ``[B * V]``."""
+        probabilities = [0.5 if spec.flip else 0.0 for spec in self.specs]
+        if len(set(probabilities)) == 1:
+            return probabilities[0]
+        per_view = torch.stack([u.new_full((), p) for p in probabilities])  # filled on u's device: no copy
+        return per_view.repeat(batch)
+
+    def colour_ops(self, x: torch.Tensor, u: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+        """The spec's colour jitter, grayscale, blur and solarize of ``x`` ``[N, 3, S, S]`` with draws ``u``."""
         if spec.jitter is not None:
             x = self.color_jitter(x, u, *spec.jitter)
-        if spec.grayscale:
-            x = torch.where((u[:, 32] < 0.2).view(-1, 1, 1, 1), _grey(x).expand_as(x), x)
-        if spec.blur:
+        if spec.grayscale_p:
+            x = torch.where((u[:, 32] < spec.grayscale_p).view(-1, 1, 1, 1), _grey(x).expand_as(x), x)
+        if spec.blur_p:
             sigma = 0.1 + u[:, 34] * (2.0 - 0.1)
-            x = _blur(x, sigma, u[:, 33] < 0.5, self.kernel_size)
-        return ((x - mean) / std).view(batch, self.views, 3, size, size)
+            x = _blur(x, sigma, u[:, 33] < spec.blur_p, self.kernel_size)
+        if spec.solarize_p:
+            solarize = (u[:, 35] < spec.solarize_p).view(-1, 1, 1, 1) & (x >= _SOLARIZE_THRESHOLD)
+            x = torch.where(solarize, 1.0 - x, x)
+        return x
 
-    def resized_crop(self, x: torch.Tensor, u: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """RandomResizedCrop + horizontal flip of ``x`` ``[N, 3, H, W]`` to ``[N, 3, S, S]``."""
+    def resized_crop(self, x: torch.Tensor, u: torch.Tensor, height: int, width: int,
+                     flip_p: torch.Tensor | float = 0.5) -> torch.Tensor:
+        """RandomResizedCrop + horizontal flip (with probability ``flip_p``, a float or ``[N]``) of ``x``
+        ``[N, 3, H, W]`` to ``[N, 3, S, S]``."""
         boxes = crop_boxes(u[:, 0:10], u[:, 10:20], u[:, 20], u[:, 21], height, width)
-        return resample_boxes(x, boxes, u[:, 22] < 0.5, self.image_size)
+        return resample_boxes(x, boxes, u[:, 22] < flip_p, self.image_size)
 
     @staticmethod
     def color_jitter(x: torch.Tensor, u: torch.Tensor, strength: float, hue: float) -> torch.Tensor:

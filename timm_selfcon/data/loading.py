@@ -24,6 +24,7 @@ from .sampler import derive_seed
 __all__ = [
     "KNOWN_DATASETS",
     "class_names",
+    "dataset_short_name",
     "load_image_dataset",
     "local_builder",
     "resolve_columns",
@@ -45,6 +46,16 @@ _SPLIT_ALIASES = {"validation": ("validation", "val", "valid"), "val": ("val", "
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 HFDataset = datasets.Dataset | datasets.IterableDataset
+
+
+def dataset_short_name(data: str | None) -> str:
+    """A tag-friendly dataset name: ``uoft-cs/cifar100`` -> ``cifar100``; ``builtin:cifar10_subset`` unchanged."""
+    if not data:
+        return "unknown"
+    name = str(data).rstrip("/").split(":")[-1]
+    name = Path(name).name if ("/" in name or "\\" in name) else name
+    name = name.split("/")[-1]
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "data"
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -1,15 +1,5 @@
-"""Augmentation pipelines of SelfCon, SupCon, MoCo v2 and SimCLR, built from ``torchvision.transforms.v2``.
-
-- ``supcon`` — SelfCon (Bae et al., AAAI 2023, §3.1 of its code recipe) = SupContrast (Khosla et al., 2020):
-  RandomResizedCrop(scale 0.2–1), horizontal flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
-  grayscale p=0.2.
-- ``ce`` / ``linear`` — the weaker CE-baseline / linear-probe augmentation: RandomResizedCrop(0.2–1) + flip.
-- ``moco_v2`` — MoCo v2 "aug-plus" as used by MixCo (Kim et al., 2020): crop, jitter p=0.8, grayscale p=0.2,
-  Gaussian blur σ ~ U(0.1, 2) p=0.5, flip.
-- ``simclr`` — SimCLR (Chen et al., 2020) as used by MixCo: crop, flip, ColorJitter(0.8, 0.8, 0.8, 0.2)
-  p=0.8, grayscale p=0.2, blur p=0.5.
-- ``eval`` — resize the shorter side to ``image_size / crop_pct`` and center-crop ``image_size``
-  (crop_pct 1.0 on 32 px CIFAR is ToTensor + Normalize only; 0.875 at 224 is Resize 256 + CenterCrop 224).
+"""The ``data_pipeline=workers`` augmentations: :mod:`timm_selfcon.augmentations`' per-view specs built from
+``torchvision.transforms.v2``.
 
 Every transform returns a float32 tensor of shape [V, C, H, W] (V = ``views``; V=1 for a single view).
 Geometric and colour ops run on PIL images, whose integer arithmetic does not depend on the number of
@@ -26,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from ..constants import AUGMENTATIONS
+from ..augmentations import AUGMENTATIONS, ViewSpec, view_specs
 from ..errors import UserInputError
 
 __all__ = [
@@ -36,7 +26,7 @@ __all__ = [
     "build_transform",
 ]
 
-PIPELINES = AUGMENTATIONS
+PIPELINES = AUGMENTATIONS  # name -> per-view specs; the table lives in timm_selfcon.augmentations
 
 _CROP_SCALE = (0.2, 1.0)
 _BLUR_SIGMA = (0.1, 2.0)
@@ -53,50 +43,54 @@ def _color_jitter(strength: float, hue: float) -> v2.Transform:
     )
 
 
-def _blur(image_size: int) -> v2.Transform:
+def _blur(image_size: int, p: float) -> v2.Transform:
     blur = v2.GaussianBlur(kernel_size=blur_kernel_size(image_size), sigma=_BLUR_SIGMA)
-    return v2.RandomApply([blur], p=0.5)
+    return v2.RandomApply([blur], p=p)
 
 
-def _augmentations(pipeline: str, image_size: int, crop_pct: float) -> list[v2.Transform]:
-    crop = v2.RandomResizedCrop(image_size, scale=_CROP_SCALE, antialias=True)
-    flip = v2.RandomHorizontalFlip()
-    if pipeline == "supcon":
-        return [crop, flip, _color_jitter(0.4, 0.1), v2.RandomGrayscale(p=0.2)]
-    if pipeline in ("ce", "linear"):
-        return [crop, flip]
-    if pipeline == "moco_v2":
-        return [crop, _color_jitter(0.4, 0.1), v2.RandomGrayscale(p=0.2), _blur(image_size), flip]
-    if pipeline == "simclr":
-        return [crop, flip, _color_jitter(0.8, 0.2), v2.RandomGrayscale(p=0.2), _blur(image_size)]
-    if pipeline == "eval":
-        resize_to = math.floor(image_size / crop_pct)
-        return [v2.Resize(resize_to, antialias=True), v2.CenterCrop(image_size)]
-    raise UserInputError(f"unknown augmentation pipeline {pipeline!r}; valid pipelines: {', '.join(PIPELINES)}")
+def _augmentations(spec: ViewSpec, image_size: int, crop_pct: float) -> list[v2.Transform]:
+    """The PIL-side ops of one view, in the spec's order."""
+    if not spec.crop:
+        return [v2.Resize(math.floor(image_size / crop_pct), antialias=True), v2.CenterCrop(image_size)]
+    flip = [v2.RandomHorizontalFlip()] if spec.flip else []
+    ops: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=_CROP_SCALE, antialias=True)]
+    if not spec.flip_last:
+        ops += flip
+    if spec.jitter is not None:
+        ops.append(_color_jitter(*spec.jitter))
+    if spec.grayscale_p:
+        ops.append(v2.RandomGrayscale(p=spec.grayscale_p))
+    if spec.blur_p:
+        ops.append(_blur(image_size, spec.blur_p))
+    if spec.flip_last:
+        ops += flip
+    if spec.solarize_p:
+        ops.append(v2.RandomSolarize(threshold=128, p=spec.solarize_p))  # on the uint8 PIL image
+    return ops
 
 
 class MultiViewTransform:
-    """Applies one augmentation pipeline ``views`` times independently.
+    """Applies each view's transform to the image, one after the other (independent random draws).
 
     Call with a PIL image (converted to RGB if needed) or a uint8 tensor [C, H, W];
     returns a float32 tensor [V, C, H, W], normalised.
     """
 
     def __init__(
-        self, view_transform: Callable[[Any], torch.Tensor], views: int, pipeline: str, image_size: int
+        self, view_transforms: Sequence[Callable[[Any], torch.Tensor]], pipeline: str, image_size: int
     ) -> None:
-        self.view_transform = view_transform
-        self.views = views
+        self.view_transforms = list(view_transforms)
+        self.views = len(self.view_transforms)
         self.pipeline = pipeline
         self.image_size = image_size
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         if isinstance(image, Image.Image) and image.mode != "RGB":
             image = image.convert("RGB")
-        return torch.stack([self.view_transform(image) for _ in range(self.views)])
+        return torch.stack([transform(image) for transform in self.view_transforms])
 
     def __repr__(self) -> str:
-        return f"MultiViewTransform(pipeline={self.pipeline!r}, views={self.views}, {self.view_transform!r})"
+        return f"MultiViewTransform(pipeline={self.pipeline!r}, views={self.views}, {self.view_transforms!r})"
 
 
 def _check_stats(name: str, values: Sequence[float]) -> tuple[float, ...]:
@@ -121,10 +115,10 @@ def build_transform(
     """Build an augmentation returning a float32 tensor [V, C, H, W] with C=3, H=W=``image_size``.
 
     Args:
-        pipeline: one of :data:`PIPELINES`.
+        pipeline: a name of :data:`timm_selfcon.augmentations.AUGMENTATIONS` (per-view specs).
         image_size: output side in pixels (32 for CIFAR, 64 Tiny-ImageNet, 224 ImageNet / MixCo).
         mean, std: per-channel normalisation (see :data:`timm_selfcon.constants.NORMALIZATION`).
-        views: independent applications of the pipeline (2 for SupCon / SelfCon-M / MoCo / SimCLR).
+        views: number of views (2 for SupCon / SelfCon-M / MoCo / SimCLR); each gets its spec's transform.
         crop_pct: only for ``eval``: fraction of the resized image kept by the center crop.
     """
     if pipeline not in PIPELINES:
@@ -139,12 +133,10 @@ def build_transform(
     std_t = _check_stats("std", std)
     if min(std_t) <= 0:
         raise UserInputError(f"std must be positive, got {std!r}")
-    view_transform = v2.Compose(
-        [
-            *_augmentations(pipeline, image_size, crop_pct),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean_t), std=list(std_t)),
-        ]
-    )
-    return MultiViewTransform(view_transform, views, pipeline, image_size)
+    try:
+        specs = view_specs(pipeline, views)
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean_t), std=list(std_t))]
+    return MultiViewTransform([v2.Compose([*_augmentations(spec, image_size, crop_pct), *tail]) for spec in specs],
+                              pipeline, image_size)

@@ -81,11 +81,24 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state
     return final
 
 
-class TimmEncoder:
-    """Writes a module's timm files (``model.safetensors`` + ``config.json``) into a checkpoint folder."""
+def weights_tag(method: str, data: str | None) -> str:
+    """The pretrained tag of weights that ``method`` trained on ``data``: ``<method>_<dataset>``, e.g.
+    ``selfcon_cifar100`` (``finetune_cifar10`` for fine-tuned weights), the tag their export is named with too."""
+    from ..data import dataset_short_name
 
-    def __init__(self, encoder: torch.nn.Module, model_args: dict[str, Any], data_config: dict[str, Any]) -> None:
-        self.encoder, self.model_args, self.data_config = encoder, model_args, data_config
+    return f"{method}_{dataset_short_name(data)}"
+
+
+class TimmEncoder:
+    """Writes a module's timm files (``model.safetensors`` + ``config.json``) into a checkpoint folder.
+
+    ``tag``: the ``pretrained_cfg`` tag in ``config.json`` (:func:`weights_tag`); without it timm would record the
+    registered cfg's ``untrained``, which a trained checkpoint is not.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, model_args: dict[str, Any], data_config: dict[str, Any],
+                 tag: str | None = None) -> None:
+        self.encoder, self.model_args, self.data_config, self.tag = encoder, model_args, data_config, tag
 
     def write(self, folder: Path) -> None:
         from timm.models import save_for_hf
@@ -95,8 +108,8 @@ class TimmEncoder:
             import copy
 
             encoder = copy.deepcopy(encoder).to(memory_format=torch.contiguous_format)
-        save_for_hf(encoder, str(folder), model_args=self.model_args, safe_serialization=True,
-                    data_config=self.data_config)
+        save_for_hf(encoder, str(folder), model_config={"pretrained_cfg": {"tag": self.tag}} if self.tag else None,
+                    model_args=self.model_args, safe_serialization=True, data_config=self.data_config)
 
 
 def checkpoint_steps(output_dir: Path) -> list[tuple[int, Path]]:

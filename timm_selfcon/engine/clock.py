@@ -8,6 +8,7 @@ A run killed and resumed is several *sittings*; the totals travel inside every c
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import resource
 import time
@@ -17,7 +18,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["RunClock", "cpu_seconds", "indices_sha256", "machine_load", "state_dict_sha256"]
+__all__ = ["RunClock", "busy_note", "cpu_seconds", "format_duration", "indices_sha256", "load_average_1m",
+           "machine_load", "state_dict_sha256"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -53,6 +55,39 @@ def machine_load() -> dict[str, Any]:
                 load_average=[round(value, 2) for value in load])
 
 
+def load_average_1m() -> float:
+    """The machine's 1-minute load average (NaN where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def busy_note(load_at_start: float, load_at_end: float, cpu_count: int | None, own_cores: float) -> str | None:
+    """One line saying why a run may have been slow, when other processes kept the machine busy; None otherwise.
+
+    Busy: the 1-minute load average exceeded the cores when the run started (before it computed anything), or at
+    its end once the run's own share is taken off (``own_cores``: the CPU seconds per wall second it used, loader
+    workers included). The run's own threads alone can push the load above the cores (e.g. 2 torch threads and a
+    loader worker on 2 cores), which is not what a busy machine means.
+    """
+    if not cpu_count or math.isnan(load_at_start) or math.isnan(load_at_end):
+        return None
+    if load_at_start <= cpu_count and load_at_end - own_cores <= cpu_count:
+        return None
+    return (f"note: the machine was busy: 1-minute load average {load_at_start:.1f} at the start and "
+            f"{load_at_end:.1f} at the end on {cpu_count} cores, of which this run used about {own_cores:.1f}; other "
+            "processes competed for the CPUs, so it may have taken longer than on a quiet machine")
+
+
+def format_duration(seconds: float) -> str:
+    """``42.3 s``, ``3 min 13 s``, ``1 h 02 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 class RunClock:
     """Wall and CPU seconds of the training loop, continued from the totals of the checkpoint resumed from."""
 
@@ -64,9 +99,19 @@ class RunClock:
         self.start_wall = time.perf_counter()
         self.start_cpu = cpu_seconds()
 
+    def sitting_cores(self) -> float:
+        """CPU seconds per wall second of this sitting so far (loader workers included): the cores it kept busy."""
+        wall = time.perf_counter() - self.start_wall
+        return (cpu_seconds() - self.start_cpu) / wall if wall > 0 else 0.0
+
+    def train_seconds(self) -> float:
+        """Wall seconds of training over every sitting so far (``totals()["train_seconds"]``, without reading the
+        CPU clocks)."""
+        return self.previous_train_seconds + time.perf_counter() - self.start_wall
+
     def totals(self) -> dict[str, Any]:
         """``train_seconds`` and ``cpu_seconds`` over every sitting so far, and the number of ``sittings``."""
-        return dict(train_seconds=self.previous_train_seconds + time.perf_counter() - self.start_wall,
+        return dict(train_seconds=self.train_seconds(),
                     cpu_seconds=self.previous_cpu_seconds + cpu_seconds() - self.start_cpu, sittings=self.sittings)
 
 

@@ -48,7 +48,7 @@ from ..data import (
 from ..errors import UserInputError
 from ..fileio import atomic_dir
 from .accelerator import accelerator_for, resolve_precision
-from .checkpoint import load_encoder
+from .checkpoint import load_encoder, weights_tag
 from .evaluate import choose_data, load_split
 from .evaluation.metrics import topk
 
@@ -157,7 +157,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
                       else unwrapped.pretrained_cfg.get("classifier"))
         unwrapped.pretrained_cfg = {**unwrapped.pretrained_cfg, "label_names": names, "num_classes": num_classes,
                                     "classifier": classifier[0] if isinstance(classifier, list) and len(classifier) == 1
-                                    else classifier}
+                                    else classifier, "tag": weights_tag("finetune", choice.data)}
         model_args = dict(getattr(unwrapped, "_model_args", None) or info.get("model_kwargs") or {},
                           num_classes=num_classes)
         if hasattr(unwrapped, "exit_stages"):

@@ -1,8 +1,9 @@
 """The training loop: a recipe, one method, Hugging Face Accelerate (one CPU to many GPUs / nodes).
 
 Short and linear on purpose, like Accelerate's examples: build data, model and method; then for each
-step set the lr, ask the method for a loss, backward, optimizer step, ``method.after_optimizer_step()``
-(the MoCo momentum update), log and checkpoint. The engine knows nothing of any one method.
+step set the lr, ask the method for a loss, backward, optimizer step,
+``method.after_optimizer_step(step, total_steps)`` (the MoCo momentum update; a method's schedule reads the run's
+progress from it), log and checkpoint. The engine knows nothing of any one method.
 
 Reproducibility: the data order depends only on (seed, epoch) and each sample's augmentation only on
 (seed, epoch, index) (``timm_selfcon.data``); the rest of the randomness comes from the RNG states that
@@ -19,7 +20,7 @@ import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,16 @@ from ..errors import UserInputError
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
 from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
-from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint
-from .clock import RunClock, indices_sha256, machine_load, state_dict_sha256
+from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint, weights_tag
+from .clock import (
+    RunClock,
+    busy_note,
+    format_duration,
+    indices_sha256,
+    load_average_1m,
+    machine_load,
+    state_dict_sha256,
+)
 from .probe import probe_trained_vs_random
 from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir, write_text_atomic
 from .schedule import lr_at
@@ -178,11 +187,12 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     loss on the device, not yet synchronised: reading it (``float(...)``) waits for the step, which is what a
     benchmark timing steps wants and what the loop itself does only every ``log_every_steps``.
     """
+    started, load_at_start = time.perf_counter(), load_average_1m()  # before this run adds to the load
     plan = plan_run_dir(config)  # reads only: an occupied output_dir is refused before any work
     accelerator = make_accelerator(config)
     mismatch = launcher_mismatch(accelerator.num_processes, os.environ)
-    if mismatch:
-        warnings.warn(mismatch, UserWarning, stacklevel=2)
+    if mismatch:  # about the launch, not the caller's code: attributed to this line
+        warnings.warn(mismatch, UserWarning, stacklevel=1)
     check_batch_layout(config, accelerator.num_processes)
     output_dir = Path(config.output_dir)
     # deterministic=true: torch.use_deterministic_algorithms, without which two separate multi-threaded CPU runs of
@@ -196,6 +206,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    finished = finished_run_summary(config, accelerator, plan, total_steps, steps_per_epoch)
+    if finished is not None:
+        return finished
     pairing = pairing_hashes(accelerator.unwrap_model(method), sampler)
     # everything is validated (data, model, method, optimizer): only now is the output_dir created or changed
     trainer_state = open_run_dir(config, accelerator, plan, pairing)
@@ -207,7 +220,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     metrics_path = output_dir / "metrics.jsonl"
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     method.train()
-    last_loss = math.nan
+    last_loss = _logged_loss(metrics_path, step) if step else math.nan  # resumed: the loss logged at its checkpoint
     # no host synchronisation per step: the first non-finite step is kept on the device and read (with the loss and
     # the images/s of the window) only every log_every_steps and before every checkpoint
     first_bad = torch.zeros(1, dtype=torch.long, device=accelerator.device)
@@ -230,8 +243,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                 logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            accelerator.unwrap_model(method).after_optimizer_step()
             step += 1
+            accelerator.unwrap_model(method).after_optimizer_step(step, total_steps)
             first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
             for callback in callbacks:
                 callback.on_step_end(step, dict(loss=loss, lr=lr, epoch=epoch))
@@ -246,7 +259,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                 images_per_s = config.batch_size * (step - window_step) / max(now - window_tick, 1e-9)
                 window_step, window_tick = step, now
                 progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
-                record = dict(step=step, epoch=epoch, loss=last_loss, lr=lr, images_per_s=images_per_s,
+                # epoch: the 0-based epoch this step belongs to; epochs_done: finished epochs, as trainer_state.json
+                # counts them; train_seconds: wall time of training so far, over every sitting of the run
+                record = dict(step=step, epoch=epoch, epochs_done=step // steps_per_epoch,
+                              train_seconds=clock.train_seconds(), loss=last_loss, lr=lr, images_per_s=images_per_s,
                               **{k: float(v) for k, v in logs.items()})
                 accelerator.log(record, step=step)
                 if accelerator.is_main_process:
@@ -261,7 +277,29 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                 break
     progress.close()
     return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss,
-                      clock)
+                      clock, started=started, load_at_start=load_at_start)
+
+
+def finished_run_summary(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan, total_steps: int,
+                         steps_per_epoch: int) -> dict[str, Any] | None:
+    """The saved summary of a resumed run that has nothing left to train, after saying so; None otherwise.
+
+    A finished run is left exactly as it is (checkpoints, metrics, ``run_info.json``, ``summary.json``); a run
+    whose last checkpoint is the final step but that stopped before writing ``summary.json`` goes on to finish
+    (the probe and the summary).
+    """
+    if plan.resume_from is None:
+        return None
+    done = int(read_trainer_state(plan.resume_from)["step"])
+    summary_path = Path(config.output_dir) / "summary.json"
+    if done < total_steps or not summary_path.is_file():
+        return None
+    accelerator.print(
+        f"{config.output_dir} is already complete: step {done} of {total_steps} ({done // steps_per_epoch} of "
+        f"{config.epochs} epochs done); nothing trained, nothing written; its summary is {summary_path}. To train "
+        "further, resume with a larger max_steps= or epochs= (epochs changes the schedule: add allow_config_change=true)")
+    accelerator.end_training()
+    return json.loads(summary_path.read_text())
 
 
 def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, Any, Any, torch.nn.Module, Any]:
@@ -271,13 +309,14 @@ def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, 
     wrappers (``accelerator.unwrap_model(method)`` is the :class:`TrainingMethod`).
     """
     method_cls = method_class(config.method)
-    _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
-                                                    accelerator.process_index, accelerator.device)
-    num_classes = 0
-    if method_cls.trains_classifier:
-        num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
-    model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
-    method = build_method(config.method, model, **method_kwargs(config))
+    with main_process_warnings(accelerator):  # every process builds the same model (and decodes the same split)
+        _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
+                                                        accelerator.process_index, accelerator.device)
+        num_classes = 0
+        if method_cls.trains_classifier:
+            num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
+        model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+        method = build_method(config.method, model, **method_kwargs(config))
     if config.sync_bn:
         # BatchNorm statistics stay per process by default, as in the official DataParallel runs
         if not torch.cuda.is_available():
@@ -335,9 +374,13 @@ def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, ste
 
 
 def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMethod, dataset: Any,
-               substituted: set[int], step: int, last_loss: float, clock: RunClock) -> dict[str, Any]:
-    """End training (trackers, process group), warn about substituted images, run the optional probe and write
-    ``summary.json`` (with the wall and CPU seconds of training over every sitting); returns the summary."""
+               substituted: set[int], step: int, last_loss: float, clock: RunClock, started: float | None = None,
+               load_at_start: float = math.nan) -> dict[str, Any]:
+    """End training (trackers, process group), warn about substituted images, run the optional probe, write
+    ``summary.json`` (with the wall and CPU seconds of training over every sitting) and say where the run is and
+    how long it took (``started``: ``time.perf_counter()`` when :func:`train` began; with ``load_at_start``, the
+    1-minute load average then, a note when the machine was busy); returns the summary."""
+    own_cores = clock.sitting_cores()  # of the training loop, before the probe
     output_dir = Path(config.output_dir)
     if accelerator.num_processes > 1:  # each process only saw its own shards' substitutions
         substituted = {index for part in gather_object([sorted(substituted)]) for index in part}
@@ -346,23 +389,56 @@ def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMe
     summary = dict(steps=step, final_loss=last_loss, **clock.totals(), **machine_load(),
                    substituted_images=sorted(substituted),
                    substituted_files=sources, output_dir=str(output_dir), last=str(output_dir / "last"))
-    if substituted:
+    if substituted and accelerator.is_main_process:  # gathered above: the same list on every process
         warnings.warn(f"{len(substituted)} undecodable image(s) of {config.data!r} [{config.train_split}] were "
-                      f"replaced by substitutes: {', '.join(sources)}", stacklevel=3)
+                      f"replaced by substitutes: {', '.join(sources)}", UserWarning, stacklevel=1)
     if config.probe.enabled and accelerator.is_main_process:
         summary["probe"] = run_probe(config, method.encoder)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        elapsed = time.perf_counter() - started if started is not None else None
+        for line in ending_lines(summary, elapsed, busy_note(load_at_start, load_average_1m(), os.cpu_count(),
+                                                             own_cores)):
+            print(line)
     return summary
 
 
+def ending_lines(summary: dict[str, Any], elapsed: float | None, note: str | None = None) -> list[str]:
+    """The last lines a run prints: where it is, how long it took (``elapsed``: this sitting from data loading to
+    the probe; the training alone, over every sitting, from ``summary``) and ``note``, if any."""
+    output_dir = Path(summary["output_dir"])
+    last = output_dir / "last"
+    checkpoint = os.readlink(last) if last.is_symlink() else "none"
+    lines = [f"run: {output_dir} (last -> {checkpoint}; summary.json, metrics.jsonl, run_info.json); in Python: "
+             f"import timm, timm_selfcon; timm.create_model(\"local-dir:{last}\", pretrained=True)"]
+    training, sittings = format_duration(summary["train_seconds"]), summary.get("sittings", 1)
+    if elapsed is None:
+        lines.append(f"training took {training}" + (f" over {sittings} sittings" if sittings > 1 else ""))
+    elif sittings > 1:  # resumed: this command is one sitting, the training time counts them all
+        lines.append(f"this sitting took {format_duration(elapsed)}; training took {training} over {sittings} sittings")
+    else:
+        lines.append(f"took {format_duration(elapsed)} (training {training})")
+    return lines + ([note] if note else [])
+
+
+@contextlib.contextmanager
+def main_process_warnings(accelerator: Accelerator) -> Iterator[None]:
+    """Warnings raised inside reach the user from the main process only: for work every process repeats identically
+    (building the model and method, decoding the whole split), the other processes' copies would only repeat them."""
+    with warnings.catch_warnings():
+        if not accelerator.is_main_process:
+            warnings.simplefilter("ignore")
+        yield
+
+
 def timm_encoder(config: TrainConfig, encoder: torch.nn.Module) -> TimmEncoder:
-    """The encoder's timm files for each checkpoint: the run's model kwargs and its preprocessing."""
+    """The encoder's timm files for each checkpoint: the run's model kwargs, its preprocessing and its tag."""
     mean, std = training_normalization(config.data)
     size = config.image_size
     return TimmEncoder(encoder, model_args={**config.model_kwargs, "num_classes": int(encoder.num_classes)},
                        data_config=dict(input_size=(3, size, size), mean=tuple(mean), std=tuple(std), crop_pct=1.0,
-                                        interpolation="bilinear"))
+                                        interpolation="bilinear"),
+                       tag=weights_tag(config.method, config.data))
 
 
 def parameter_groups(method: TrainingMethod, head_lr_warmup_steps: int = 0) -> list[dict[str, Any]]:
@@ -433,6 +509,15 @@ def _stop_if_not_finite(accelerator: Accelerator, first_bad: torch.Tensor) -> No
     if bad.numel():
         raise FloatingPointError(f"non-finite loss at step {int(bad.min())} (on at least one process); "
                                  "'last' still points at the last good checkpoint")
+
+
+def _logged_loss(metrics_path: Path, step: int) -> float:
+    """The loss that ``metrics.jsonl`` recorded at ``step`` (NaN when it holds no record of that step)."""
+    if metrics_path.is_file():
+        for line in reversed(metrics_path.read_text().splitlines()):
+            if line.strip() and (record := json.loads(line)).get("step") == step and "loss" in record:
+                return float(record["loss"])
+    return math.nan
 
 
 def _drop_metrics_after(metrics_path: Path, step: int) -> None:

@@ -23,6 +23,7 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..data.loading import dataset_short_name  # re-exported: the card's and the checkpoints' tags
 from ..errors import UserInputError
 from ..methods import METHODS, TrainingMethod
 from .records import Accuracy, EvaluationReport, ExportInfo
@@ -158,16 +159,6 @@ def dataset_hub_id(data: str | None) -> str | None:
     if _HUB_ID.match(data) and not Path(data).exists():
         return data
     return None
-
-
-def dataset_short_name(data: str | None) -> str:
-    """A tag-friendly dataset name: ``uoft-cs/cifar100`` -> ``cifar100``; ``builtin:cifar10_subset`` unchanged."""
-    if not data:
-        return "unknown"
-    name = str(data).rstrip("/").split(":")[-1]
-    name = Path(name).name if ("/" in name or "\\" in name) else name
-    name = name.split("/")[-1]
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "data"
 
 
 def _pct(value: Any) -> str:

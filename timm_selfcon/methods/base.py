@@ -8,16 +8,18 @@ encoder, queue). The engine knows nothing of any one method; it only uses this i
 
     method = build_method("selfcon", timm.create_model("selfcon_resnet18_cifar", num_classes=0))
     optimizer = SGD(method.trainable_parameters(), ...)  # or method.parameters(): frozen ones get no grad
-    for views, labels in loader:              # views [B, V, C, H, W] with V == method.views_required
+    for step, (views, labels) in enumerate(loader, 1):  # views [B, V, C, H, W], V == method.views_required
         loss, logs = method(views, labels)    # labels [B] long, or None when not method.needs_labels
         loss.backward(); optimizer.step(); optimizer.zero_grad()
-        method.after_optimizer_step()         # MoCo: momentum update of the key encoder; others: no-op
+        method.after_optimizer_step(step, total_steps)  # MoCo: momentum update of the key encoder; others: no-op
     method.encoder                            # the registered timm model (eval, export)
 
 - ``views_required`` (1 or 2) is what the data pipeline must produce; a wrong ``V`` is a ``ValueError``.
 - ``logs`` maps names to detached scalar tensors (call ``.item()`` when writing them; no host sync here).
-- Under DDP (Accelerate), call ``accelerator.unwrap_model(method).after_optimizer_step()``, and only after a
-  real optimizer step (not after every micro-batch of gradient accumulation).
+- Under DDP (Accelerate), call ``accelerator.unwrap_model(method).after_optimizer_step(step, total_steps)``, and
+  only after a real optimizer step (not after every micro-batch of gradient accumulation). ``step`` counts the
+  optimizer steps done (1-based), ``total_steps`` those of the whole run: a method's schedules (a momentum that
+  grows over training, as BYOL's) read the run's progress from them.
 - ``batch_size`` is global in recipes; a method sees the local batch ``B`` of its process.
 
 What each method gathers across processes (BatchNorm statistics always stay per process):
@@ -185,8 +187,9 @@ class TrainingMethod(nn.Module):
         """``views [B, V, C, H, W]``, ``labels [B]`` -> ``(scalar loss, {name: detached scalar})``."""
         raise NotImplementedError
 
-    def after_optimizer_step(self) -> None:
-        """Called by the engine after each optimizer step (MoCo's momentum update). Default: nothing."""
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called by the engine after optimizer step ``step`` (1-based) of ``total_steps`` (MoCo's momentum update;
+        a schedule over training reads its progress, ``step / total_steps``). Default: nothing."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer should update (excludes frozen ones such as MoCo's key encoder)."""

@@ -114,8 +114,9 @@ class MoCo(TrainingMethod):
 
     # ---- momentum encoder --------------------------------------------------------------------------
     @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        """Momentum update of the key encoder's parameters: ``θ_k <- m θ_k + (1 - m) θ_q``."""
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Momentum update of the key encoder's parameters: ``θ_k <- m θ_k + (1 - m) θ_q`` (m constant, as MoCo v2;
+        ``step`` and ``total_steps`` are not needed)."""
         momentum_update_(self.key_projector, self.projector, self.momentum)
 
     # ---- keys --------------------------------------------------------------------------------------

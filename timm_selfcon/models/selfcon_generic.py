@@ -264,7 +264,7 @@ def _create_selfcon_timm(variant: str, pretrained: bool = False, **kwargs: Any) 
             f"selfcon_timm takes timm CNNs whose feature taps are stages of growing stride (ResNet, ConvNeXt, "
             f"EfficientNet, RegNet, ...); {backbone!r} is a transformer with {len(feature_info)} equal-stride "
             f"blocks. For Vision Transformers use this package's ViT models: "
-            f"{', '.join(timm.list_models('vit_*_selfcon'))}")
+            f"{', '.join(timm.list_models('selfcon_vit_*'))}")
     num_taps = len(feature_info)
     return create_multi_exit_model(
         SelfConTimmNet, variant, pretrained, num_exits=num_exits, backbone_classifier=cfg["classifier"][0], cfg_overlay=cfg,

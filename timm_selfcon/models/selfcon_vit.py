@@ -11,9 +11,9 @@ block 6 of 12). Sub-networks: ``same`` (fresh copies of the remaining blocks + L
 ``small`` (half of them) and ``fc`` (LayerNorm + pooling + Linear(D, D)); each exit pools like the
 backbone (class token, or the mean of patch tokens).
 
-Names start with ``vit_`` (timm's test suite treats ``vit_*`` as non-standard models) and end with
-``_selfcon``: ``vit_tiny_patch4_32_selfcon`` (32x32 input, CIFAR statistics),
-``vit_tiny_patch16_224_selfcon``, ``vit_small_patch16_224_selfcon``.
+Names start with ``selfcon_`` like every family of the package: ``selfcon_vit_tiny_patch4_32`` (32x32 input,
+CIFAR statistics), ``selfcon_vit_tiny_patch16_224``, ``selfcon_vit_small_patch16_224``. The names before 0.4
+(``vit_tiny_patch4_32_selfcon``, ...) still create them, with timm's deprecation warning.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.models import generate_default_cfgs, register_model
+from timm.models._registry import register_model_deprecations
 from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
 
 from ..constants import CIFAR10_MEAN, CIFAR10_STD
@@ -145,29 +146,37 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    "vit_tiny_patch4_32_selfcon.untrained": _cfg(
+    "selfcon_vit_tiny_patch4_32.untrained": _cfg(
         num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR10_MEAN, std=CIFAR10_STD),
-    "vit_tiny_patch16_224_selfcon.untrained": _cfg(),
-    "vit_small_patch16_224_selfcon.untrained": _cfg(),
+    "selfcon_vit_tiny_patch16_224.untrained": _cfg(),
+    "selfcon_vit_small_patch16_224.untrained": _cfg(),
 })
 
 
 @register_model
-def vit_tiny_patch4_32_selfcon(pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:
+def selfcon_vit_tiny_patch4_32(pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:
     """ViT-Tiny, patch 4 at 32x32 (64 tokens), ``fc`` exit after block 6 of 12."""
     model_args = dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3)
-    return _create_selfcon_vit("vit_tiny_patch4_32_selfcon", pretrained, **dict(model_args, **kwargs))
+    return _create_selfcon_vit("selfcon_vit_tiny_patch4_32", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def vit_tiny_patch16_224_selfcon(pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:
+def selfcon_vit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:
     """ViT-Tiny/16 at 224, ``fc`` exit after block 6 of 12."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create_selfcon_vit("vit_tiny_patch16_224_selfcon", pretrained, **dict(model_args, **kwargs))
+    return _create_selfcon_vit("selfcon_vit_tiny_patch16_224", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
-def vit_small_patch16_224_selfcon(pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:
+def selfcon_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> SelfConVisionTransformer:
     """ViT-Small/16 at 224, ``fc`` exit after block 6 of 12."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create_selfcon_vit("vit_small_patch16_224_selfcon", pretrained, **dict(model_args, **kwargs))
+    return _create_selfcon_vit("selfcon_vit_small_patch16_224", pretrained, **dict(model_args, **kwargs))
+
+
+# the names before 0.4 (``vit_*_selfcon``): timm's own deprecation shim maps them to the current ones, with a warning
+register_model_deprecations(__name__, {
+    "vit_tiny_patch4_32_selfcon": "selfcon_vit_tiny_patch4_32",
+    "vit_tiny_patch16_224_selfcon": "selfcon_vit_tiny_patch16_224",
+    "vit_small_patch16_224_selfcon": "selfcon_vit_small_patch16_224",
+})

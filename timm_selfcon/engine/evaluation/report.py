@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
 
 from ...fileio import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, torch.Tensor] | None,
@@ -33,7 +36,7 @@ def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, t
 
 
 def plot_report(report: dict[str, Any], path: Path) -> bool:
-    """Accuracy per exit and ensemble, the probe's training curve and the early-exit curve (if present).
+    """Draw :func:`report_figure` into ``path`` (atomically).
 
     Returns False, after a one-line notice, where matplotlib is not installed.
     """
@@ -46,35 +49,109 @@ def plot_report(report: dict[str, Any], path: Path) -> bool:
         print(f"note: matplotlib is not installed, so no {path.name} was drawn (pip install matplotlib, "
               "or timm-selfcon[plot])", file=sys.stderr)
         return False
-    panels = [p for p in ("results", "history", "early_exit") if report.get(p)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig = report_figure(report)
     try:
-        for ax, panel in zip(axes[0], panels):
-            if panel == "results":
-                res = report["results"]
-                names = list(res)
-                values = [res[n]["last"]["top1"] if "last" in res[n] else next(iter(res[n].values())) for n in names]
-                ax.bar(names, values)
-                ax.set_ylabel("top-1 (%)")
-                ax.set_title(f"{report['protocol']} ({report['dataset']['eval_split']})")
-            elif panel == "history":
-                for name in report["history"][0]["test_top1"]:
-                    ax.plot([h["epoch"] for h in report["history"]],
-                            [h["test_top1"][name] for h in report["history"]], label=name)
-                ax.set_xlabel("probe epoch")
-                ax.set_ylabel("test top-1 (%)")
-                ax.legend()
-            else:
-                rows = report["early_exit"]
-                ax.plot([r["mean_flops"] / 1e6 for r in rows], [r["top1"] for r in rows], marker="o")
-                for r in rows:
-                    ax.annotate(f"{r['threshold']:g}", (r["mean_flops"] / 1e6, r["top1"]), fontsize=7)
-                ax.set_xlabel("mean MFLOPs per image")
-                ax.set_ylabel("top-1 (%)")
-                ax.set_title("early exit (threshold sweep)")
-        fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
     return True
+
+
+def report_figure(report: dict[str, Any]) -> Figure:
+    """Accuracy per exit and ensemble (each bar labelled with its value; kNN: one bar per k), the probe's training
+    curve and the early-exit curve (each point labelled with its threshold; points too close to label apart share
+    one label), those present in ``report``. The caller closes the figure (``plt.close``)."""
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in ("results", "history", "early_exit") if report.get(p)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    early_exit_ax = None
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "results":
+            _draw_results(ax, report)
+        elif panel == "history":
+            for name in report["history"][0]["test_top1"]:
+                ax.plot([h["epoch"] for h in report["history"]],
+                        [h["test_top1"][name] for h in report["history"]], label=name)
+            ax.set_xlabel("probe epoch")
+            ax.set_ylabel("test top-1 (%)")
+            ax.legend()
+        else:
+            rows = report["early_exit"]
+            ax.plot([r["mean_flops"] / 1e6 for r in rows], [r["top1"] for r in rows], marker="o")
+            ax.margins(x=0.15, y=0.2)  # room for the threshold labels inside the axes
+            ax.set_xlabel("mean MFLOPs per image")
+            ax.set_ylabel("top-1 (%)")
+            ax.set_title("early exit (labels: confidence threshold)")
+            early_exit_ax = ax
+    fig.tight_layout()
+    if early_exit_ax is not None:  # placed on the final layout, where their sizes in pixels are known
+        _label_thresholds(early_exit_ax, report["early_exit"])
+    return fig
+
+
+def _draw_results(ax: Any, report: dict[str, Any]) -> None:
+    """One bar per head (a probe's last-epoch top-1) or, for kNN, per head and k; each bar shows its value."""
+    res = report["results"]
+    names, values = [], []
+    for name, result in res.items():
+        if "last" in result:  # a trained probe: its last epoch
+            names.append(name)
+            values.append(result["last"]["top1"])
+        else:  # kNN: {"k20": top-1, "k200": top-1}
+            for key, value in result.items():
+                names.append(f"{name}\nk={key.removeprefix('k')}" if key.startswith("k") else f"{name}\n{key}")
+                values.append(value)
+    bars = ax.bar(names, values)
+    ax.bar_label(bars, fmt="%.1f", padding=2)
+    ax.set_ylim(0, max([*values, 1.0]) * 1.12)  # headroom for the values
+    split = report.get("dataset", {}).get("eval_split", "test")
+    if report["protocol"] == "knn":
+        hyper = report.get("hyperparameters", {})
+        ks = ", ".join(str(k) for k in hyper.get("k", [])) or "?"
+        temperature = hyper.get("temperature")
+        ax.set_title(f"kNN ({split}): k = {ks}" + (f", T = {temperature:g}" if temperature is not None else ""))
+        ax.set_ylabel("top-1 (%)")
+    else:
+        ax.set_title(f"{report['protocol']} ({split})")
+        ax.set_ylabel("top-1 (%), last probe epoch")
+
+
+def _label_thresholds(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Label each early-exit point with its threshold, without two labels overlapping.
+
+    Points closer than a label's size share one label (``0.9, 0.95, 0.99``); each label then takes the first of a
+    few offsets around its point that keeps it inside the axes and overlaps no label placed before it.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    points = [ax.transData.transform((r["mean_flops"] / 1e6, r["top1"])) for r in rows]
+    groups: list[list[int]] = []
+    for index in sorted(range(len(rows)), key=lambda i: rows[i]["threshold"]):
+        near = next((g for g in groups if abs(points[g[0]][0] - points[index][0]) < 24
+                     and abs(points[g[0]][1] - points[index][1]) < 12), None)
+        if near is None:
+            groups.append([index])
+        else:
+            near.append(index)
+    offsets = [(5, 5, "left", "bottom"), (5, -5, "left", "top"), (-5, 5, "right", "bottom"), (-5, -5, "right", "top"),
+               (0, 12, "center", "bottom"), (0, -12, "center", "top")]
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    for group in groups:
+        anchor = rows[group[0]]
+        text = ", ".join(f"{rows[i]['threshold']:g}" for i in group)
+        candidates = []
+        for dx, dy, ha, va in offsets:
+            label = ax.annotate(text, (anchor["mean_flops"] / 1e6, anchor["top1"]), xytext=(dx, dy),
+                                textcoords="offset points", ha=ha, va=va, fontsize=7)
+            box = label.get_window_extent(renderer)
+            label.remove()
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            candidates.append((not inside, any(box.overlaps(other) for other in placed), (dx, dy, ha, va), box))
+        # the first free place inside the axes; failing that, one inside, overlapping (very crowded points)
+        _, _, (dx, dy, ha, va), box = min(candidates, key=lambda c: (c[0], c[1]))
+        ax.annotate(text, (anchor["mean_flops"] / 1e6, anchor["top1"]), xytext=(dx, dy), textcoords="offset points",
+                    ha=ha, va=va, fontsize=7)
+        placed.append(box)

@@ -1,0 +1,29 @@
+"""What the README tells a new user to run, in the order they meet it (issue 24, item 28)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+QUICKSTART = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/timm-selfcon quickstart"
+TEST_SUITE = ('python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && HF_HUB_OFFLINE=1 .venv/bin/python -m '
+              "pytest -p no:cacheprovider")
+CPU_TORCH = ".venv/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+
+
+def test_the_cpu_only_torch_hint_comes_before_the_set_up_commands() -> None:
+    # the quickstart command pulled ~6 GB of CUDA wheels onto a CPU machine for a reader who ran it before reading on
+    assert QUICKSTART in README and TEST_SUITE in README
+    assert README.index(CPU_TORCH) < README.index(QUICKSTART) < README.index(TEST_SUITE)
+
+
+def test_tensorboard_is_said_to_need_its_extra() -> None:
+    extras = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
+    assert re.search(r"^tensorboard = \[", extras, re.M), extras
+    assert 'pip install -e ".[tensorboard]"' in README
+
+
+def test_the_export_folder_lists_export_info_json() -> None:
+    publishing = README[README.index("## Publishing"):README.index("## Results")]
+    assert "`export_info.json`" in publishing
