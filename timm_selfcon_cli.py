@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--repo-id", default=None, help="ORG/NAME for the card's usage snippet")
     exp.add_argument("--license", default="apache-2.0")
     exp.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from")
+    exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in out_dir")
     exp.set_defaults(handler="_export")
     push = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub (HfApi)")
     push.add_argument("out_dir", help="a folder written by `timm-selfcon export`")

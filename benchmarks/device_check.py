@@ -20,11 +20,13 @@ a real ``timm-selfcon train`` + ``eval``, and (``--compare``) CE / SupCon / Self
 
 ``--data DIR``: a CIFAR-10 parquet folder (``train`` and ``test`` splits, ``img`` / ``label``), read through
 ``datasets`` (the package's data layer needs it: on a machine without it carry the wheels of datasets, dill and
-multiprocess). Writes JSON (GPU, torch / CUDA / timm / datasets versions, git commit) under
-``benchmarks/results/device/`` after every part (``complete`` is false until the last, so a run stopped at its time
-limit still returns what it measured) and prints a table. ``--smoke``: the same on a CPU at tiny sizes
-(tests/benchmarks/test_device_check.py). On a lent GPU, ``benchmarks/device_prepare.py`` packs the data and
-wheels here and prints the one ``run`` call, whose command is ``benchmarks/device_run.sh``.
+multiprocess). Writes JSON (GPU, torch / CUDA / timm / datasets versions, git commit) to ``--out``, by default under
+``benchmarks/results/device/`` (where the README's GPU table is rendered from), after every part (``complete`` is
+false until the last, so a run stopped at its time limit still returns what it measured) and prints a table.
+``--smoke``: the same on a CPU at tiny sizes (tests/benchmarks/test_device_check.py); its JSON goes to a fresh
+temporary folder unless ``--out`` says otherwise, so a smoke run never lands beside the GPU results. On a lent GPU,
+``benchmarks/device_prepare.py`` packs the data and wheels here and prints the one ``run`` call, whose command is
+``benchmarks/device_run.sh``.
 
     python benchmarks/device_check.py --data /path/to/cifar10 [--compare 15 | --compare-budget 240] [--smoke] [--out PATH]
 """
@@ -300,6 +302,15 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def results_path(out: Path | None, *, smoke: bool, stamp: str) -> Path:
+    """Where the JSON goes: ``out``, else ``benchmarks/results/device/device_check-<stamp>.json`` (what the README's
+    GPU table is rendered from), except for a ``--smoke`` run: a fresh temporary folder (made now)."""
+    if out is not None:
+        return out
+    folder = Path(tempfile.mkdtemp(prefix="device_check-smoke-")) if smoke else ROOT / "benchmarks" / "results" / "device"
+    return folder / f"device_check-{stamp}.json"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 parquet folder (train and test splits)")
@@ -312,7 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work", type=Path, default=None,
                         help="training output folders (default: a fresh temporary folder, removed when the check "
                              "completes; an existing run in --work would be resumed, not timed)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/device/...)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/device/...; "
+                        "with --smoke a fresh temporary folder)")
     args = parser.parse_args(argv)
     if args.compare < 0 or args.compare_budget < 0:
         parser.error(f"--compare and --compare-budget must be >= 0; got {args.compare} and {args.compare_budget}")
@@ -329,7 +341,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    out = args.out or ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json"
+    out = results_path(args.out, smoke=args.smoke, stamp=stamp)
+    print(f"results: {out}", flush=True)
     started = time.perf_counter()
     comparing = bool(args.compare or args.compare_budget)
     results: dict[str, Any] = {"environment": run_environment(device), "started_utc": stamp, "smoke": args.smoke,
@@ -354,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if temporary_work:
         shutil.rmtree(args.work)
     print(table(results))
-    print(f"total {results['seconds']:.0f} s")
+    print(f"total {results['seconds']:.0f} s; results: {out}")
     return results
 
 

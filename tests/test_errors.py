@@ -91,3 +91,64 @@ def test_cli_keeps_the_traceback_of_other_errors(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli, "_models", broken)  # the handler of `timm-selfcon models`
     with pytest.raises(TypeError, match="a programming error"):
         cli.main(["models"])
+
+
+# ------------------------------------------------------------------------------------------ issue 24, group B
+# Each bad input: one `error:` line naming the bad value (and the file), exit code 2, before any work, nothing written.
+
+def assert_one_error_line(err: str, command: str, *expected: str) -> None:
+    assert err.startswith(f"timm-selfcon {command}: error: ") and err.count("\n") == 1, err
+    for text in expected:
+        assert text in err, (text, err)
+
+
+def test_recipe_that_is_not_yaml_names_the_file_and_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("model: selfcon_resnet18_cifar\nlr: [0.1\nepochs: 2\n")  # an unclosed list on line 2
+    assert cli.main(["train", str(recipe), f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "train", f"recipe '{recipe}' is not valid YAML", "line ")
+    assert "<unicode string>" not in err
+    # a broken base recipe is named, not the child that names it
+    child = tmp_path / "child.yaml"
+    child.write_text("base: broken.yaml\nepochs: 3\n")
+    assert cli.main(["train", str(child), f"output_dir={tmp_path / 'run'}"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "train", f"recipe '{recipe}' is not valid YAML")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", "child.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("value, named", [("abc", "'abc'"), ("[2.5]", "2.5"), ("2,3", "'2,3'"), ("[2", "'[2'")])
+def test_exit_stages_that_are_not_ints_are_one_line(value: str, named: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["quickstart", f"model_kwargs.exit_stages={value}", f"output_dir={tmp_path / 'run'}"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "quickstart", "exit_stages", named)
+    assert cli.main(["eval", "selfcon_resnet18_cifar", f"model_kwargs.exit_stages={value}"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "eval", "exit_stages", named)
+    assert not list(tmp_path.iterdir())  # no run folder, no eval_runs/
+
+
+def test_model_kwargs_that_do_not_fit_an_export_list_the_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "export"
+    args = dict(layers=[1, 1, 1, 1], exit_stages=[2], sub_network="fc", num_classes=0)
+    timm.models.save_for_hf(timm.create_model("selfcon_resnet18_cifar", **args), str(folder), model_args=args,
+                            safe_serialization=True)
+    assert cli.main(["eval", f"local-dir:{folder}", "model_kwargs.sub_network=same"]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "eval", f"local-dir:{folder}", "sub_network", "missing keys ['exits.0.", "unexpected keys",
+                          "exits.0.")
+    assert "RuntimeError" not in err and "Error(s) in loading state_dict" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no eval_runs/
+
+
+def test_export_of_a_path_that_does_not_exist_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no_such_run"
+    assert cli.main(["export", str(missing), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "export", f"'{missing}' does not exist")
+    assert "not a complete checkpoint" not in err and not (tmp_path / "out").exists()

@@ -100,7 +100,7 @@ def _export(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         result = export(args.checkpoint, args.out_dir, protocol=args.protocol, classifiers=not args.encoder_only,
                         exits=not args.no_exits, eval_dir=args.eval_dir, repo_id=args.repo_id, license=args.license,
-                        base_model=args.base_model)
+                        base_model=args.base_model, overwrite=args.overwrite)
     for warning in caught:
         if str(warning.message) not in result.notes:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

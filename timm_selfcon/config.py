@@ -393,7 +393,10 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"recipe {str(path)!r} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserInputError(f"recipe {str(path)!r} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(raw, Mapping):
         raise UserInputError(f"recipe {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
     check_keys(TrainConfig, [k for k in raw if k != "base"], str(path), COMMON_ALIASES)
@@ -402,6 +405,22 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         merged.update(read_recipe(path.parent / raw["base"]))
     merged.update({k: v for k, v in raw.items() if k != "base"})
     return merged
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where (1-based line and column) and what, e.g. ``line 3, column 7:
+    expected ',' or ']', but got ':' (while parsing a flow sequence started at line 2, column 5)``.
+
+    PyYAML's own message names the stream (``"<unicode string>"``), not the file, over several lines.
+    """
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None and (context_mark.line, context_mark.column) != (
+            getattr(mark, "line", None), getattr(mark, "column", None)):
+        context = f"{context} started at line {context_mark.line + 1}, column {context_mark.column + 1}"
+    return f"{where}{what}" + (f" ({context})" if context else "")
 
 
 def load_saved_config(values: Mapping[str, Any]) -> TrainConfig:

@@ -13,11 +13,17 @@ def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("TIMM_SELFCON_DEVICE_CACHE", str(tmp_path / "cache"))
     # CIFAR-10's columns (img, label), 10 classes of 16x16 PNGs
     data = make_tiny_image_dataset({"train": 64, "test": 20}, root=tmp_path / "cifar", num_classes=10, content="noise")
-    out = tmp_path / "result.json"
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the default --work goes
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the default --work and smoke JSON go
     (tmp_path / "tmp").mkdir()
-    results = device_check.main(["--smoke", "--data", str(data), "--compare", "1", "--out", str(out)])
-    assert not list((tmp_path / "tmp").iterdir())  # the temporary work folder is gone once the check completes
+    device_results = device_check.ROOT / "benchmarks" / "results" / "device"
+    published = sorted(device_results.iterdir()) if device_results.is_dir() else []
+    results = device_check.main(["--smoke", "--data", str(data), "--compare", "1"])
+    # no --out: a smoke run's JSON goes to a temporary folder, never beside the GPU results the README renders
+    # (issue 24, item 20); the temporary work folder is gone once the check completes
+    assert (sorted(device_results.iterdir()) if device_results.is_dir() else []) == published
+    [smoke_folder] = list((tmp_path / "tmp").iterdir())
+    [out] = list(smoke_folder.glob("device_check-*.json"))
+    assert smoke_folder.name.startswith("device_check-smoke-")
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert results["complete"] is True and results["environment"]["datasets"]
     assert results["parts"] == ["pipelines", "resnet50", "train", "compare"]
@@ -33,6 +39,17 @@ def test_device_check_smoke_runs_every_part(tmp_path: Path, monkeypatch: pytest.
     assert "ensemble" in results["compare"]["selfcon"]["linear_fast_top1"]
     assert "ensemble" in results["compare"]["untrained (with exit)"]["linear_fast_top1"]
     assert set(results["compare"]["untrained (no exit)"]["linear_fast_top1"]) == {"backbone"}
+
+
+def test_results_go_to_the_published_folder_only_from_a_real_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stamp = "20260101-000000"
+    assert device_check.results_path(None, smoke=False, stamp=stamp) == (
+        device_check.ROOT / "benchmarks" / "results" / "device" / f"device_check-{stamp}.json")
+    smoke = device_check.results_path(None, smoke=True, stamp=stamp)
+    assert smoke.parent.parent == tmp_path and smoke.parent.name.startswith("device_check-smoke-")
+    assert device_check.results_path(tmp_path / "mine.json", smoke=True, stamp=stamp) == tmp_path / "mine.json"
 
 
 def test_compare_budget_picks_the_epochs_that_fit_part_1s_rates() -> None:

@@ -93,6 +93,29 @@ def test_two_process_selfcon_matches_the_one_process_reference(tiny_data: Path, 
 
 
 @pytest.mark.distributed
+def test_strict_data_refuses_on_every_process_before_any_work(tmp_path: Path) -> None:
+    """Each process checks its share of the rows (issue 24, item 13) and the processes refuse together: with one
+    corrupt row in each rank's share, a refusal (whichever rank's torchrun lets print before stopping the other)
+    names both, and no run folder is made (no process is left waiting in a collective)."""
+    from .conftest import make_data_dir
+
+    data = make_data_dir(tmp_path / "data", corrupt_rows=(5, 6))  # rank 1 reads the odd rows, rank 0 the even
+    settings = tiny_settings(data, tmp_path / "ddp", "supcon_s", max_steps=2, strict_data=True, log_with="none")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
+               "-m", "timm_selfcon.cli", "train", str(recipe)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode != 0, output[-3000:]
+    refusals = [line for line in output.splitlines() if "timm-selfcon train: error: strict_data=true" in line]
+    assert refusals and all("2 image(s)" in r and "sample 5:" in r and "sample 6:" in r for r in refusals), \
+        output[-3000:]
+    assert not (tmp_path / "ddp").exists()
+
+
+@pytest.mark.distributed
 def test_two_processes_print_each_warning_of_the_run_once(corrupt_data: Path, tmp_path: Path) -> None:
     """Issue 24, item 22: every process warned about the run as a whole (the substituted images, gathered from all
     processes) and every process decoding the whole split (``data_pipeline=device``) warned about each image."""

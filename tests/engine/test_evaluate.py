@@ -245,6 +245,37 @@ def test_early_exit_protocol_needs_exits(position_data: Path, tmp_path: Path) ->
                                                    model_kwargs={**MODEL_KWARGS, "exit_stages": []})))
 
 
+def test_protocol_all_runs_what_applies_from_one_load_of_the_encoder(position_data: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 19: a model without exits (every mixco_*) gets linear_fast, knn and linear, early_exit skipped
+    with a note; the encoder is loaded once, and each protocol's numbers are those it gives alone."""
+    from timm_selfcon.engine import evaluate as evaluate_module
+
+    loads: list[tuple] = []
+    real_load = evaluate_module.load_encoder
+
+    def counting_load(*args: Any, **kwargs: Any):  # the real loader, counted
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "load_encoder", counting_load)
+    common = [f"data={position_data}", "epochs=1", "image_size=16", "num_workers=0", "batch_size=64", "val_fraction=0.25",
+              "model_kwargs={layers: [1, 1, 1, 1]}"]
+    out = tmp_path / "all"
+    assert cli.main(["eval", "mixco_resnet18_cifar", "protocol=all", *common, f"output_dir={out}"]) == 0
+    printed, err = capsys.readouterr()
+    assert len(loads) == 1
+    assert set(json.loads(printed)) == {"linear_fast", "knn", "linear"}
+    assert "early_exit skipped: mixco_resnet18_cifar has no exits" in err
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["knn", "linear", "linear_fast"]
+    alone = evaluate("mixco_resnet18_cifar", EvalConfig(**eval_settings(
+        position_data, protocol="linear_fast", epochs=1, model_kwargs={"layers": [1, 1, 1, 1]},
+        output_dir=str(tmp_path / "alone"))))
+    together = json.loads((out / "eval" / "linear_fast" / "report.json").read_text())
+    assert together["results"] == alone["results"]
+
+
 # ------------------------------------------------------------------------------------------ kNN
 
 
@@ -326,6 +357,29 @@ def test_checkpoint_of_another_architecture_is_refused(trained_run: Path, tmp_pa
     message = str(error.value)
     assert "missing keys ['model.exits.0.stages." in message
     assert "unexpected keys ['model.exits.0.fc.bias', 'model.exits.0.fc.weight']" in message
+
+
+def test_a_checkpoint_copied_out_of_its_run_evaluates(trained_run: Path, position_data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``cp -rL RUN/last somewhere``: a checkpoint carries its recipe; one written before that evaluates within its run
+    and, copied out, is refused naming what is missing (issue 24, item 14)."""
+    copied = tmp_path / "somewhere" / "copied"
+    shutil.copytree(trained_run / "last", copied)  # follows the link, as cp -rL does
+    settings = [f"data={position_data}", "protocol=knn", "image_size=16", "num_workers=0",
+                f"output_dir={tmp_path / 'out'}"]
+    assert cli.main(["eval", str(copied), *settings]) == 0
+    report = json.loads((tmp_path / "out" / "eval" / "knn" / "report.json").read_text())
+    assert report["checkpoint"] == str(copied) and report["method"] == "ce" and report["model"] == MODEL
+
+    old_run = _copy_run(trained_run, tmp_path / "old_run")  # its ckpt-72 holds weights and trainer state only
+    assert not (old_run / "ckpt-72" / "config.yaml").exists()
+    assert cli.main(["eval", str(old_run / "ckpt-72"), *settings]) == 0
+    shutil.copytree(old_run / "last", tmp_path / "old_copy")
+    capsys.readouterr()
+    assert cli.main(["eval", str(tmp_path / "old_copy"), *settings]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("timm-selfcon eval: error: ") and err.count("\n") == 1, err
+    assert f"'{tmp_path / 'old_copy'}' carries no recipe (config.yaml" in err and "copy the run's config.yaml" in err
 
 
 def test_model_kwargs_apply_to_model_names_only(trained_run: Path) -> None:

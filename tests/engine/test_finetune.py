@@ -21,6 +21,7 @@ from ._eval_data import (
     MODEL,
     MODEL_KWARGS,
     NUM_CLASSES,
+    tree_digest,
     write_position_dataset,
 )
 
@@ -111,6 +112,38 @@ def test_cli_finetune_of_a_timm_model_name(position_data: Path, tmp_path: Path) 
     assert report["hyperparameters"]["model_kwargs"] == {"layers": [1, 1, 1, 1]}
     model_args = json.loads((out / "config.json").read_text())["model_args"]
     assert model_args["layers"] == [1, 1, 1, 1] and model_args["exit_stages"] == []
+
+
+def test_finetune_never_writes_over_a_folder_silently(trained_run: Path, position_data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The rule of train (issue 24, item 16): an earlier output is refused before any work unless overwrite=true; a
+    training run, or any other folder holding files, is refused whatever overwrite says."""
+    command = ["finetune", MODEL, f"data={position_data}", "model_kwargs={layers: [1, 1, 1, 1]}", "max_steps=1",
+               "batch_size=16", "image_size=16", "num_workers=0", "warmup_epochs=0"]
+    out = tmp_path / "out"
+    assert cli.main([*command, f"output_dir={out}"]) == 0
+    before = tree_digest(out)
+    capsys.readouterr()
+    assert cli.main([*command, "lr=0.01", f"output_dir={out}"]) == 2
+    printed, err = capsys.readouterr()
+    assert err.startswith(f"timm-selfcon finetune: error: output_dir '{out}' already holds") and err.count("\n") == 1
+    assert "overwrite=true" in err and "new output_dir" in err and printed == ""  # refused before any work
+    assert tree_digest(out) == before
+    assert cli.main([*command, "lr=0.01", "overwrite=true", f"output_dir={out}"]) == 0
+    assert json.loads((out / "report.json").read_text())["hyperparameters"]["lr"] == 0.01
+
+    run_before = tree_digest(trained_run)
+    capsys.readouterr()
+    assert cli.main([*command, "overwrite=true", f"output_dir={trained_run}"]) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir '{trained_run}' holds a training run" in err and err.count("\n") == 1
+    assert tree_digest(trained_run) == run_before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert cli.main([*command, "overwrite=true", f"output_dir={mine}"]) == 2
+    assert "not an earlier fine-tuning output" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 def test_finetune_in_another_precision_in_the_same_process(trained_run: Path, position_data: Path,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,12 @@ import yaml
 
 from timm_selfcon.cli import main
 from timm_selfcon.config import TrainConfig, resolve_config
+from timm_selfcon.engine.checkpoint import TRAINER_STATE
 from timm_selfcon.engine.run_dir import CONFIG_HISTORY
 from timm_selfcon.engine.train import train
 from timm_selfcon.errors import UserInputError
 
+from ._eval_data import tree_digest
 from .test_train import read_metrics, tiny_config, tiny_settings
 
 
@@ -123,3 +126,61 @@ def test_cli_refusal_is_one_error_line(tiny_data: Path, tmp_path: Path, capsys: 
     assert err.startswith("timm-selfcon train: error: output_dir") and err.count("\n") == 1
     assert out == ""  # refused before anything else is said or done
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 1
+
+
+def kill_during_the_first_checkpoint(run: Path) -> None:
+    """What a run killed while writing its first checkpoint leaves: config.yaml, run_info.json, metrics.jsonl and a
+    half-written ckpt-1.tmp; no `last`, no summary."""
+    os.unlink(run / "last")
+    (run / "summary.json").unlink()
+    (run / "ckpt-1").rename(run / "ckpt-1.tmp")
+    (run / "ckpt-1.tmp" / TRAINER_STATE).unlink()
+
+
+@pytest.mark.parametrize("resume", [None, "resume=true", "resume=auto"])
+def test_a_run_that_never_saved_starts_again_with_its_command(resume: str | None, tiny_data: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, item 17: a folder with a recipe and no checkpoint is a run that never saved; rerunning the same
+    command (plain, resume=true or resume=auto) starts it again and says so; only the run's own files go."""
+    run = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_settings(tiny_data, run, "supcon_s", log_with="none")))
+    assert main(["train", str(recipe)]) == 0
+    kill_during_the_first_checkpoint(run)
+    (run / "notes.txt").write_text("mine")  # not the run's: kept
+    capsys.readouterr()
+    assert main(["train", str(recipe), *([resume] if resume else [])]) == 0
+    out = capsys.readouterr().out
+    assert f"output_dir '{run}' holds a run that never saved a checkpoint" in out and "starting it again" in out
+    assert os.readlink(run / "last") == "ckpt-1" and not list(run.glob("*.tmp"))
+    assert [r["step"] for r in read_metrics(run)] == [1] and (run / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_that_never_saved_is_not_restarted_with_other_values(tiny_data: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "supcon_s", log_with="none"))
+    kill_during_the_first_checkpoint(run)
+    before = tree_digest(run)
+    for resume in (False, True, "auto"):
+        with pytest.raises(UserInputError, match=r"never saved a checkpoint.*lr: 0.05 -> 0.1.*overwrite=true"):
+            train(tiny_config(tiny_data, run, "supcon_s", log_with="none", lr=0.1, resume=resume))
+    assert tree_digest(run) == before
+
+
+def test_resume_auto_never_deletes_a_complete_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    """Without `last`, or without a recipe, a folder is not a run that never saved: resume=auto refuses, deleting
+    nothing."""
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "supcon_s", log_with="none"))
+    os.unlink(run / "last")  # a complete ckpt-1 that no `last` names
+    before = tree_digest(run)
+    with pytest.raises(UserInputError, match=r"holds checkpoints \(ckpt-1\) but no 'last' link"):
+        train(tiny_config(tiny_data, run, "supcon_s", log_with="none", resume="auto"))
+    assert tree_digest(run) == before
+    shutil.rmtree(run / "ckpt-1")
+    (run / "config.yaml").unlink()  # metrics and run_info of something, without its recipe
+    before = tree_digest(run)
+    with pytest.raises(UserInputError, match=r"nothing is deleted"):
+        train(tiny_config(tiny_data, run, "supcon_s", log_with="none", resume="auto"))
+    assert tree_digest(run) == before

@@ -25,6 +25,7 @@ import yaml
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
+from timm_selfcon.cli import main
 from timm_selfcon.config import TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
 from timm_selfcon.engine.accelerator import auto_precision, launcher_mismatch, resolve_precision
@@ -136,8 +137,10 @@ def test_checkpoint_layout_and_run_records(tiny_data: Path, tmp_path: Path) -> N
     state = json.loads((checkpoint / TRAINER_STATE).read_text())
     assert {k: state[k] for k in ("epoch", "step", "sittings")} == {"epoch": 0, "step": 3, "sittings": 1}
     assert 0 < state["train_seconds"] <= summary["train_seconds"] and 0 < state["cpu_seconds"] <= summary["cpu_seconds"]
-    # the resolved config, and what the run actually used
+    # the resolved config, and what the run actually used; each checkpoint carries the config too (copied out of the
+    # run, it still evaluates and exports)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
+    assert yaml.safe_load((checkpoint / "config.yaml").read_text()) == config.to_dict()
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["num_processes"] == 1 and info["precision"] == "fp32" and info["mixed_precision"] == "no"
     assert info["device"] == "cpu"
@@ -362,6 +365,31 @@ def test_corrupt_image_is_substituted_and_listed_in_the_summary(corrupt_data: Pa
 def test_strict_data_refuses_the_corrupt_image(corrupt_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"sample {CORRUPT_ROW}: cannot decode image"):
         train(tiny_config(corrupt_data, tmp_path, "supcon_s", batch_size=TRAIN_ROWS, strict_data=True))
+
+
+@pytest.mark.parametrize("pipeline, workers", [("workers", 1), ("device", 0)])
+def test_strict_data_names_the_corrupt_file_in_one_line_before_training(pipeline: str, workers: int, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str],
+                                                                        make_tiny_image_dataset) -> None:
+    """strict_data=true checks every image before any work (issue 24, item 13): one error line naming the file, not a
+    DataLoader worker's traceback some steps in, and no run folder."""
+    make_tiny_image_dataset({"train": 32, "test": 4}, root=tmp_path / "data", num_classes=2,
+                            layout="{split}/{label}/{index:02d}.png")
+    broken = tmp_path / "data" / "train" / "class1" / "29.png"  # read in the last step of the epoch, not the first
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_settings(tmp_path / "data", tmp_path / "run", "supcon_s", max_steps=4,
+                                                   num_workers=workers, data_pipeline=pipeline, strict_data=True,
+                                                   log_with="none")))
+    assert main(["train", str(recipe)]) == 2
+    out, err = capsys.readouterr()
+    # before it, only the datasets library's progress bars of its first read of the folder
+    error = err.splitlines()[-1]
+    assert error.startswith("timm-selfcon train: error: strict_data=true") and err.count("error:") == 1, err
+    assert f"({broken}): cannot decode image" in error and "strict_data=false" in error
+    assert "Traceback" not in err and "worker" not in err and out == ""
+    assert not re.search(r"train:\s+\d+%", err)  # no training step was taken
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 # ------------------------------------------------------------------------------------------ exact resume

@@ -210,6 +210,7 @@ def test_resnet18_fc_exit_converts_to_the_same_encoder(tmp_path: Path) -> None:
     assert (out / "last").resolve() == (out / "ckpt-0").resolve()
     assert json.loads((out / "ckpt-0" / "trainer_state.json").read_text())["step"] == 0
     config = yaml.safe_load((out / "config.yaml").read_text())
+    assert yaml.safe_load((out / "ckpt-0" / "config.yaml").read_text()) == config  # the checkpoint carries it too
     assert config["model"] == "selfcon_resnet18_cifar"
     assert config["model_kwargs"] == {"exit_stages": [2], "sub_network": "fc"}
     assert config["method"] == "selfcon" and config["data"] == "uoft-cs/cifar100"

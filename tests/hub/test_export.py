@@ -266,9 +266,29 @@ def test_classifiers_of_another_checkpoint_are_refused(evaluated_run: Path, tmp_
 def test_out_dir_that_is_not_an_export_is_refused(evaluated_run: Path, tmp_path: Path) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not an earlier timm-selfcon export"):
-        export(evaluated_run, tmp_path / "busy")
-    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="not an earlier timm-selfcon export"):
+            export(evaluated_run, tmp_path / "busy", overwrite=overwrite)
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
+def test_an_earlier_export_is_replaced_only_with_overwrite(evaluated_run: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # the rule of train (issue 24, item 16): refused before any work, naming the ways on
+    out = tmp_path / "out"
+    assert main(["export", str(evaluated_run), str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["export", str(evaluated_run), str(out), "--no-exits"]) == 2
+    printed, err = capsys.readouterr()
+    assert err.startswith(f"timm-selfcon export: error: out_dir '{out}' already holds an export") and printed == ""
+    assert err.count("\n") == 1 and "--overwrite" in err and "new out_dir" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["export", str(evaluated_run), str(out), "--no-exits", "--overwrite"]) == 0
+    assert "without exits" in capsys.readouterr().out
+    assert json.loads((out / "export_info.json").read_text())["with_exits"] is False
+    with pytest.raises(UserInputError, match="overwrite=True"):
+        export(evaluated_run, out)
 
 
 def test_mixco_export_names_base_method_and_mixing(tmp_path: Path) -> None:
@@ -356,6 +376,14 @@ def test_cli_export_without_protocol_says_which_classifiers_it_took(evaluated_ru
     printed = capsys.readouterr().out
     assert f"no --protocol given: took the '{PROTOCOL}' classifiers" in printed
     assert "linear > early_exit > linear_fast" in printed
+
+
+def test_export_of_last_uses_the_evaluation_of_the_checkpoint_it_names(evaluated_run: Path, tmp_path: Path) -> None:
+    # `eval RUN` recorded RUN/ckpt-3; `last` is a link to that very checkpoint (issue 24, item 18)
+    result = export(evaluated_run / "last", tmp_path / "out")
+    assert result.classifiers_protocol == PROTOCOL and not result.encoder_only
+    info = json.loads((tmp_path / "out" / "export_info.json").read_text())
+    assert info["source"]["checkpoint"] == f"ckpt-{STEP}"
 
 
 def test_cli_export_says_each_note_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 
 import timm_selfcon  # noqa: F401  (registers the models)
+from timm_selfcon.errors import UserInputError
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -233,7 +234,7 @@ def test_exit_stage_out_of_range(name: str, exit_stages: tuple[int, ...], bad: s
 
 @pytest.mark.parametrize("exit_stages", ["2", (1.5,), (True,)])
 def test_exit_stage_wrong_type(exit_stages: object) -> None:
-    with pytest.raises(TypeError, match=repr(exit_stages).replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UserInputError, match=repr(exit_stages).replace("(", r"\(").replace(")", r"\)")):
         timm.create_model("selfcon_resnet18_cifar", exit_stages=exit_stages)
 
 

@@ -25,10 +25,17 @@ from timm_selfcon.data.datasets import (
     StreamingContrastiveDataset,
     isolated_rng,
     report_substitutions,
+    strict_data_message,
     substituted_sources,
 )
 from timm_selfcon.data.device import BatchAugment, DeviceBatches, DeviceData, decode_split, device_pipelines
-from timm_selfcon.data.loaders import build_eval_loader, build_train_loader, collate_samples, resolve_num_workers
+from timm_selfcon.data.loaders import (
+    build_eval_loader,
+    build_train_loader,
+    collate_samples,
+    find_undecodable,
+    resolve_num_workers,
+)
 from timm_selfcon.data.loading import (
     KNOWN_DATASETS,
     class_names,
@@ -72,6 +79,7 @@ __all__ = [
     "decode_split",
     "derive_seed",
     "device_pipelines",
+    "find_undecodable",
     "isolated_rng",
     "load_image_dataset",
     "report_substitutions",
@@ -79,5 +87,6 @@ __all__ = [
     "resolve_num_workers",
     "select_classes",
     "split_train_val",
+    "strict_data_message",
     "substituted_sources",
 ]

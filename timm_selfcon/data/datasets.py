@@ -27,7 +27,8 @@ key               per sample             per batch
 An undecodable image is replaced by a mid-grey image of the dataset's nominal size (the size of the first
 decodable image), keeping its label, so batch size, MixCo pairs and resume stay intact; a
 :class:`CorruptImageWarning` names the index and ``substituted`` carries it to the training loop (workers are
-separate processes, so per-process bookkeeping alone would lose it). ``strict_data=True`` raises instead.
+separate processes, so per-process bookkeeping alone would lose it). ``strict_data=True`` raises instead; training
+with it first checks that every image decodes (:class:`DecodeCheck`), so the refusal comes before any work.
 """
 
 from __future__ import annotations
@@ -55,11 +56,14 @@ from .sampler import SampleKey, derive_seed
 __all__ = [
     "ContrastiveImageDataset",
     "CorruptImageWarning",
+    "DecodeCheck",
     "Sample",
     "StreamingContrastiveDataset",
     "isolated_rng",
     "report_substitutions",
+    "strict_data_message",
     "substituted_sources",
+    "undecodable_description",
 ]
 
 
@@ -122,6 +126,49 @@ def _cell_path(value: Any) -> str | None:
     if isinstance(value, str | os.PathLike):
         return os.fspath(value)
     return getattr(value, "filename", None) or None
+
+
+def undecodable_description(index: int, cell: Any, error: BaseException) -> str:
+    """``"sample <index> (<path>): cannot decode image (<error>)"`` on one line (the path where the cell names one)."""
+    path = _cell_path(cell)
+    name = f"sample {index}" + (f" ({path})" if path else "")
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    return f"{name}: cannot decode image ({reason})"
+
+
+def strict_data_message(problems: Sequence[str], where: str, shown: int = 3) -> str:
+    """The one-line refusal of ``strict_data=true`` for the undecodable images ``problems`` of ``where``."""
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return (f"strict_data=true and {len(problems)} image(s) of {where} cannot be decoded: "
+            f"{'; '.join(problems[:shown])}{more}. Fix or remove them, or train with strict_data=false (each is "
+            "then replaced by a mid-grey image and listed in summary.json)")
+
+
+class DecodeCheck(TorchDataset):
+    """Rows ``indices`` of a dataset whose image column is undecoded (``datasets.Image(decode=False)``): item ``i``
+    is None when row ``indices[i]``'s image decodes, else ``(row, undecodable_description(...))``. Nothing is
+    augmented; a DataLoader over it checks a whole split in its workers (:func:`timm_selfcon.data.find_undecodable`)."""
+
+    def __init__(self, hf_dataset: datasets.Dataset, image_column: str, indices: Sequence[int]) -> None:
+        self.hf_dataset, self.image_column, self.indices = hf_dataset, image_column, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[int, str] | None:
+        return self.__getitems__([position])[0]
+
+    def __getitems__(self, positions: Sequence[int]) -> list[tuple[int, str] | None]:
+        rows = [self.indices[p] for p in positions]
+        cells = self.hf_dataset[rows][self.image_column]  # one Arrow read per batch
+        found: list[tuple[int, str] | None] = []
+        for index, cell in zip(rows, cells, strict=True):
+            try:
+                _decode_rgb(cell)
+                found.append(None)
+            except Exception as error:  # any decoder failure of this one cell, as when training reads it
+                found.append((index, undecodable_description(index, cell, error)))
+        return found
 
 
 def substituted_sources(dataset: ContrastiveImageDataset, indices: Iterable[int]) -> list[str]:
@@ -218,10 +265,8 @@ class _SampleMaker:
         except Exception as error:  # any decoder failure of this one cell: corrupt, truncated, missing file
             path = _cell_path(image_cell)
             name = f"sample {index}" + (f" ({path})" if path else "")
-            if self.strict_data:
-                raise UserInputError(
-                    f"{name}: cannot decode image ({type(error).__name__}: {error})"
-                ) from error
+            if self.strict_data:  # training checked every image before it started (find_undecodable)
+                raise UserInputError(undecodable_description(index, image_cell, error)) from error
             image = self._substitute_image()
             substituted = True
             # once per image and process; inside a DataLoader worker the loop that reads the batches says it (the

@@ -50,9 +50,10 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import functional as TF
 
 from timm_selfcon.augmentations import AUGMENTATIONS, ViewSpec, view_specs
-from timm_selfcon.data.datasets import CorruptImageWarning, _decode_rgb
+from timm_selfcon.data.datasets import CorruptImageWarning, _decode_rgb, strict_data_message, undecodable_description
 from timm_selfcon.data.sampler import ResumableDistributedSampler, derive_seed
 from timm_selfcon.data.transforms import blur_kernel_size
+from timm_selfcon.errors import UserInputError
 
 __all__ = [
     "BatchAugment",
@@ -397,8 +398,12 @@ class DeviceData:
 
 
 def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: str | None, image_size: int, *,
-                 strict_data: bool = False, cache: bool = True, chunk: int = 1000) -> DeviceData:
+                 strict_data: bool = False, cache: bool = True, chunk: int = 1000,
+                 where: str = "the split") -> DeviceData:
     """Decode every image of ``hf_dataset`` once to uint8 ``[N, S, S, 3]``, or read it from the cache.
+
+    ``strict_data``: an undecodable image is a :class:`UserInputError` naming every such image (of ``where``, e.g.
+    ``"'data' [train]"``) instead of a mid-grey substitute.
 
     The cache file is named by ``hf_dataset._fingerprint`` (which changes with the data files and with any
     filter / map), the columns and ``image_size``; see :func:`device_cache_dir`.
@@ -415,12 +420,16 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
         tensors = load_file(str(path))
         substituted = tensors["substituted"].tolist()
         if substituted and strict_data:
-            raise ValueError(f"sample {substituted[0]}: cannot decode image (cached in {path}; strict_data=true)")
+            problems = [undecodable_description(index, plain[index][image_column],
+                                                ValueError(f"found when the split was decoded into {path}"))
+                        for index in substituted]
+            raise UserInputError(strict_data_message(problems, where))
         return DeviceData(tensors["images"], tensors["labels"], substituted, plain, label_column, image_column)
     count = len(plain)
     images = np.empty((count, image_size, image_size, 3), dtype=np.uint8)
     labels = np.full(count, -1, dtype=np.int64)
     substituted: list[int] = []
+    problems: list[str] = []  # strict_data: every undecodable image, named together once the split is read
     for start in range(0, count, chunk):
         rows = plain[start:start + chunk]
         for offset, cell in enumerate(rows[image_column]):
@@ -429,7 +438,8 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
                 images[index] = _to_square(_decode_rgb(cell), image_size)
             except Exception as error:  # any decoder failure of this one cell, as on the workers path
                 if strict_data:
-                    raise ValueError(f"sample {index}: cannot decode image ({type(error).__name__}: {error})") from error
+                    problems.append(undecodable_description(index, cell, error))
+                    continue
                 images[index] = 128
                 substituted.append(index)
                 warnings.warn(f"sample {index}: cannot decode image ({type(error).__name__}: {error}); using a "
@@ -437,6 +447,8 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
                               CorruptImageWarning, stacklevel=2)
         if label_column is not None:
             labels[start:start + len(rows[label_column])] = [-1 if v is None else int(v) for v in rows[label_column]]
+    if problems:
+        raise UserInputError(strict_data_message(problems, where))
     data = DeviceData(torch.from_numpy(images), torch.from_numpy(labels), substituted, plain, label_column,
                       image_column)
     if cache:

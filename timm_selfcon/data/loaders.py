@@ -15,13 +15,14 @@ from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
 from ..errors import UserInputError
-from .datasets import ContrastiveImageDataset, Sample, StreamingContrastiveDataset
+from .datasets import ContrastiveImageDataset, DecodeCheck, Sample, StreamingContrastiveDataset
 from .sampler import ResumableDistributedSampler
 
 __all__ = [
     "build_eval_loader",
     "build_train_loader",
     "collate_samples",
+    "find_undecodable",
     "resolve_num_workers",
 ]
 
@@ -134,3 +135,27 @@ def build_eval_loader(
         raise UserInputError(f"batch_size must be a positive int, got {batch_size!r}")
     common = _loader_kwargs(num_workers, pin_memory, prefetch_factor)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, **common)
+
+
+def _problems_of_batch(found: Sequence[tuple[int, str] | None]) -> list[tuple[int, str]]:
+    return [problem for problem in found if problem is not None]
+
+
+def find_undecodable(dataset: ContrastiveImageDataset, num_workers: int, *, rank: int = 0, num_replicas: int = 1,
+                     batch_size: int = 256) -> list[tuple[int, str]]:
+    """Every image of rows ``rank::num_replicas`` of ``dataset`` that does not decode, in row order:
+    ``(row, "sample <row> (<path>): cannot decode image (<error>)")``.
+
+    ``strict_data=true`` calls it before training: each image is decoded once (not augmented) in ``num_workers``
+    DataLoader workers, so the check costs about one epoch's decoding and a corrupt file is named before any work.
+    """
+    from tqdm.auto import tqdm
+
+    check = DecodeCheck(dataset.hf_dataset, dataset.image_column, range(rank, len(dataset), num_replicas))
+    loader = DataLoader(check, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_problems_of_batch, worker_init_fn=_limit_worker_threads)
+    problems: list[tuple[int, str]] = []
+    # disable=None: a progress bar in a terminal only, so that a log or a refusal stays one line
+    for found in tqdm(loader, desc="strict_data: checking images", disable=None, leave=False):
+        problems += found
+    return problems

@@ -8,7 +8,10 @@ pointing at a complete checkpoint. A checkpoint holds:
   ``timm.create_model(name, checkpoint_path="RUN/ckpt-<step>/model.safetensors", **model_kwargs)`` load it;
 - ``accelerate/``: Accelerate's ``save_state`` (the whole training method's weights, optimizer, every process's
   RNG states), which resume and evaluation read;
-- ``trainer_state.json``: the step and epoch.
+- ``trainer_state.json``: the step and epoch;
+- ``config.yaml``: the run's recipe as it trained this checkpoint, so a checkpoint copied out of its run
+  (``cp -rL RUN/last somewhere``) still evaluates and exports. Checkpoints written before they carried it read
+  their run's ``config.yaml``.
 
 Checkpoints written before this layout hold Accelerate's files at the top (``model.safetensors`` = the method's
 state dict); :func:`accelerate_state_dir` finds either, so they still resume, evaluate and export.
@@ -34,15 +37,19 @@ from ..errors import UserInputError
 from ..fileio import match_umask  # re-exported: importers of ``engine.checkpoint.match_umask`` keep working
 
 TRAINER_STATE = "trainer_state.json"
+#: The recipe a checkpoint carries (and a run folder holds): the resolved ``TrainConfig`` as YAML.
+RECIPE = "config.yaml"
 #: The sub-folder of a checkpoint holding Accelerate's ``save_state``.
 STATE_DIR = "accelerate"
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state: dict[str, Any],
-                    timm_encoder: TimmEncoder | None = None, total_limit: int | None = None) -> Path:
+                    timm_encoder: TimmEncoder | None = None, total_limit: int | None = None,
+                    recipe: dict[str, Any] | None = None) -> Path:
     """Write ``output_dir/ckpt-<step>`` atomically and point ``output_dir/last`` at it (all processes call this).
 
-    ``timm_encoder`` adds the encoder's timm files; ``total_limit`` then deletes the oldest checkpoints.
+    ``timm_encoder`` adds the encoder's timm files, ``recipe`` (the run's config) its ``config.yaml``;
+    ``total_limit`` then deletes the oldest checkpoints.
     """
     final = output_dir / f"ckpt-{step}"
     tmp = output_dir / f"ckpt-{step}.tmp"
@@ -54,6 +61,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state
     if accelerator.is_main_process:
         if timm_encoder is not None:
             timm_encoder.write(tmp)
+        if recipe is not None:
+            import yaml
+
+            (tmp / RECIPE).write_text(yaml.safe_dump(recipe, sort_keys=False))
         (tmp / TRAINER_STATE).write_text(json.dumps({**state, "step": step}, indent=2))
         match_umask(tmp)
         if final.exists():
@@ -130,14 +141,33 @@ def accelerate_state_dir(checkpoint: Path) -> Path:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint directory, or a training ``output_dir`` (meaning its ``last``)."""
+    """The checkpoint directory, links resolved, of a checkpoint, a ``last`` link or a training ``output_dir``
+    (meaning its ``last``): ``RUN``, ``RUN/last`` and ``RUN/ckpt-<step>`` name the same checkpoint."""
     path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{str(path)!r} does not exist: expected a training run folder (its 'last') or a "
+                             "ckpt-<step> checkpoint")
     if (path / "last").exists():
-        path = (path / "last").resolve()
+        path = path / "last"
+    path = path.resolve()
     if not (path / TRAINER_STATE).is_file():
         raise UserInputError(f"{str(path)!r} is not a complete checkpoint (no {TRAINER_STATE}); "
                          "expected a ckpt-<step> directory or a training output_dir with a 'last' link")
     return path
+
+
+def read_recipe(checkpoint: Path) -> dict[str, Any]:
+    """The recipe ``checkpoint`` was trained with: its own ``config.yaml``, or for a checkpoint written before
+    checkpoints carried one, its run's (the folder holding it)."""
+    import yaml
+
+    for path in (checkpoint / RECIPE, checkpoint.parent / RECIPE):
+        if path.is_file():
+            return yaml.safe_load(path.read_text()) or {}
+    raise UserInputError(
+        f"{str(checkpoint)!r} carries no recipe ({RECIPE}; checkpoints written before they carried one keep it in "
+        f"their run folder) and {str(checkpoint.parent)!r} holds none either: use it inside its run folder, or copy "
+        f"the run's {RECIPE} into the checkpoint folder")
 
 
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
@@ -171,11 +201,9 @@ def load_encoder(source: str | os.PathLike[str], pretrained: bool | None = None,
         if pretrained is False:
             raise UserInputError(f"pretrained=false applies to a timm model name; {str(path)!r} is a trained checkpoint, "
                                  "always evaluated with its own weights (evaluate its model name for a random init)")
-        checkpoint = resolve_checkpoint(path).resolve()  # ``last`` -> the ckpt-<step> it names, for the report
+        checkpoint = resolve_checkpoint(path)  # ``last`` -> the ckpt-<step> it names, for the report
         run_dir = checkpoint.parent
-        import yaml
-
-        config = load_saved_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        config = load_saved_config(read_recipe(checkpoint))
         state = read_weights(checkpoint)
         model = create_model(config.model, num_classes=0, **config.model_kwargs)
         if method_class(config.method).trains_classifier:

@@ -161,6 +161,10 @@ def load_split(choice: DataChoice, split: str, image_column: str | None = None, 
 
 
 # ------------------------------------------------------------------------------------------ orchestration
+#: The order of ``protocol=all``: the fast ones first, the papers' protocol last.
+ALL_PROTOCOLS = ("linear_fast", "knn", "early_exit", "linear")
+
+
 def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, callbacks: Sequence[Any] = (),
              **overrides: Any) -> dict[str, Any]:
     """Evaluate ``source`` (checkpoint, training output_dir or timm model name) and write the report.
@@ -169,61 +173,106 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
 
     Returns the report dict; writes ``report.json``, ``classifiers.safetensors`` (linear protocols) and
     ``plot.png`` under ``<output_dir>/eval/<protocol>/`` (``output_dir`` = the training run's, or ``output_dir=``).
+    ``protocol=all`` runs every protocol that applies to the model (``early_exit`` needs exits) on one load of the
+    encoder and the data, each from the random state it would start from alone, and returns ``{protocol: report}``.
     """
     config = config or EvalConfig(**overrides)
-    if config.protocol == "all":
-        reports = {p: evaluate(source, EvalConfig(**{**config.to_dict(), "protocol": p, "output": None}), callbacks)
-                   for p in ("linear_fast", "knn", "early_exit", "linear")}
-        if config.output:
-            write_json_atomic(Path(config.output), reports)
-        return reports
     torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
     encoder, info = load_encoder(source, config.pretrained, **config.model_kwargs)
-    weights = described_weights(info, config.seed)
-    if config.protocol == "early_exit" and not getattr(encoder, "num_exits", 0):
+    info = {**info, "weights": described_weights(info, config.seed)}  # plain words, in every report
+    has_exits = bool(getattr(encoder, "num_exits", 0))
+    if config.protocol == "early_exit" and not has_exits:
         raise UserInputError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
+    protocols = [config.protocol] if config.protocol != "all" else [
+        p for p in ALL_PROTOCOLS if p != "early_exit" or has_exits]
+    if config.protocol == "all" and not has_exits:
+        print(f"note: protocol=all: early_exit skipped: {info['model']} has no exits", file=sys.stderr)
     encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    cfg = encoder.pretrained_cfg
-    image_size = config.image_size or cfg["input_size"][-1]
-    mean, std = cfg.get("mean", NORMALIZATION["imagenet"][0]), cfg.get("std", NORMALIZATION["imagenet"][1])
-    choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
-                         config.label_column)
-    data = choice.data
-    print(f"evaluating {info['model']} ({weights}) on {choice.describe()}", file=sys.stderr)
-    train_hf = load_split(choice, choice.train_split)
-    image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=data)
-    if label_col is None:
-        raise UserInputError(f"evaluation needs labels; dataset {data!r} has no label column "
-                             f"(columns: {train_hf.column_names})")
-    test_hf = load_split(choice, choice.split, image_col, label_col)
-    if config.max_train_samples:
-        train_hf = train_hf.select(range(min(config.max_train_samples, len(train_hf))))
-    train_hf, val_hf = split_train_val(train_hf, config.val_fraction, config.seed) if config.val_fraction else (
-        train_hf, None)
-    names = class_names(train_hf, label_col)
-    num_classes = len(names) if names else int(max(train_hf[label_col])) + 1
-    plain = build_transform("eval", image_size, mean, std)
+    data = _EvalData.load(encoder, info, config)
+    # each protocol starts from the random state it would start from alone (after the loading above)
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    reports: dict[str, Any] = {}
+    for protocol in protocols:
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        protocol_config = config if protocol == config.protocol else EvalConfig(
+            **{**config.to_dict(), "protocol": protocol, "output": None})
+        reports[protocol] = _run_protocol(encoder, info, data, protocol_config, callbacks)
+    if config.protocol != "all":
+        return reports[config.protocol]
+    if config.output:
+        write_json_atomic(Path(config.output), reports)
+    return reports
+
+
+@dataclass
+class _EvalData:
+    """The data every protocol of one evaluation reads, loaded once: splits, columns, classes, preprocessing."""
+
+    choice: DataChoice
+    train: Any
+    val: Any | None
+    test: Any
+    columns: tuple[str, str]
+    names: list[str] | None
+    num_classes: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def load(cls, encoder: torch.nn.Module, info: dict[str, Any], config: EvalConfig) -> _EvalData:
+        cfg = encoder.pretrained_cfg
+        image_size = config.image_size or cfg["input_size"][-1]
+        mean, std = cfg.get("mean", NORMALIZATION["imagenet"][0]), cfg.get("std", NORMALIZATION["imagenet"][1])
+        choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
+                             config.label_column)
+        data = choice.data
+        print(f"evaluating {info['model']} ({info['weights']}) on {choice.describe()}", file=sys.stderr)
+        train_hf = load_split(choice, choice.train_split)
+        image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=data)
+        if label_col is None:
+            raise UserInputError(f"evaluation needs labels; dataset {data!r} has no label column "
+                                 f"(columns: {train_hf.column_names})")
+        test_hf = load_split(choice, choice.split, image_col, label_col)
+        if config.max_train_samples:
+            train_hf = train_hf.select(range(min(config.max_train_samples, len(train_hf))))
+        train_hf, val_hf = split_train_val(train_hf, config.val_fraction, config.seed) if config.val_fraction else (
+            train_hf, None)
+        names = class_names(train_hf, label_col)
+        num_classes = len(names) if names else int(max(train_hf[label_col])) + 1
+        return cls(choice=choice, train=train_hf, val=val_hf, test=test_hf, columns=(image_col, label_col),
+                   names=names, num_classes=num_classes, image_size=image_size, mean=mean, std=std)
+
+
+def _run_protocol(encoder: torch.nn.Module, info: dict[str, Any], data: _EvalData, config: EvalConfig,
+                  callbacks: Sequence[Any]) -> dict[str, Any]:
+    """One protocol (``config.protocol``) on the loaded encoder and data: the report, written with its files."""
+    choice = data.choice
+    plain = build_transform("eval", data.image_size, data.mean, data.std)
 
     def loader(hf):
-        ds = ContrastiveImageDataset(hf, plain, image_col, label_col, seed=config.seed)
+        ds = ContrastiveImageDataset(hf, plain, *data.columns, seed=config.seed)
         return build_eval_loader(ds, config.batch_size, config.num_workers)
 
     out_dir = eval_output_dir(config.output_dir, info) / "eval" / config.protocol
     report: dict[str, Any] = dict(
-        model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"], weights=weights,
-        method=info.get("method"), dataset=dict(data=data, train_split=choice.train_split,
-                                                  eval_split=choice.split, val_fraction=config.val_fraction,
-                                                  num_classes=num_classes, class_names=names,
-                                                  class_list=choice.class_list, data_from=choice.source,
-                                                  train_rows=len(train_hf), val_rows=len(val_hf) if val_hf else 0,
-                                                  test_rows=len(test_hf)),
-        protocol=config.protocol, columns=[image_col, label_col],
+        model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
+        weights=info["weights"], method=info.get("method"),
+        dataset=dict(data=choice.data, train_split=choice.train_split, eval_split=choice.split,
+                     val_fraction=config.val_fraction, num_classes=data.num_classes, class_names=data.names,
+                     class_list=choice.class_list, data_from=choice.source, train_rows=len(data.train),
+                     val_rows=len(data.val) if data.val is not None else 0, test_rows=len(data.test)),
+        protocol=config.protocol, columns=list(data.columns),
         # every key that shapes the numbers, image_size as used (None: the model's own)
-        settings={**{k: v for k, v in config.to_dict().items() if k not in NOT_SETTINGS}, "image_size": image_size},
+        settings={**{k: v for k, v in config.to_dict().items() if k not in NOT_SETTINGS},
+                  "image_size": data.image_size},
     )
-    inputs = EvalInputs(encoder=encoder, config=config, train=train_hf, val=val_hf, test_loader=loader(test_hf),
-                        loader=loader, columns=(image_col, label_col), num_classes=num_classes,
-                        image_size=image_size, mean=mean, std=std, callbacks=callbacks)
+    inputs = EvalInputs(encoder=encoder, config=config, train=data.train, val=data.val, test_loader=loader(data.test),
+                        loader=loader, columns=data.columns, num_classes=data.num_classes,
+                        image_size=data.image_size, mean=data.mean, std=data.std, callbacks=callbacks)
     classifiers = PROTOCOL_RUNNERS[config.protocol](inputs, report)
     report["deviations"] = deviations_from_papers(config, report)
     report["papers_protocol"] = config.protocol == "linear" and not report["deviations"]

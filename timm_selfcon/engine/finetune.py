@@ -5,7 +5,9 @@ a training ``output_dir`` or any timm model name (``hf-hub:``/``local-dir:`` inc
 (``plain_encoder``), puts a fresh ``num_classes`` classifier on it and trains every weight with
 ``timm.optim.create_optimizer_v2`` (optional layer-wise lr decay through the model's ``group_matcher``) and
 ``timm.scheduler.create_scheduler_v2``, through Accelerate. Writes ``<output_dir>/model.safetensors``,
-``config.json`` (timm's, via ``save_for_hf``) and ``report.json``.
+``config.json`` (timm's, via ``save_for_hf``) and ``report.json``, all at once (:func:`timm_selfcon.fileio.atomic_dir`).
+Like ``train``, it never writes over a folder silently: an earlier fine-tuning output is refused before any work
+unless ``overwrite=true``, and a training run or a folder holding other files is refused always.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from ..data import (
     resolve_columns,
 )
 from ..errors import UserInputError
-from ..fileio import match_umask
+from ..fileio import atomic_dir
 from .accelerator import accelerator_for, resolve_precision
 from .checkpoint import load_encoder, weights_tag
 from .evaluate import choose_data, described_weights, load_split
@@ -79,6 +81,7 @@ class FinetuneConfig(StrictModel):
     max_steps: PositiveInt | None = None
     seed: StrictInt = 0
     output_dir: str = "runs/finetune"
+    overwrite: StrictBool = False  # replace an earlier fine-tuning output in output_dir
     pretrained: StrictBool | None = None  # a timm model name: None = its tag decides (plain name: random init)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # for a timm model name (e.g. exit_stages, layers)
 
@@ -86,6 +89,7 @@ class FinetuneConfig(StrictModel):
 def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
+    check_output_dir(Path(config.output_dir), config.overwrite)  # reads only: refused before any work
     precision = resolve_precision(config.precision)  # a launcher's explicit choice for auto; fp16 needs a GPU
     accelerator = accelerator_for(precision)
     set_seed(config.seed)
@@ -159,10 +163,38 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
                           num_classes=num_classes)
         if hasattr(unwrapped, "exit_stages"):
             model_args["exit_stages"] = ()
-        save_for_hf(unwrapped, out, model_args=model_args, safe_serialization=True)
-        match_umask(out / "model.safetensors")
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        with atomic_dir(out, replace=True) as tmp:  # all of it or nothing; an earlier output (overwrite=true) replaced
+            save_for_hf(unwrapped, tmp, model_args=model_args, safe_serialization=True)
+            (tmp / FINETUNE_REPORT).write_text(json.dumps(report, indent=2))
     return report
+
+
+#: What marks a fine-tuning output (beside timm's ``config.json`` and ``model.safetensors``).
+FINETUNE_REPORT = "report.json"
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``output_dir`` holding files, with the ways on (the rule of ``train``): an earlier fine-tuning
+    output unless ``overwrite``; a training run, or any other file, always (fine-tuning would mix its files with
+    them, and replacing them would delete what is not its own)."""
+    from .run_dir import previous_run_entries
+
+    if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
+        return
+    if not output_dir.is_dir():
+        raise UserInputError(f"output_dir {str(output_dir)!r} exists and is not a folder")
+    run_files = previous_run_entries(output_dir)
+    if run_files:
+        names = ", ".join(p.name for p in run_files[:6]) + (", ..." if len(run_files) > 6 else "")
+        raise UserInputError(f"output_dir {str(output_dir)!r} holds a training run ({names}); fine-tuning into it "
+                             "would mix its files with the run's: choose a new output_dir")
+    if not ((output_dir / FINETUNE_REPORT).is_file() and (output_dir / "config.json").is_file()):
+        raise UserInputError(f"output_dir {str(output_dir)!r} exists and is not an earlier fine-tuning output; "
+                             "choose an empty or new folder")
+    if not overwrite:
+        raise UserInputError(f"output_dir {str(output_dir)!r} already holds a fine-tuning output ({FINETUNE_REPORT}, "
+                             "config.json, model.safetensors); fine-tuning again would replace it. Use a new "
+                             "output_dir, or overwrite=true to replace it")
 
 
 @torch.no_grad()

@@ -9,6 +9,11 @@ acts on the plan on the main process. The rules, like the Hugging Face Trainer's
 - ``resume=true`` needs a checkpoint to resume from (an error naming the folder otherwise);
   ``resume=auto`` resumes when there is one and starts when there is none (for job schedulers that restart the
   same command);
+- a folder holding a recipe (``config.yaml``) and no checkpoint is a run that never saved (killed before or
+  during its first checkpoint): the same command, plain, ``resume=true`` or ``resume=auto``, starts it again from
+  step 0 and says so, replacing only the run's own files; with other computation keys it is refused like a resume.
+  Anything else without a checkpoint (complete ``ckpt-<step>`` folders that no ``last`` names, files without a
+  recipe) is never deleted, whatever ``resume`` says: only ``overwrite=true`` clears it;
 - resuming with a key that changes the computation (anything but :data:`NON_COMPUTATION_KEYS`) different from
   the run's ``config.yaml`` is refused listing the keys, unless ``allow_config_change=true``: then the change is
   appended to ``config_history.yaml`` and ``config.yaml`` holds the new values.
@@ -26,7 +31,7 @@ import yaml
 
 from ..config import METHOD_OPTION_KEYS, NON_COMPUTATION_KEYS, TrainConfig
 from ..errors import UserInputError
-from .checkpoint import TRAINER_STATE
+from .checkpoint import TRAINER_STATE, checkpoint_steps
 
 CONFIG_HISTORY = "config_history.yaml"
 #: What a training run writes at the top of its ``output_dir``; ``overwrite=true`` removes exactly these.
@@ -41,8 +46,9 @@ class RunDirPlan:
 
     output_dir: Path
     resume_from: Path | None  # the checkpoint to load, or None to start at step 0
-    clear: list[Path]  # previous-run entries to delete first (``overwrite=true``, or ``resume=auto`` without a checkpoint)
+    clear: list[Path]  # previous-run entries to delete first (``overwrite=true``, or a run that never saved)
     changes: dict[str, dict[str, Any]]  # computation keys that differ from the saved config: {key: {from, to}}
+    note: str | None = None  # what the user is told before the folder changes (a run that never saved, started again)
 
 
 def previous_run_entries(output_dir: Path) -> list[Path]:
@@ -87,31 +93,60 @@ def plan_run_dir(config: TrainConfig) -> RunDirPlan:
     has_checkpoint = (last / TRAINER_STATE).is_file()
     if config.overwrite:
         return RunDirPlan(output_dir, None, previous, {})
-    if config.resume is True and not has_checkpoint:
-        what = "does not exist" if not output_dir.exists() else "holds no checkpoint to resume from (no 'last' link " \
-                                                                "to a complete ckpt-<step>)"
-        raise UserInputError(f"resume=true, but output_dir {str(output_dir)!r} {what}; check the path, or use "
-                             "resume=auto to resume when a checkpoint exists and start otherwise")
-    if not config.resume and previous:
-        names = ", ".join(p.name for p in previous[:6]) + (", ..." if len(previous) > 6 else "")
-        raise UserInputError(
-            f"output_dir {str(output_dir)!r} already holds a training run ({names}); training again would overwrite "
-            "it. Use resume=true (or resume=auto) to continue it, a new output_dir, or overwrite=true to delete "
-            "that run's files and start over")
-    changes: dict[str, dict[str, Any]] = {}
+    if not previous:
+        if config.resume is True:
+            what = "does not exist" if not output_dir.exists() else "holds no checkpoint to resume from (no 'last' " \
+                                                                    "link to a complete ckpt-<step>)"
+            raise UserInputError(f"resume=true, but output_dir {str(output_dir)!r} {what}; check the path, or use "
+                                 "resume=auto to resume when a checkpoint exists and start otherwise")
+        return RunDirPlan(output_dir, None, [], {})
+    names = ", ".join(p.name for p in previous[:6]) + (", ..." if len(previous) > 6 else "")
     saved_config = output_dir / "config.yaml"
-    if previous and saved_config.is_file():
-        changes = config_differences(yaml.safe_load(saved_config.read_text()) or {}, config)
+    changes = config_differences(yaml.safe_load(saved_config.read_text()) or {}, config) if saved_config.is_file() else {}
+    listing = "; ".join(f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in changes.items())
+    if has_checkpoint:
+        if not config.resume:
+            raise UserInputError(
+                f"output_dir {str(output_dir)!r} already holds a training run ({names}); training again would "
+                "overwrite it. Use resume=true (or resume=auto) to continue it, a new output_dir, or overwrite=true to "
+                "delete that run's files and start over")
         if changes and not config.allow_config_change:
-            listing = "; ".join(f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in changes.items())
             raise UserInputError(
                 f"resuming {str(output_dir)!r} with keys that change the computation, unlike its config.yaml: "
                 f"{listing}. Resume with the run's own values, start a new output_dir, or pass "
                 f"allow_config_change=true to continue with the new values (recorded in {CONFIG_HISTORY})")
-    if has_checkpoint:
         return RunDirPlan(output_dir, last.resolve(), [], changes)
-    # resume=auto and no checkpoint: the previous attempt died before its first checkpoint; start it again
-    return RunDirPlan(output_dir, None, [p for p in previous if p.name != CONFIG_HISTORY], changes)
+    if never_saved(output_dir):
+        if changes and not config.allow_config_change:
+            raise UserInputError(
+                f"output_dir {str(output_dir)!r} holds a run that never saved a checkpoint ({names}), with other "
+                f"values: {listing}. Rerun its own command to start it again, use a new output_dir, or overwrite=true "
+                "to delete its files and start over")
+        note = (f"output_dir {str(output_dir)!r} holds a run that never saved a checkpoint ({names}): starting it "
+                "again from step 0 (its files are replaced)")
+        return RunDirPlan(output_dir, None, [p for p in previous if p.name != CONFIG_HISTORY], changes, note)
+    complete = [path.name for _, path in checkpoint_steps(output_dir)]
+    if complete and config.resume:
+        raise UserInputError(
+            f"output_dir {str(output_dir)!r} holds checkpoints ({', '.join(complete[-3:])}) but no 'last' link to one; "
+            f"point 'last' at the one to resume from (ln -sfn {complete[-1]} {str(last)!r}), or use overwrite=true to "
+            "delete them and start over")
+    if config.resume:
+        raise UserInputError(
+            f"output_dir {str(output_dir)!r} holds files of an earlier run ({names}) but no checkpoint to resume and "
+            "no recipe (config.yaml) of a run that never saved, so nothing is deleted: use a new output_dir, or "
+            "overwrite=true to delete these files and start over")
+    raise UserInputError(
+        f"output_dir {str(output_dir)!r} already holds a training run ({names}); training again would overwrite it. "
+        "Use resume=true (or resume=auto) to continue it, a new output_dir, or overwrite=true to delete that run's "
+        "files and start over")
+
+
+def never_saved(output_dir: Path) -> bool:
+    """Whether ``output_dir`` holds a run that died before its first checkpoint: its recipe (``config.yaml``), no
+    complete checkpoint (``last`` or any ``ckpt-<step>``) and no evaluation (which only a checkpoint can have)."""
+    return ((output_dir / "config.yaml").is_file() and not (output_dir / "last" / TRAINER_STATE).is_file()
+            and not checkpoint_steps(output_dir) and not (output_dir / "eval").exists())
 
 
 def prepare_run_dir(plan: RunDirPlan, step: int) -> None:

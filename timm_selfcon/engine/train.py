@@ -40,11 +40,13 @@ from ..data import (
     build_train_loader,
     build_transform,
     class_names,
+    find_undecodable,
     load_image_dataset,
     report_substitutions,
     resolve_columns,
     resolve_num_workers,
     select_classes,
+    strict_data_message,
     substituted_sources,
 )
 from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
@@ -144,12 +146,14 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
         check_device_memory(len(hf), config.image_size, config.device_data_max_gib, config.train_split)
         augment = BatchAugment(config.augmentation, config.image_size, mean, std, views=views, seed=config.seed,
                                compile=config.compile)
-        dataset = decode_split(hf, image_column, label_column, config.image_size,
-                               strict_data=config.strict_data).to(device or "cpu")
+        dataset = decode_split(hf, image_column, label_column, config.image_size, strict_data=config.strict_data,
+                               where=f"{config.data!r} [{config.train_split}]").to(device or "cpu")
     else:
         transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
         dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
                                           strict_data=config.strict_data)
+        if config.strict_data:
+            check_images_decode(config, dataset, num_processes, rank)
     sampler = ResumableDistributedSampler(len(dataset), config.batch_size, num_replicas=num_processes, rank=rank,
                                           seed=config.seed, drop_last=True)
     if config.data_pipeline == "device":
@@ -158,6 +162,21 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
         loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size,
                                     resolve_num_workers(config.num_workers))
     return hf, dataset, sampler, loader, class_names(hf, label_column)
+
+
+def check_images_decode(config: TrainConfig, dataset: ContrastiveImageDataset, num_processes: int, rank: int) -> None:
+    """``strict_data=true``: every image of the training split decodes, else one UserInputError naming them.
+
+    Checked before any work (nothing is written yet), not when a DataLoader worker first reads the image some steps
+    in: each process decodes its share of the rows once in its loader workers, and all refuse together.
+    """
+    problems = find_undecodable(dataset, resolve_num_workers(config.num_workers), rank=rank,
+                                num_replicas=num_processes)
+    if num_processes > 1:
+        problems = sorted(p for part in gather_object([problems]) for p in part)  # every process's, on every process
+    if problems:
+        raise UserInputError(strict_data_message([text for _, text in problems],
+                                                 f"{config.data!r} [{config.train_split}]"))
 
 
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -253,7 +272,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             if save_now:
                 save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch, **clock.totals()),
                                 timm_encoder=timm_encoder(config, accelerator.unwrap_model(method).encoder),
-                                total_limit=config.save_total_limit)
+                                total_limit=config.save_total_limit, recipe=config.to_dict())
                 window_tick = time.perf_counter()  # images/s measures training, not checkpoint writing
             if step >= total_steps:
                 break
@@ -328,6 +347,8 @@ def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan
     accelerator.wait_for_everyone()  # every process planned before the main one changes the folder
     trainer_state = read_trainer_state(plan.resume_from) if plan.resume_from is not None else {"step": 0}
     step = trainer_state["step"]
+    if plan.note:
+        accelerator.print(plan.note)
     if accelerator.is_main_process:
         prepare_run_dir(plan, step)
     accelerator.wait_for_everyone()

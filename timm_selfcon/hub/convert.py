@@ -31,6 +31,7 @@ import ast
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,7 @@ def convert_official(
         (tmp / "ckpt-0" / "trainer_state.json").write_text(json.dumps(
             {"step": 0, "epoch": options.get("epoch"), "converted_from": source.name}, indent=2))
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        shutil.copy(tmp / "config.yaml", tmp / "ckpt-0" / "config.yaml")  # a checkpoint carries its recipe
         (tmp / "official_opt.json").write_text(json.dumps(options, indent=2, default=str))
         (tmp / "last").symlink_to("ckpt-0")
         if out_dir.exists():

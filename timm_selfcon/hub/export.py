@@ -107,13 +107,15 @@ def export(
         repo_id: str | None = None,
         license: str = "apache-2.0",
         base_model: str | None = None,
+        overwrite: bool = False,
 ) -> ExportResult:
     """Export ``source`` to ``out_dir`` for timm's Hub loader; see the module docstring.
 
     Args:
         source: a training checkpoint ``ckpt-<step>``, a training ``output_dir`` (its ``last``), or a
             ``timm-selfcon finetune`` output directory.
-        out_dir: the folder to write (replaced if it holds an earlier export; refused if it holds anything else).
+        out_dir: the folder to write: new or empty; an earlier export is replaced only with ``overwrite``, a folder
+            holding anything else is refused.
         protocol: evaluation protocol whose classifiers to include (``linear``, ``early_exit``, ``linear_fast``);
             None picks the first that exists, and no evaluation at all gives an encoder-only export.
         classifiers: False gives an encoder-only export (``num_classes=0``).
@@ -122,6 +124,7 @@ def export(
         repo_id: ``ORG/NAME`` for the card's usage snippet (``push`` renders the card again with its own).
         license: the card's license.
         base_model: Hub id of the model this one was fine-tuned from (card metadata ``base_model``).
+        overwrite: replace an earlier export in ``out_dir`` (``--overwrite``).
     """
     if protocol is not None and protocol not in CLASSIFIER_PROTOCOLS:
         hint = " (kNN trains no classifiers)" if protocol == "knn" else ""
@@ -130,7 +133,7 @@ def export(
     if repo_id is not None:
         check_repo_id(repo_id)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    _check_out_dir(out_dir, overwrite)
     source_path = Path(source)
     if (source_path / "config.json").is_file() and (source_path / "report.json").is_file():
         if protocol is not None or not exits:
@@ -268,7 +271,9 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, E
     else:
         return None
     evaluated = reports[chosen].checkpoint if chosen in reports else None
-    if not evaluated or Path(evaluated).name != checkpoint.name:
+    # the same checkpoint: the one recorded (links resolved, as ``checkpoint`` is), or one of its name (a run folder
+    # moved or copied since it was evaluated)
+    if not evaluated or (Path(evaluated).resolve() != checkpoint.resolve() and Path(evaluated).name != checkpoint.name):
         raise UserInputError(f"the {chosen!r} classifiers under {str(eval_root)!r} were trained on the features of "
                          f"{evaluated!r}, not of the checkpoint being exported ({checkpoint.name}); evaluate this "
                          "checkpoint again or export the evaluated one")
@@ -373,10 +378,17 @@ def _check_round_trip(model: nn.Module, folder: Path) -> None:
         raise RuntimeError(f"the export loads back with different tensors: {different[:6]}")
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).exists())):
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out_dir`` that holds files: an earlier export unless ``overwrite``, anything else
+    always (the rule of ``train``'s ``output_dir``)."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    if not out_dir.is_dir() or not (out_dir / EXPORT_INFO).exists():
         raise UserInputError(f"out_dir {str(out_dir)!r} exists and is not an earlier timm-selfcon export; "
-                         "choose an empty or new folder")
+                             "choose an empty or new folder")
+    if not overwrite:
+        raise UserInputError(f"out_dir {str(out_dir)!r} already holds an export ({EXPORT_INFO}, ...); exporting again "
+                             "would replace it. Use a new out_dir, or --overwrite (overwrite=True) to replace it")
 
 
 def _version() -> str:

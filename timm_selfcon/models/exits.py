@@ -53,12 +53,13 @@ def validate_exit_stages(exit_stages: Iterable[int] | int | None, valid: Sequenc
     """
     if exit_stages is None:
         return ()
+    # a user's value (a recipe, ``model_kwargs.exit_stages=...``): refused in one line, like a value out of range
     if isinstance(exit_stages, bool) or not isinstance(exit_stages, (int, Iterable)) or isinstance(exit_stages, str):
-        raise TypeError(f"exit_stages must be an int or a sequence of ints, got {exit_stages!r}")
+        raise UserInputError(f"exit_stages must be an int or a list of ints (e.g. [2] or [1, 2]), got {exit_stages!r}")
     stages = (exit_stages,) if isinstance(exit_stages, int) else tuple(exit_stages)
     for stage in stages:
         if isinstance(stage, bool) or not isinstance(stage, int):
-            raise TypeError(f"exit_stages must contain ints, got {stage!r} in {exit_stages!r}")
+            raise UserInputError(f"exit_stages must contain ints (e.g. [2] or [1, 2]), got {stage!r} in {exit_stages!r}")
         if stage not in valid:
             raise UserInputError(
                 f"exit stage {stage} is out of range for {family}: an exit may follow stages "

@@ -1,7 +1,8 @@
 """``timm.create_model`` with answers instead of tracebacks for a user's mistakes (:class:`UserInputError`).
 
-An unknown name suggests the nearest registered ones, a misspelt kwarg names the model's valid kwargs, and an
-unreachable Hub says so. Everything else (a bug) propagates unchanged.
+An unknown name suggests the nearest registered ones, a misspelt kwarg names the model's valid kwargs, an
+unreachable Hub says so, and pretrained weights that do not fit the model (kwargs that change its architecture)
+are refused listing the missing and unexpected keys. Everything else (a bug) propagates unchanged.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ __all__ = ["create_model", "model_kwarg_names"]
 BUILDER_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "features_only", "out_indices", "feature_cls",
                   "checkpoint_path", "cache_dir", "scriptable", "exportable", "no_jit")
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+_QUOTED = re.compile(r'"([^"]+)"')  # a key in torch's load_state_dict error
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -51,10 +53,33 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise UserInputError(f"model {name!r}: {architecture} has no pretrained tag {tag!r}; its tags: "
                              f"{', '.join(tags) or 'none (give the plain name)'}") from err
     except Exception as err:
-        answer = hub_error(err, name)
+        answer = hub_error(err, name) or weights_mismatch(err, name, kwargs)
         if answer is None:
             raise
         raise answer from err
+
+
+def weights_mismatch(err: BaseException, name: str, kwargs: dict[str, Any]) -> UserInputError | None:
+    """A :class:`UserInputError` listing the missing, unexpected and reshaped keys for torch's ``load_state_dict``
+    error (pretrained weights that do not fit the model ``kwargs`` built), else None."""
+    message = str(err)
+    if not isinstance(err, RuntimeError) or not message.startswith("Error(s) in loading state_dict"):
+        return None
+    sections = {"missing": [], "unexpected": [], "shapes": []}
+    for part in message.split("\n\t")[1:]:
+        if part.startswith("Missing key(s)"):
+            sections["missing"] += _QUOTED.findall(part)
+        elif part.startswith("Unexpected key(s)"):
+            sections["unexpected"] += _QUOTED.findall(part)
+        elif part.startswith("size mismatch for "):
+            sections["shapes"].append(part.removeprefix("size mismatch for ").partition(":")[0])
+    given = {k: v for k, v in kwargs.items() if k not in ("pretrained", "num_classes", *BUILDER_KWARGS)}
+    hint = (f"; the model kwargs {given} change the architecture the weights were saved with: leave them out to load "
+            "the model as saved") if given else ""
+    missing, unexpected, shapes = sections["missing"], sections["unexpected"], sections["shapes"]
+    return UserInputError(
+        f"the weights of {name!r} do not fit the model: {len(missing)} missing keys {missing[:8]}, {len(unexpected)} "
+        f"unexpected keys {unexpected[:8]}, {len(shapes)} with other shapes {shapes[:8]}{hint}")
 
 
 def _builder_model_class(err: TypeError) -> type | None:

@@ -253,7 +253,8 @@ def _create_selfcon_timm(variant: str, pretrained: bool = False, **kwargs: Any) 
     if not isinstance(backbone, str) or not timm.is_model(backbone):
         raise UserInputError(f"unknown timm backbone {backbone!r}; expected a name from timm.list_models()")
     exit_stages = kwargs.get("exit_stages")
-    num_exits = 1 if exit_stages is None else len((exit_stages,) if isinstance(exit_stages, int) else exit_stages)
+    # the count only names the classifiers; a value of the wrong type is refused by the class (validate_exit_stages)
+    num_exits = len(exit_stages) if isinstance(exit_stages, (list, tuple)) else 1
     cfg = backbone_pretrained_cfg(backbone, num_exits)
     feature_info = timm.create_model(backbone, device="meta", **kwargs.get("backbone_kwargs") or {}).feature_info
     if len({info["reduction"] for info in feature_info}) == 1:
