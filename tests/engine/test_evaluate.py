@@ -266,7 +266,8 @@ def test_protocol_all_runs_what_applies_from_one_load_of_the_encoder(position_da
     assert cli.main(["eval", "mixco_resnet18_cifar", "protocol=all", *common, f"output_dir={out}"]) == 0
     printed, err = capsys.readouterr()
     assert len(loads) == 1
-    assert set(json.loads(printed)) == {"linear_fast", "knn", "linear"}
+    assert set(json.loads(printed)) == {"weights", "linear_fast", "knn", "linear"}
+    assert json.loads(printed)["weights"] == "random init (torch seed 0)"  # a plain name: said in plain words
     assert "early_exit skipped: mixco_resnet18_cifar has no exits" in err
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["knn", "linear", "linear_fast"]
     alone = evaluate("mixco_resnet18_cifar", EvalConfig(**eval_settings(
