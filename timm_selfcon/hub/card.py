@@ -23,9 +23,10 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..config import convert_legacy_method_keys
 from ..data.loading import dataset_short_name  # re-exported: the card's and the checkpoints' tags
 from ..errors import UserInputError
-from ..methods import METHODS, TrainingMethod
+from ..methods import METHODS, MethodOptions, TrainingMethod
 from .records import Accuracy, EvaluationReport, ExportInfo
 
 __all__ = [
@@ -62,7 +63,8 @@ def _method_text(recipe: Mapping[str, Any]) -> str:
         return FINETUNE_DESCRIPTION
     if cls is None:
         return f"Method `{method}`."
-    text = cls.card_text(recipe)
+    options = _method_options(recipe)
+    text = cls.card_text(options) if options is not None else cls.description
     if _trains_projection_heads(method):
         text += (" The projection heads used for training are not part of this model (they stay in the training "
                  "checkpoint).")
@@ -94,15 +96,34 @@ def _is_finetune(method: str | None) -> bool:
 def _trains_projection_heads(method: str | None) -> bool:
     """Whether training used projection heads, which stay in the training checkpoint (not in the export)."""
     cls = _method(method)
-    return cls is not None and "projection_dim" in cls.recipe_keys
+    return cls is not None and "out_dim" in cls.Options.model_fields
 
 
-def _applies_to_method(key: str, method: str) -> bool:
-    """Whether the recipe key ``key`` means anything for ``method``: a key some method declares is listed only
-    for the methods that declare it."""
-    declared_by_any = {k for cls in METHODS.values() for k in cls.recipe_keys}
-    cls = _method(method)
-    return key not in declared_by_any or (cls is not None and key in cls.recipe_keys)
+def _method_options(recipe: Mapping[str, Any]) -> MethodOptions | None:
+    """The options the run's method used, read with the method's own ``Options`` model from the recipe's
+    ``method_kwargs`` (a recipe saved before 0.4, with the options at the top level, is converted first); None for
+    a recipe without a registered method, or with options this version's method does not accept."""
+    cls = _method(recipe.get("method"))
+    if cls is None:
+        return None
+    values = convert_legacy_method_keys(recipe, cls.Options.model_fields)
+    try:
+        return cls.Options(**dict(values.get("method_kwargs") or {}))
+    except (UserInputError, TypeError):
+        return None
+
+
+def _method_option_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(option, value used, the method's default, what it is)`` for every option the method declares."""
+    options = _method_options(recipe)
+    if options is None:
+        return []
+    return [(name, _value_text(getattr(options, name)), _value_text(field.default), field.description or "")
+            for name, field in type(options).model_fields.items()]
+
+
+def _value_text(value: Any) -> str:
+    return f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)
 
 
 # ------------------------------------------------------------------------------------------ protocols, datasets
@@ -340,23 +361,14 @@ def public_text(text: str) -> str:
     return _LOCAL_PATH.sub(shorten, text)
 
 
-RECIPE_KEYS = ("model", "model_kwargs", "method", "method_kwargs", "temperature", "base_temperature", "projection_dim",
-               "queue_size", "moco_momentum", "mix_temperature", "mix_weight", "data", "class_list", "augmentation",
-               "image_size", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-               "schedule", "warmup_epochs", "precision", "seed")
+#: The recipe keys the card's table lists (the method's options follow in their own table, from its declaration).
+RECIPE_KEYS = ("model", "model_kwargs", "method", "data", "class_list", "augmentation", "image_size", "epochs",
+               "max_steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs",
+               "precision", "seed")
 
 
 def _recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
-    method = recipe.get("method") or ""
-    rows = []
-    for key in RECIPE_KEYS:
-        if key not in recipe or recipe[key] in (None, {}, []):
-            continue
-        if not _applies_to_method(key, method):
-            continue
-        value = recipe[key]
-        rows.append((key, f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)))
-    return rows
+    return [(key, _value_text(recipe[key])) for key in RECIPE_KEYS if key in recipe and recipe[key] not in (None, {}, [])]
 
 
 def _summary(info: ExportInfo) -> str:
@@ -473,6 +485,9 @@ def render_card(info: ExportInfo | Mapping[str, Any], repo_id: str | None = None
         method_description=_method_text(recipe) if recipe else "No training recipe recorded.",
         provenance=recipe.get("provenance") or (info.source.provenance if info.source else None) or "not recorded",
         recipe_rows=_recipe_rows(recipe),
+        method_name=recipe.get("method") or "",
+        options_model=type(_method_options(recipe)).__name__ if _method_options(recipe) is not None else "",
+        method_option_rows=_method_option_rows(recipe),
         recipe_yaml=yaml.safe_dump(dict(recipe), sort_keys=False).strip() if recipe else "",
         evaluations=_evaluation_sections(info),
         version="?" if info.timm_selfcon_version is None else info.timm_selfcon_version,
