@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, model_validator
 
 from .augmentations import AUGMENTATIONS
 from .errors import UserInputError
@@ -194,9 +194,9 @@ def method_options_used(method: str, method_kwargs: Mapping[str, Any]) -> dict[s
             raise ValueError(f"method_kwargs.{key}: method {method!r} has no option {key!r}; {hint}"
                              f"its options: {', '.join(options.model_fields) or 'none'}")
     try:
-        return options.model_validate(dict(method_kwargs)).model_dump()
-    except ValidationError as err:
-        raise ValueError("; ".join(describe_error(e, "method_kwargs.") for e in err.errors())) from None
+        return options(**dict(method_kwargs)).model_dump()
+    except UserInputError as err:  # "key: problem (got value)" for each bad option, "; "-separated
+        raise ValueError("; ".join(f"method_kwargs.{part}" for part in str(err).split("; "))) from None
 
 
 def convert_legacy_method_keys(values: Mapping[str, Any], takes: Collection[str] | None) -> dict[str, Any]:
