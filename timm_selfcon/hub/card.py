@@ -123,6 +123,8 @@ def _method_option_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str, str, 
 
 
 def _value_text(value: Any) -> str:
+    if isinstance(value, (bool, type(None))):
+        return json.dumps(value)  # true / false / null, as in the recipe
     return f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)
 
 
