@@ -271,7 +271,8 @@ def test_a_bad_method_option_is_refused_before_any_data_loads() -> None:
         resolve_config(None, ["method=moco", "method_kwargs.momentum=1.5"])
     with pytest.raises(ValueError, match=r"method_kwargs.key_bn: Input should be 'auto', 'shuffle', 'split' or 'none'"):
         resolve_config(None, ["method=moco", "method_kwargs.key_bn=sync"])
-    with pytest.raises(ValueError, match=r"method_kwargs.temperature: method 'ce' has no option 'temperature'; its options: none"):
+    with pytest.raises(ValueError, match=r"method_kwargs.temperature: method 'ce' has no option 'temperature'; its options: "
+                                         r"none"):
         resolve_config(None, ["method=ce", "method_kwargs.temperature=0.1"])
 
 
