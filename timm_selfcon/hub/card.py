@@ -101,14 +101,16 @@ def _trains_projection_heads(method: str | None) -> bool:
 
 def _method_options(recipe: Mapping[str, Any]) -> MethodOptions | None:
     """The options the run's method used, read with the method's own ``Options`` model from the recipe's
-    ``method_kwargs`` (a recipe saved before 0.4, with the options at the top level, is converted first); None for
-    a recipe without a registered method, or with options this version's method does not accept."""
+    ``method_kwargs`` (a recipe saved before 0.4, with the options at the top level, is converted first; entries
+    the method does not take are left out); None for a recipe without a registered method, or with a value this
+    version's method does not accept."""
     cls = _method(recipe.get("method"))
     if cls is None:
         return None
-    values = convert_legacy_method_keys(recipe, cls.Options.model_fields)
+    fields = cls.Options.model_fields
+    values = convert_legacy_method_keys(recipe, fields)
     try:
-        return cls.Options(**dict(values.get("method_kwargs") or {}))
+        return cls.Options(**{k: v for k, v in dict(values.get("method_kwargs") or {}).items() if k in fields})
     except (UserInputError, TypeError):
         return None
 
