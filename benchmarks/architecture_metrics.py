@@ -97,13 +97,11 @@ PROTOCOLS = {"linear_fast", "linear", "knn", "early_exit"}
 
 
 def method_option_names() -> set[str]:
-    """:data:`METHOD_FIELDS` and every constructor option of today's registered methods."""
-    import inspect
-
+    """:data:`METHOD_FIELDS` and every option of today's registered methods (their ``Options`` models)."""
     from timm_selfcon.methods import METHODS
 
-    options = {name for cls in METHODS.values() for name in inspect.signature(cls.__init__).parameters}
-    return METHOD_FIELDS | (options - {"self", "model", "generator", "momentum"})  # TrainConfig.momentum: SGD's
+    options = {name for cls in METHODS.values() for name in cls.Options.model_fields}
+    return METHOD_FIELDS | (options - {"momentum"})  # TrainConfig.momentum: SGD's
 
 
 def train_config_method_fields(package_dir: Path) -> list[str]:

@@ -170,7 +170,7 @@ def task_reference_step(spec: dict[str, Any]) -> dict[str, Any]:
     config = resolve_config(RECIPES / "quickstart.yaml", [LOOP_MODEL])
     torch.manual_seed(0)
     model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
-    projected = with_projection_heads(model, config.projection_dim).train()
+    projected = with_projection_heads(model, config.method_kwargs["out_dim"]).train()
     optimizer = torch.optim.SGD(projected.parameters(), lr=1e-3, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     views, labels = synthetic_batch(config.batch_size, 1)
@@ -180,13 +180,14 @@ def task_reference_step(spec: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():
         features = projected.forward_projections(images)
         ours = build_method("selfcon", model).criterion(features, labels)
-        theirs = mask_based_supcon(features, labels, config.temperature, config.base_temperature)
+        theirs = mask_based_supcon(features, labels, config.method_kwargs["temperature"],
+                                   config.method_kwargs["base_temperature"])
     if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"the reference loss {theirs.item()} differs from the package's {ours.item()}")
 
     def step() -> None:
-        loss = mask_based_supcon(projected.forward_projections(images), labels, config.temperature,
-                                 config.base_temperature)
+        loss = mask_based_supcon(projected.forward_projections(images), labels, config.method_kwargs["temperature"],
+                                 config.method_kwargs["base_temperature"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

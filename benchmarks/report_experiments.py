@@ -35,6 +35,14 @@ PAIRS = {"MoCo v2": ("moco", "moco_mixco"), "SimCLR": ("simclr", "simclr_mixco")
 PAIRING_KEYS = ("initial_encoder_sha256", "first_batches_sha256")
 
 
+
+def key_momentum(recipe: dict) -> float | None:
+    """MoCo's key-encoder momentum in a result's recipe: ``method_kwargs.momentum``, or the top-level
+    ``moco_momentum`` of results written before the method options moved into ``method_kwargs``."""
+    if recipe.get("moco_momentum") is not None:
+        return recipe["moco_momentum"]
+    return (recipe.get("method_kwargs") or {}).get("momentum")
+
 def _table(rows: list[list], header: list[str]) -> list[str]:
     return format_table(rows, header, markdown=True).splitlines()
 
@@ -125,7 +133,7 @@ def render_mixco(mixco_dir: Path = MIXCO, rank_dir: Path = RANK, cost_path: Path
                   f"(`linear_fast`, backbone top-1 %) after {next(iter(trials.values()))['epochs']} epochs, MoCo v2 "
                   "alone, seed 0; the winner is used unchanged for MoCo v2 + MixCo:", ""]
         best = max(trials, key=lambda n: top1(trials[n], "linear_fast", "validation") or -1)
-        lines += _table([[name, run["recipe"]["lr"], run["recipe"]["moco_momentum"],
+        lines += _table([[name, run["recipe"]["lr"], key_momentum(run["recipe"]),
                           _num(top1(run, "linear_fast", "validation")), "chosen" if name == best else ""]
                          for name, run in trials.items()], ["trial", "lr", "key momentum", "validation top-1", ""])
     trained = {n: r for n, r in runs.items() if r.get("kind") == "train"}
