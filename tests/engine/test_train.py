@@ -53,10 +53,12 @@ def tiny_settings(data: Path, output_dir: Path, method: str = "selfcon", **overr
         model, model_kwargs = "mixco_resnet18_cifar", {}
     settings = dict(
         data=str(data), method=method, model=model, model_kwargs={**model_kwargs, "layers": SMALL_RESNET},
-        image_size=16, batch_size=8, num_workers=0, queue_size=16, epochs=2, max_steps=1, lr=0.05,
+        image_size=16, batch_size=8, num_workers=0, epochs=2, max_steps=1, lr=0.05,
         warmup_epochs=0, save_every_steps=100, log_every_steps=1, output_dir=str(output_dir), seed=0,
     )
+    options = {"queue_size": 16} if method.startswith("moco") else {}  # a queue of two batches
     settings.update(overrides)
+    settings["method_kwargs"] = {**options, **overrides.get("method_kwargs", {})}
     return settings
 
 
@@ -116,7 +118,7 @@ def test_the_method_is_told_the_run_progress(tiny_data: Path, tmp_path: Path, mo
     update = MoCo.after_optimizer_step
     monkeypatch.setattr(MoCo, "after_optimizer_step", lambda self, step, total: (seen.append((step, total)),
                                                                                   update(self, step, total)))
-    train(tiny_config(tiny_data, tmp_path, "moco", max_steps=3, queue_size=8))
+    train(tiny_config(tiny_data, tmp_path, "moco", max_steps=3, method_kwargs={"queue_size": 8}))
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
