@@ -44,6 +44,17 @@ def test_recipes_document_every_key_in_the_readme() -> None:
     assert not missing, f"recipes/README.md does not document {missing}"
 
 
+def test_recipes_readme_lists_every_methods_options_with_its_default() -> None:
+    readme = (RECIPES / "README.md").read_text()
+    for name, cls in METHODS.items():
+        row = next((line for line in readme.splitlines() if line.startswith("| ") and f"`{name}`" in line.split("|")[1]),
+                   "")
+        assert f"`{cls.Options.__name__}`" in row, name
+        for option, field in cls.Options.model_fields.items():
+            default = str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+            assert f"`{option}` ({default})" in row, (name, option)
+
+
 def test_base_chain_is_merged_and_the_child_wins() -> None:
     merged = read_recipe(RECIPES / "selfcon" / "cifar10_resnet18_ce.yaml")
     base = read_recipe(RECIPES / "selfcon" / "base_cifar.yaml")
