@@ -343,6 +343,34 @@ def test_a_saved_config_of_an_older_run_still_loads_with_its_recorded_values() -
     assert load_saved_config(shadowed).method_kwargs["temperature"] == 0.3
 
 
+def _embedded_recipes(value: object):
+    if isinstance(value, dict):
+        if isinstance(value.get("recipe"), dict):
+            yield value["recipe"]
+        for item in value.values():
+            yield from _embedded_recipes(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _embedded_recipes(item)
+
+
+def test_committed_results_and_exports_load_with_the_options_they_recorded() -> None:
+    import json
+
+    from timm_selfcon.config import load_saved_config
+
+    root = RECIPES.parent
+    paths = sorted((root / "benchmarks" / "results").rglob("*.json")) + sorted(
+        (root / "tests" / "hub" / "fixtures").rglob("export_info.json"))
+    recipes = [r for path in paths for r in _embedded_recipes(json.loads(path.read_text())) if r.get("method") in METHODS]
+    assert len(recipes) > 20
+    for recipe in recipes:
+        config = load_saved_config(recipe)
+        for key, option in LEGACY_METHOD_KEYS.items():
+            if recipe.get(key) is not None and option in config.method_kwargs:
+                assert config.method_kwargs[option] == (recipe.get("method_kwargs") or {}).get(option, recipe[key])
+
+
 def test_resuming_compares_converted_configs_option_by_option(tmp_path: Path) -> None:
     from timm_selfcon.engine.run_dir import config_differences
 
