@@ -146,8 +146,8 @@ def pipeline_throughput(args: argparse.Namespace, device: torch.device) -> dict[
         row: dict[str, Any] = {"global_batch": config.batch_size, "views": views,
                                "precision": resolve_precision(config.precision), "channels_last": config.channels_last}
         for source in ("device", "workers"):
-            _, _, sampler, loader, _ = build_data(resolve_config(None, {**config.to_dict(), "data_pipeline": source}),
-                                                  views, 1, 0, device)
+            data = build_data(resolve_config(None, {**config.to_dict(), "data_pipeline": source}), views, 1, 0, device)
+            sampler, loader = data.sampler, data.loader
             seconds = timed(epochs_of(loader, sampler), step, device, warmup, steps)
             row[f"{source}_images_per_s"] = config.batch_size / seconds
             if source == "device":
