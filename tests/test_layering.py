@@ -29,6 +29,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "augmentations":   (ANYTHING,),
     "errors":          (ANYTHING,),
     "fileio":          (ANYTHING,),
+    "precision":       (ANYTHING,),
 }
 
 
