@@ -87,22 +87,3 @@ def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
     assert "| rank/main_supcon | supcon | no | 20 | ≈1.00 | 77.00 | 75.00 | 76.00 |" in text
     assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 2.00 | 75.00 | 74.00 | 73.00 |" in text
     assert "**41 epochs** of it cost what SupCon's 20 epochs cost" in text
-
-
-def test_method_cost_benchmark_measures_side_by_side(tmp_path: Path) -> None:
-    import bench_method_cost
-
-    out = tmp_path / "cost.json"
-    assert bench_method_cost.main(["--quick", "--only", "moco", "moco_mixco", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert set(result["per_method"]) == {"moco", "moco_mixco"}
-    assert all(m["cpu_s_per_step"] > 0 and m["batch"] == 128 for m in result["per_method"].values())
-    assert result["ratios_cpu"]["moco_mixco / moco"] > 0 and "equal_compute_epochs" not in result
-
-
-def test_method_cost_benchmark_refuses_bad_arguments_before_work(capsys: pytest.CaptureFixture[str]) -> None:
-    import bench_method_cost
-
-    with pytest.raises(SystemExit) as stop:
-        bench_method_cost.main(["--steps", "3", "--skip", "3"])
-    assert stop.value.code == 2 and "--skip must be in [1, --steps)" in capsys.readouterr().err
