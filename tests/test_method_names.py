@@ -13,16 +13,11 @@ from timm_selfcon.methods import METHODS
 PACKAGE = Path(__file__).resolve().parents[1] / "timm_selfcon"
 
 ALLOWED: dict[tuple[str, str], str] = {
-    # augmentation pipelines named after the method that introduced them (recipes write `augmentation: supcon`)
-    ("data/transforms.py", "supcon"): "augmentation pipeline name",
-    ("data/transforms.py", "ce"): "augmentation pipeline name",
-    ("data/transforms.py", "simclr"): "augmentation pipeline name",
-    ("data/device.py", "supcon"): "augmentation pipeline name",
-    ("data/device.py", "ce"): "augmentation pipeline name",
-    ("data/device.py", "simclr"): "augmentation pipeline name",
-    ("constants.py", "supcon"): "augmentation pipeline name",
-    ("constants.py", "ce"): "augmentation pipeline name",
-    ("constants.py", "simclr"): "augmentation pipeline name",
+    # augmentation pipelines named after the method that introduced them (recipes write `augmentation: supcon`),
+    # declared once in the table both data paths read
+    ("augmentations.py", "supcon"): "augmentation pipeline name",
+    ("augmentations.py", "ce"): "augmentation pipeline name",
+    ("augmentations.py", "simclr"): "augmentation pipeline name",
     ("engine/finetune.py", "ce"): "fine-tuning's default augmentation pipeline",
     # the recipe default (a value, like timm's default model name in its scripts)
     ("config.py", "selfcon"): "TrainConfig.method's default",

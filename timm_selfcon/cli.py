@@ -75,8 +75,13 @@ def _eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import EvalConfig, evaluate
 
     report = evaluate(args.source, resolve(EvalConfig, args.overrides))
-    print(json.dumps({k: report[k] for k in ("protocol", "results", "early_exit") if k in report} if "protocol" in report
-                     else {p: r.get("results") for p, r in report.items()}, indent=2))
+    # which weights were evaluated comes first: a randomly initialised encoder says "random init"
+    if "protocol" in report:
+        summary = {k: report[k] for k in ("weights", "protocol", "results", "early_exit") if k in report}
+    else:  # protocol=all: one report per protocol, all of the same weights
+        summary = {"weights": next(iter(report.values())).get("weights"),
+                   **{p: r.get("results") for p, r in report.items()}}
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -139,14 +139,16 @@ class TrainConfig(StrictModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     method: MethodName = "selfcon"
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
-    temperature: PositiveFloat = 0.1
-    base_temperature: PositiveFloat = 0.07
-    projection_dim: PositiveInt = 128
-    queue_size: PositiveInt = 65536
-    moco_momentum: UnitFloat = 0.999
-    mix_temperature: PositiveFloat = 0.05
-    mix_weight: NonNegativeFloat = 1.0
-    gather: StrictBool = True
+    # method options (METHOD_OPTION_KEYS): unset (None), each becomes the method's own default when the method
+    # takes it, else stays None; the saved config.yaml records the value the run used
+    temperature: PositiveFloat | None = None
+    base_temperature: PositiveFloat | None = None
+    projection_dim: PositiveInt | None = None
+    queue_size: PositiveInt | None = None
+    moco_momentum: UnitFloat | None = None
+    mix_temperature: PositiveFloat | None = None
+    mix_weight: NonNegativeFloat | None = None
+    gather: StrictBool | None = None
     data: str = "uoft-cs/cifar10"
     train_split: str = "train"
     eval_split: str = "test"
@@ -199,6 +201,26 @@ class TrainConfig(StrictModel):
 
         method = METHODS.get(values.get("method", cls.model_fields["method"].default))
         return {**values, "augmentation": method.augmentation} if method is not None else values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_option_defaults(cls, values: Any) -> Any:
+        """A method option left unset (absent or null) is the method's own default (``simclr_mixco``: temperature 0.5,
+        ``moco``: 0.2), or the value ``method_kwargs`` passes it; options the method does not take stay None."""
+        if not isinstance(values, dict):
+            return values
+        from .methods import METHODS, method_defaults
+
+        method = METHODS.get(values.get("method", cls.model_fields["method"].default))
+        if method is None:  # an unknown method: its own validator names it
+            return values
+        defaults = method_defaults(method.name)
+        passed = values.get("method_kwargs") if isinstance(values.get("method_kwargs"), Mapping) else {}
+        filled = dict(values)
+        for key, argument in method.recipe_keys.items():
+            if filled.get(key) is None:
+                filled[key] = passed.get(argument, defaults[argument])
+        return filled
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -258,6 +280,9 @@ def check_optimizer(optimizer: str) -> None:
                              f"{', '.join(names)}")
 
 
+#: Recipe keys that set an option of the method (each method declares the ones it takes in ``recipe_keys``).
+METHOD_OPTION_KEYS = ("temperature", "base_temperature", "projection_dim", "queue_size", "moco_momentum",
+                      "mix_temperature", "mix_weight", "gather")
 #: Keys that do not change what a run computes: where and how often it writes, how data is loaded (augmentation
 #: depends only on (seed, epoch, index)), how far it trains, and the run-folder switches. They may differ when a run
 #: is resumed, and overriding them leaves a recipe's provenance as it is.
@@ -424,7 +449,11 @@ def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | 
         # a recipe's provenance ("official script values") no longer describes a run with other values
         values["provenance"] = f"{values['provenance']}; overridden: {', '.join(changed)}"
     config = TrainConfig(**values)
-    check_model(config.model, config.model_kwargs)
+    model = check_model(config.model, config.model_kwargs)
+    if model is not None:
+        from .methods import method_class
+
+        method_class(config.method).check_model(model)
     return config
 
 
@@ -433,19 +462,19 @@ def _lookup(values: Mapping[str, Any], key: str) -> Any:
     return (values.get(top) or {}).get(sub) if sub else values.get(key)
 
 
-def check_model(model: str, model_kwargs: Mapping[str, Any]) -> None:
-    """Build ``model`` with ``model_kwargs`` on the meta device (no memory, no weights): an unknown model or
-    keyword, or a bad value, is an error naming it now rather than after the data has loaded. Hub and local
-    models (``hf-hub:``, ``local-dir:``) are checked when they are loaded."""
+def check_model(model: str, model_kwargs: Mapping[str, Any]) -> Any:
+    """Build ``model`` with ``model_kwargs`` on the meta device (no memory, no weights) and return it: an unknown
+    model or keyword, or a bad value, is an error naming it now rather than after the data has loaded. Hub and
+    local models (``hf-hub:``, ``local-dir:``) are checked when they are loaded (None is returned)."""
     if model.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
-        return
+        return None
     import torch
 
     from .models.factory import create_model
 
     with torch.device("meta"):
         try:
-            create_model(model, num_classes=0, **model_kwargs)
+            return create_model(model, num_classes=0, **model_kwargs)
         except UserInputError as err:
             where = "model" if str(err).startswith("unknown model") else "model_kwargs"
             raise UserInputError(f"{where}: {err}") from None

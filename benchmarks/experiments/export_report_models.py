@@ -43,7 +43,7 @@ PROBE_TRAIN_IMAGES = 10_000
 
 def best_selfcon_run() -> dict:
     """The ranking's SelfCon run with the stabilizer chosen on the validation split."""
-    from rank_methods import sweep_winner
+    from benchmarks.experiments.rank_methods import sweep_winner
 
     winner = sweep_winner(RANK)
     path = RANK / f"main_selfcon_{winner}.json"

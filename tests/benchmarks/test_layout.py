@@ -1,5 +1,6 @@
 """benchmarks/'s layout: one folder per purpose, each script importable as ``benchmarks.<folder>.<script>`` and listed
 in benchmarks/README.md with its command, and no file of the repository naming a benchmark path that does not exist."""
+import ast
 import importlib
 import re
 import subprocess
@@ -35,6 +36,21 @@ def test_only_the_shared_harness_stays_at_the_top_and_every_folder_is_a_package(
 def test_every_script_imports_as_a_module_of_the_package(script: Path) -> None:
     module = importlib.import_module(".".join(script.relative_to(ROOT).with_suffix("").parts))
     assert Path(module.__file__).resolve() == script.resolve()
+
+
+def test_no_script_imports_another_by_its_bare_name() -> None:
+    """``from rank_methods import ...`` worked only while the scripts sat side by side in one folder on the path; an
+    import inside a function fails only when that function runs, so every import is read, at any depth."""
+    bare = {script.stem for script in SCRIPTS} | {"harness"}
+    found = []
+    for script in [*SCRIPTS, *BENCHMARKS.glob("*.py")]:
+        if script.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(script.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{script.relative_to(ROOT)}:{node.lineno} {name}" for name in names if name.split(".")[0] in bare]
+    assert not found, f"import them as benchmarks.<folder>.<script>: {found}"
 
 
 def test_the_readme_lists_every_script_with_its_command() -> None:

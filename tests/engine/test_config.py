@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from timm_selfcon.config import FIELD_NAMES, TrainConfig, parse_override, read_recipe, resolve_config
+from timm_selfcon.config import FIELD_NAMES, METHOD_OPTION_KEYS, TrainConfig, parse_override, read_recipe, resolve_config
 from timm_selfcon.engine.schedule import SCHEDULES
 from timm_selfcon.methods import METHODS
 
@@ -207,3 +207,99 @@ def test_overridden_keys_are_named_in_the_provenance() -> None:
     assert config.provenance == f"{official}; overridden: epochs=10, model_kwargs.sub_network=same"
     assert resolve_config(recipe, ["output_dir=x", "epochs=1000"]).provenance == official  # same value, or no effect
     assert resolve_config(recipe, ["epochs=10", "provenance=mine"]).provenance == "mine"
+
+
+# ---- a method's own defaults (issue 24, item 9) ---------------------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_method_option_left_unset_gets_the_methods_own_default(method: str) -> None:
+    from timm_selfcon.engine.train import method_kwargs
+    from timm_selfcon.methods import method_defaults
+
+    assert set(METHOD_OPTION_KEYS) == {key for cls in METHODS.values() for key in cls.recipe_keys}
+    config = resolve_config(None, [f"method={method}"])
+    cls, defaults = METHODS[method], method_defaults(method)
+    for key, argument in cls.recipe_keys.items():
+        assert getattr(config, key) == defaults[argument], (method, key)  # the config records the value used
+    assert method_kwargs(config) == {argument: defaults[argument] for argument in cls.recipe_keys.values()}
+    for key in set(METHOD_OPTION_KEYS) - set(cls.recipe_keys):
+        assert getattr(config, key) is None, (method, key)  # an option the method does not take holds no value
+
+
+def test_simclr_mixco_and_moco_train_at_their_papers_temperatures(tmp_path: Path) -> None:
+    import yaml
+
+    assert (resolve_config(None, ["method=simclr_mixco"]).temperature,
+            resolve_config(None, ["method=simclr_mixco"]).mix_temperature) == (0.5, 0.5)
+    assert resolve_config(None, ["method=moco"]).temperature == 0.2
+    assert resolve_config(None, ["method=moco_mixco"]).mix_temperature == 0.05
+    assert resolve_config(None, ["method=selfcon"]).temperature == 0.1
+    # a value given (top level or through method_kwargs) wins and is what the config records
+    assert resolve_config(None, ["method=moco", "temperature=0.3"]).temperature == 0.3
+    assert resolve_config(None, ["method=moco", "method_kwargs.temperature=0.4"]).temperature == 0.4
+    assert resolve_config(None, ["method=moco", "temperature=null"]).temperature == 0.2  # null: unset
+    # the saved config.yaml records it: read back, it is the same config
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("method: simclr_mixco\n")
+    saved = yaml.safe_load(yaml.safe_dump(resolve_config(recipe).to_dict()))
+    assert (saved["temperature"], saved["mix_temperature"], saved["queue_size"]) == (0.5, 0.5, None)
+    from timm_selfcon.config import load_saved_config
+
+    assert load_saved_config(saved) == resolve_config(recipe)
+
+
+def test_a_saved_config_of_an_older_run_still_loads_with_its_recorded_values() -> None:
+    from timm_selfcon.config import load_saved_config
+
+    # 0.3.0 recorded the config-wide defaults for every method option, used or not
+    old = {**TrainConfig().to_dict(), "method": "simclr_mixco", "temperature": 0.1, "base_temperature": 0.07,
+           "projection_dim": 128, "queue_size": 65536, "moco_momentum": 0.999, "mix_temperature": 0.05,
+           "mix_weight": 1.0, "gather": True, "augmentation": "simclr"}
+    config = load_saved_config(old)
+    assert (config.temperature, config.mix_temperature, config.queue_size) == (0.1, 0.05, 65536)  # what it trained at
+
+
+def test_resuming_compares_only_the_options_the_method_takes(tmp_path: Path) -> None:
+    from timm_selfcon.engine.run_dir import config_differences
+
+    config = resolve_config(None, ["method=selfcon"])
+    old = {**config.to_dict(), "queue_size": 65536, "moco_momentum": 0.999, "mix_temperature": 0.05,
+           "mix_weight": 1.0}  # an older run's config.yaml: unused options recorded at the old defaults
+    assert config_differences(old, config) == {}
+    old_mixco = {**resolve_config(None, ["method=simclr_mixco"]).to_dict(), "temperature": 0.1}
+    assert config_differences(old_mixco, resolve_config(None, ["method=simclr_mixco"])) == {
+        "temperature": {"from": 0.1, "to": 0.5}}  # the recipe now means another temperature: said, not hidden
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
+def test_shipped_recipes_train_the_method_at_the_values_they_trained_at_before(recipe: Path) -> None:
+    # every shipped recipe names the option values it wants, or wants the method's own: unchanged by item 9
+    from timm_selfcon.engine.train import method_kwargs
+
+    config = resolve_config(recipe)
+    before = {"temperature": 0.1, "base_temperature": 0.07, "projection_dim": 128, "queue_size": 65536,
+              "moco_momentum": 0.999, "mix_temperature": 0.05, "mix_weight": 1.0, "gather": True}
+    merged = read_recipe(recipe)
+    options = method_kwargs(config)
+    for key, argument in METHODS[config.method].recipe_keys.items():
+        assert options[argument] == merged.get(key, before[key]), (key, options[argument])
+
+
+# ---- SelfCon needs an exit (issue 24, item 8) -------------------------------------------------------------------------
+@pytest.mark.parametrize("method, instead", [("selfcon", "supcon_s"), ("selfcon_m", "supcon")])
+def test_selfcon_without_an_exit_is_refused_naming_the_method_it_would_be(method: str, instead: str) -> None:
+    with pytest.raises(ValueError, match=rf"method {method!r} needs a model with at least one exit.*"
+                                         rf"exit_stages=\[\].*method={instead}"):
+        resolve_config(None, [f"method={method}", "model_kwargs.exit_stages=[]"])
+    assert resolve_config(None, [f"method={method}", "model_kwargs.exit_stages=[2]"]).method == method
+
+
+def test_the_cli_refuses_selfcon_without_an_exit_before_writing(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from timm_selfcon.cli import main
+
+    # (one small step, should it train: the test stays cheap when it fails)
+    assert main(["train", str(RECIPES / "quickstart.yaml"), "model_kwargs.exit_stages=[]", "max_steps=1",
+                 "batch_size=8", "num_workers=0", "probe.enabled=false", f"output_dir={tmp_path / 'run'}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "use method=supcon_s" in error[0], error
+    assert not (tmp_path / "run").exists()

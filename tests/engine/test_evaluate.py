@@ -95,8 +95,11 @@ def test_report_holds_the_documented_fields(fast_report: dict[str, Any], trained
     assert on_disk["checkpoint"] == str((trained_run / "ckpt-72").resolve())  # 'last' named by its step
     assert on_disk["dataset"] == dict(data=str(position_data), train_split="train", eval_split="test",
                                       val_fraction=0.25, num_classes=NUM_CLASSES, class_names=["top", "bottom"],
-                                      class_list=None, data_from="data=")
+                                      class_list=None, data_from="data=", train_rows=144, val_rows=48,
+                                      test_rows=64)
     assert on_disk["protocol"] == "linear_fast"
+    assert on_disk["settings"]["val_fraction"] == 0.25 and on_disk["settings"]["image_size"] == 16
+    assert on_disk["papers_protocol"] is False and on_disk["weights"] == f"trained checkpoint {on_disk['checkpoint']}"
     hyper = on_disk["hyperparameters"]
     assert (hyper["epochs"], hyper["lr"], hyper["batch_size"], hyper["weight_decay"]) == (PROBE_EPOCHS, 0.1, 64, 0.0)
     assert "not the papers' protocol" in hyper["deviation"]
@@ -263,7 +266,8 @@ def test_protocol_all_runs_what_applies_from_one_load_of_the_encoder(position_da
     assert cli.main(["eval", "mixco_resnet18_cifar", "protocol=all", *common, f"output_dir={out}"]) == 0
     printed, err = capsys.readouterr()
     assert len(loads) == 1
-    assert set(json.loads(printed)) == {"linear_fast", "knn", "linear"}
+    assert set(json.loads(printed)) == {"weights", "linear_fast", "knn", "linear"}
+    assert json.loads(printed)["weights"] == "random init (torch seed 0)"  # a plain name: said in plain words
     assert "early_exit skipped: mixco_resnet18_cifar has no exits" in err
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["knn", "linear", "linear_fast"]
     alone = evaluate("mixco_resnet18_cifar", EvalConfig(**eval_settings(

@@ -593,3 +593,16 @@ def test_a_run_ends_saying_where_it_is_and_how_long_it_took(tiny_data: Path, tmp
     lines = capsys.readouterr().out.splitlines()
     assert any(re.fullmatch(r"this sitting took \d+\.\d s; training took \d+\.\d s over 2 sittings", line)
                for line in lines), lines
+
+
+def test_a_selfcon_config_built_in_python_without_an_exit_is_refused_before_writing(tiny_data: Path,
+                                                                                   tmp_path: Path) -> None:
+    # TrainConfig(...) skips resolve_config's model check: train() itself refuses, before the run folder exists
+    settings = tiny_settings(tiny_data, tmp_path / "run", "selfcon")
+    config = TrainConfig(**{**settings, "model_kwargs": {"exit_stages": [], "layers": SMALL_RESNET}})
+    with pytest.raises(ValueError, match=r"needs a model with at least one exit.*method=supcon_s"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+    # a checkpoint of such a run, trained before the refusal, still loads: the method itself builds without exits
+    model = timm.create_model("selfcon_resnet18_cifar", num_classes=0, exit_stages=[], layers=SMALL_RESNET)
+    assert build_method("selfcon", model).encoder is model

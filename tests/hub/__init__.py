@@ -35,6 +35,21 @@ def card_text_as_0_2(text: str) -> str:
     return ADDED_CARD_ROW.sub("", text)
 
 
+#: the one sentence changed since 0.2: `protocol=linear` alone holds 10% of the training split out (not the papers')
+OLD_EVAL_ADVICE = ("`timm-selfcon eval CHECKPOINT protocol=linear` (the papers' protocol) before exporting to add results "
+                   "and classifiers.")
+EVAL_ADVICE = ("`timm-selfcon eval CHECKPOINT protocol=linear val_fraction=0` (the papers' protocol) before exporting to "
+               "add results\nand classifiers.")
+
+
+def old_card_as_published(text: str) -> str:
+    """The text of a card 0.2 rendered, as rendering it now publishes it: local paths shortened (``…/<name>``), and
+    the advice to evaluate with the papers' protocol giving their settings."""
+    from timm_selfcon.hub.card import public_text
+
+    return public_text(text).replace(OLD_EVAL_ADVICE, EVAL_ADVICE)
+
+
 def randomise_batchnorm(module: torch.nn.Module, seed: int) -> None:
     """Non-trivial running statistics, so an export that dropped BatchNorm buffers would be caught."""
     generator = torch.Generator().manual_seed(seed)

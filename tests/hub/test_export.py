@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -359,7 +360,7 @@ def test_finetune_output_exports_with_its_base_model(tmp_path: Path) -> None:
     assert {(r.metric_name, r.metric_value) for r in card.data.eval_results} == {
         ("Top-1 accuracy (fine-tuned)", report["result"]["last"]["top1"]),
         ("Top-5 accuracy (fine-tuned)", report["result"]["last"]["top5"])}
-    assert f"fine-tuned from local-dir:{base}" in card.text
+    assert "fine-tuned from local-dir:…/base" in card.text and str(tmp_path) not in card.text  # no local path
     assert_keys_of_old_export(json.loads((tmp_path / "out" / "export_info.json").read_text()), "finetune")
     loaded = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
     original = timm.create_model(f"local-dir:{tmp_path / 'finetuned'}", pretrained=True).eval()
@@ -394,3 +395,99 @@ def test_cli_export_says_each_note_once(tmp_path: Path, capfd: pytest.CaptureFix
     both = captured.out + captured.err
     assert both.count("no evaluation with classifiers found") == 1, both
     assert "note: no evaluation with classifiers found" in captured.out and "cli.py" not in both
+
+
+# ---- every evaluation setting in report.json and the card; "the papers' protocol" only for the papers' (item 4) ----
+SHORT_ROWS = 12
+
+
+@pytest.fixture(scope="module")
+def shortened_linear_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A run with a 2-epoch ``linear`` evaluation on ``max_train_samples=12`` rows beside a full ``linear_fast`` one,
+    exported without ``--protocol`` (so ``linear`` is taken): ``{"run", "export", "data"}``."""
+    root = tmp_path_factory.mktemp("short_linear")
+    data = make_data(root / "data", train_rows=24, test_rows=8)
+    run = make_run(root / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluate(run, data=str(data), protocol="linear", epochs=2, max_train_samples=SHORT_ROWS, num_workers=0,
+                 batch_size=8, image_size=16)
+        evaluate(run, data=str(data), protocol="linear_fast", num_workers=0, batch_size=8, image_size=16)
+        result = export(run, root / "export")
+    assert result.classifiers_protocol == "linear"
+    return {"run": run, "export": root / "export", "data": data, "root": root}
+
+
+def card_section(card: str, protocol: str) -> str:
+    return card.split(f"### Protocol `{protocol}`")[1].split("### Protocol")[0].split("## Citation")[0]
+
+
+def test_report_json_records_every_evaluation_setting(shortened_linear_export: dict[str, Path]) -> None:
+    report = json.loads((shortened_linear_export["run"] / "eval" / "linear" / "report.json").read_text())
+    settings = report["settings"]
+    assert settings["max_train_samples"] == SHORT_ROWS and settings["epochs"] == 2 and settings["val_fraction"] == 0.1
+    assert {"batch_size", "lr", "milestones", "seed", "image_size", "knn_k", "pretrained"} <= set(settings)
+    assert not {"output", "output_dir", "num_workers"} & set(settings)  # where it was written changes no number
+    held_out = round(SHORT_ROWS * 0.1)
+    assert (report["dataset"]["train_rows"], report["dataset"]["val_rows"]) == (SHORT_ROWS - held_out, held_out)
+    assert report["dataset"]["test_rows"] == 8
+    assert report["papers_protocol"] is False
+    deviations = " ".join(report["deviations"])
+    assert "epochs 2 (the papers': 100)" in deviations and f"max_train_samples={SHORT_ROWS}" in deviations
+    assert "val_fraction=0.1" in deviations and "batch_size 8 (the papers': 512)" in deviations
+
+
+def test_the_card_gives_every_setting_and_says_the_papers_protocol_only_for_the_papers(
+        shortened_linear_export: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    card = (shortened_linear_export["export"] / "README.md").read_text()
+    linear = card_section(card, "linear")
+    assert "the papers' protocol:" not in linear and "Linear evaluation with the papers' procedure" in linear
+    assert f"max_train_samples {SHORT_ROWS}" in linear and "epochs 2" in linear and "val_fraction 0.1" in linear
+    assert "Deviations from the papers' settings:" in linear and "epochs 2 (the papers': 100)" in linear
+    assert "trained on 11 rows" in linear  # 12 rows less the 10% held out for validation
+    assert "Deviations from the papers' settings:" in card_section(card, "linear_fast")
+    info = json.loads((shortened_linear_export["export"] / "export_info.json").read_text())
+    assert any("not the papers' settings" in note for note in info["notes"])  # the choice says what it took
+
+
+def test_the_papers_settings_are_labelled_the_papers_protocol(shortened_linear_export: dict[str, Path]) -> None:
+    from timm_selfcon.engine.evaluate import EvalConfig
+    from timm_selfcon.engine.evaluation.linear import papers_deviations
+
+    papers = EvalConfig(protocol="linear", val_fraction=0)
+    hyperparameters = dict(epochs=100, lr=3.0, batch_size=512)
+    assert papers_deviations(papers, hyperparameters) == []
+    assert papers_deviations(EvalConfig(protocol="linear"), hyperparameters) == [
+        "10% of the training split held out for validation (val_fraction=0.1): the classifiers train on the rest"]
+    # the same export, its linear report as one with the papers' settings would be
+    info = ExportInfo.read(shortened_linear_export["export"]).to_dict()
+    info["evaluations"]["linear"].update(papers_protocol=True, deviations=[])
+    card = render_card(info).text
+    assert "Linear evaluation, the papers' protocol:" in card_section(card, "linear")
+    assert "Deviations from the papers' settings" not in card_section(card, "linear")
+    del info["evaluations"]["linear"]["papers_protocol"]  # a report written before the settings were recorded
+    assert "does not record every setting" in card_section(render_card(info).text, "linear")
+
+
+# ---- no local path reaches a card (item 5) -----------------------------------------------------------------------
+ABSOLUTE_PATH = re.compile(r"(?<![\w/.~])/(?!/)[\w.-]+/")
+
+
+def test_no_local_path_reaches_the_card(shortened_linear_export: dict[str, Path], exported: Path,
+                                        evaluated_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from timm_selfcon.hub import push
+
+    for folder in (shortened_linear_export["export"], exported):
+        card = (folder / "README.md").read_text()
+        assert str(shortened_linear_export["root"].parent) not in card and "/tmp/" not in card
+        assert not ABSOLUTE_PATH.findall(card), ABSOLUTE_PATH.findall(card)[:5]
+        assert "https://huggingface.co/" in card or "huggingface.co" not in card  # URLs are left alone
+        dry = push(folder, "me/tiny", dry_run=True)
+        assert "/tmp/" not in dry.card and not ABSOLUTE_PATH.findall(dry.card)
+    card = (exported / "README.md").read_text()
+    assert "no --protocol given: took the 'early_exit' classifiers of the run's eval/early_exit" in card
+    assert "| `data` | …/data |" in card or "Data: `…/data`" in card  # a local dataset keeps its folder name
+    # exports written before this rule: their card loses the paths when rendered again (push does)
+    old = ExportInfo.read(OLD_EXPORTS / "selfcon_early_exit")
+    assert "/runs/demo" in json.dumps(old.to_dict()) and "/runs/demo" not in render_card(old, "me/x").text
+    assert "took the 'early_exit' classifiers from '…/early_exit'" in render_card(old, "me/x").text

@@ -6,6 +6,7 @@ a later run in the same process asks for another precision.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,8 +17,8 @@ from accelerate.state import AcceleratorState
 from ..config import TrainConfig, tracker_names
 from ..errors import UserInputError
 
-__all__ = ["accelerator_for", "auto_precision", "launcher_mismatch", "make_accelerator", "resolve_precision",
-           "resolve_trackers", "tracker_config"]
+__all__ = ["accelerator_for", "auto_precision", "launcher_mismatch", "launcher_precision", "make_accelerator",
+           "precision_source", "resolve_precision", "resolve_trackers", "tracker_config"]
 
 
 def auto_precision(cuda: bool, cuda_bf16: bool, cpu_capability: str) -> str:
@@ -28,12 +29,62 @@ def auto_precision(cuda: bool, cuda_bf16: bool, cpu_capability: str) -> str:
     return "bf16" if "AMX" in cpu_capability.upper() else "fp32"
 
 
-def resolve_precision(precision: str) -> str:
-    """The precision a run uses: ``precision`` itself, or this machine's choice for ``auto``."""
+#: What ``accelerate launch --mixed_precision X`` passes to the process it starts (``no`` also when none was given).
+LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"
+
+
+def launcher_precision(environ: Mapping[str, str] | None = None) -> str | None:
+    """The precision the launcher was explicitly asked for (``bf16`` or ``fp16``), or None.
+
+    ``no`` is not a choice: ``accelerate launch`` passes it whenever ``--mixed_precision`` was not given. A precision
+    this package does not train in (``fp8``) is refused.
+    """
+    value = (os.environ if environ is None else environ).get(LAUNCHER_PRECISION, "").strip().lower()
+    if value in ("", "no"):
+        return None
+    if value not in ("bf16", "fp16"):
+        raise UserInputError(f"accelerate launch --mixed_precision {value}: timm-selfcon trains in fp32, bf16 or fp16; "
+                             "launch with --mixed_precision bf16, fp16 or no")
+    return value
+
+
+def resolve_precision(precision: str, environ: Mapping[str, str] | None = None) -> str:
+    """The precision a run uses: ``precision`` itself, or for ``auto`` the launcher's explicit ``--mixed_precision``,
+    else this machine's choice (:func:`auto_precision`).
+
+    Refused (:class:`UserInputError`, before any work): a launcher's choice that contradicts the recipe's own
+    precision, and a precision this machine cannot run (fp16 without a GPU, bf16 on a GPU without it).
+    """
+    launcher = launcher_precision(environ)
+    if precision == "auto":
+        chosen = launcher or auto_precision(torch.cuda.is_available(), _cuda_bf16(),
+                                            torch.backends.cpu.get_cpu_capability())
+    else:
+        if launcher is not None and launcher != precision:
+            # an explicit precision (the recipe's, or a config's default) is never overridden silently
+            raise UserInputError(f"accelerate launch --mixed_precision {launcher} contradicts the configured precision: "
+                                 f"{precision}; launch without --mixed_precision, or set precision={launcher}, or "
+                                 "precision=auto (which takes the launcher's choice)")
+        chosen = precision
+    asked = f"accelerate launch --mixed_precision {chosen}" if launcher is not None else f"precision={chosen!r}"
+    if chosen == "fp16" and not torch.cuda.is_available():
+        raise UserInputError(f"{asked} needs a GPU; on a CPU use precision='bf16' (autocast with AMX where present) "
+                             "or 'fp32'")
+    if chosen == "bf16" and torch.cuda.is_available() and not _cuda_bf16():
+        raise UserInputError(f"{asked}: this GPU does not support bf16; use fp16 or fp32")
+    return chosen
+
+
+def precision_source(precision: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where the run's precision came from: ``recipe``, ``launcher`` (``auto`` took its choice) or
+    ``auto (this machine)``."""
     if precision != "auto":
-        return precision
-    cuda = torch.cuda.is_available()
-    return auto_precision(cuda, cuda and torch.cuda.is_bf16_supported(), torch.backends.cpu.get_cpu_capability())
+        return "recipe"
+    return "launcher" if launcher_precision(environ) is not None else "auto (this machine)"
+
+
+def _cuda_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -123,7 +174,9 @@ def launcher_mismatch(num_processes: int, environ: Mapping[str, str]) -> str | N
     world = environ.get("WORLD_SIZE", "")
     if world.isdigit() and int(world) > 1:
         return f"the launcher set WORLD_SIZE={world} but this run sees 1 process{fix}"
-    if environ.get("MASTER_ADDR") and not world and environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1"):
-        return ("accelerate launch asked for several processes (MASTER_ADDR is set) but this run is 1 process: "
-                f"its --cpu launcher starts only one{fix}")
+    if environ.get("MASTER_ADDR") and not world:
+        # with --cpu, or without it on a machine whose launch needs --multi_gpu: Accelerate's simple launcher
+        why = ("its --cpu launcher starts only one" if environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
+               else "without --multi_gpu (or GPUs) its launcher starts only one")
+        return f"accelerate launch asked for several processes (MASTER_ADDR is set) but this run is 1 process: {why}{fix}"
     return None

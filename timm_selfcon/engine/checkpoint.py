@@ -175,12 +175,17 @@ def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+def load_encoder(source: str | os.PathLike[str], pretrained: bool | None = None,
+                 **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The encoder of ``source`` and where it came from.
 
     ``source`` is a training checkpoint directory, a training ``output_dir`` (its ``last``), or a timm model
-    name (``selfcon_resnet18_cifar``, ``hf-hub:org/name``, ``local-dir:/path``). A checkpoint that does not fit
-    its model is refused with the missing and unexpected keys (never a silently random encoder).
+    name (``selfcon_resnet18_cifar``, ``resnet50.a1_in1k``, ``hf-hub:org/name`` or timm's ``hf_hub:`` spelling,
+    ``local-dir:/path``). A checkpoint that does not fit its model is refused with the missing and unexpected keys
+    (never a silently random encoder). Which weights a model name gets: :func:`loads_pretrained_weights`.
+
+    ``info["weights"]`` says in plain words which weights the encoder holds: ``trained checkpoint <path>``,
+    ``pretrained weights of <name>`` or ``random init``.
     """
     from ..config import load_saved_config
     from ..constants import training_normalization
@@ -193,6 +198,9 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
         if model_kwargs:
             raise UserInputError(f"model_kwargs {model_kwargs} apply to a timm model name; the checkpoint {str(path)!r} "
                              "builds its model from its own config.yaml")
+        if pretrained is False:
+            raise UserInputError(f"pretrained=false applies to a timm model name; {str(path)!r} is a trained checkpoint, "
+                                 "always evaluated with its own weights (evaluate its model name for a random init)")
         checkpoint = resolve_checkpoint(path)  # ``last`` -> the ckpt-<step> it names, for the report
         run_dir = checkpoint.parent
         config = load_saved_config(read_recipe(checkpoint))
@@ -212,11 +220,59 @@ def load_encoder(source: str | os.PathLike[str], **model_kwargs: Any) -> tuple[n
         encoder.pretrained_cfg = {**encoder.pretrained_cfg, "mean": tuple(mean), "std": tuple(std),
                                   "input_size": (3, size, size)}
         info = dict(model=config.model, model_kwargs=config.model_kwargs, checkpoint=str(checkpoint),
-                    run_dir=str(run_dir), method=config.method, data=config.data, recipe=config.to_dict())
+                    run_dir=str(run_dir), method=config.method, data=config.data, recipe=config.to_dict(),
+                    weights=f"trained checkpoint {checkpoint}")
         return encoder, info
-    model = create_model(str(source), pretrained=str(source).startswith(("hf-hub:", "local-dir:")),
-                              **model_kwargs)
-    return model, dict(model=str(source), model_kwargs=model_kwargs, checkpoint=None, run_dir=None)
+    name = canonical_model_name(str(source))
+    with_weights = loads_pretrained_weights(name, pretrained)
+    model = create_model(name, pretrained=with_weights, **model_kwargs)
+    weights = "random init"
+    if with_weights:
+        tag = (getattr(model, "pretrained_cfg", None) or {}).get("tag")
+        has_source = parse_model_name(name)[0] is not None
+        # a plain name asked pretrained=true: name the tag timm chose
+        weights = f"pretrained weights of {name if has_source or not tag else name.partition('.')[0] + '.' + tag}"
+    return model, dict(model=name, model_kwargs=model_kwargs, checkpoint=None, run_dir=None, weights=weights)
+
+
+#: The pretrained tag timm gives a model name whose weights are a random initialisation.
+UNTRAINED_TAG = "untrained"
+
+
+def canonical_model_name(name: str) -> str:
+    """``name`` with timm's source prefix in its current spelling: ``hf_hub:`` / ``HF-HUB:`` -> ``hf-hub:``."""
+    source, model_id = parse_model_name(name)
+    return f"{source}:{model_id}" if source else name
+
+
+def parse_model_name(name: str) -> tuple[str | None, str]:
+    """timm's ``(source, id)`` of a model name (``("hf-hub", "org/name")``, ``(None, "resnet50.a1_in1k")``)."""
+    from timm.models import parse_model_name as timm_parse
+
+    try:
+        return timm_parse(name)
+    except ValueError as err:  # an unknown source prefix, or a path without one
+        raise UserInputError(f"{name!r}: {err}") from None
+
+
+def loads_pretrained_weights(name: str, pretrained: bool | None = None) -> bool:
+    """Whether the timm model ``name`` is loaded with its pretrained weights.
+
+    ``pretrained`` None (the default): yes for a Hub or local model (``hf-hub:`` in either spelling, ``local-dir:``)
+    and for a name with an explicit pretrained tag other than ``untrained`` (``resnet50.a1_in1k``); no for a plain
+    architecture name, which stays a randomly initialised encoder (the ranking's floors). ``True`` / ``False``
+    decide (``True`` with a plain name: timm's default tag); ``True`` with the ``untrained`` tag is refused.
+    """
+    from timm.models import split_model_name_tag
+
+    source, model_id = parse_model_name(name)
+    tag = None if source else split_model_name_tag(model_id)[1]
+    if pretrained is True and tag == UNTRAINED_TAG:
+        raise UserInputError(f"pretrained=true contradicts the tag of {name!r}: timm's {UNTRAINED_TAG!r} tag has no "
+                             "weights; drop the tag or pretrained=true")
+    if pretrained is not None:
+        return pretrained
+    return bool(source) or bool(tag and tag != UNTRAINED_TAG)
 
 
 def check_model_source(source: str) -> None:
@@ -227,7 +283,7 @@ def check_model_source(source: str) -> None:
             what = "does not exist" if not folder.exists() else "holds no config.json (not a timm model folder)"
             raise UserInputError(f"{source!r}: the folder {str(folder)!r} {what}")
         return
-    if source.startswith(("hf-hub:", "hf_hub:")):
+    if source.lower().startswith(("hf-hub:", "hf_hub:")):
         return
     path = Path(source)
     if not path.exists():

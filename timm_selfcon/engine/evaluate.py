@@ -8,7 +8,8 @@ Protocols (``protocol=``):
 
 - ``linear``: the papers' protocol (SelfCon arXiv 2106.15499, MixCo arXiv 2010.06300): frozen encoder in
   eval mode, one linear classifier per output (each exit and the backbone) on pooled pre-head features,
-  train-time crop + flip, SGD (lr 3, momentum 0.9, wd 0, batch 512), 100 epochs, x0.1 at 60 and 80.
+  train-time crop + flip, SGD (lr 3, momentum 0.9, wd 0, batch 512), 100 epochs, x0.1 at 60 and 80, on the
+  whole training split (``val_fraction=0``; the default holds 10% out for the ``best_val`` selection).
 - ``linear_fast``: a documented deviation: features are extracted once without augmentation and the
   classifiers are trained on the cache (standardised features, SGD lr 0.1, cosine). Much faster; its numbers
   are labelled ``linear_fast`` and are not the papers' protocol.
@@ -19,7 +20,9 @@ Protocols (``protocol=``):
 Reported top-1/top-5 for ``backbone``, each ``exit_k`` and ``ensemble`` (mean of the heads' logits):
 ``last`` (last epoch; the default), ``best_val`` (epoch chosen on a validation split held out from the
 training data) and ``best_test`` (epoch chosen on the test split itself, labelled as the papers' protocol:
-optimistic). Evaluation never modifies a training checkpoint: it writes ``<output_dir>/eval/<protocol>/``.
+optimistic). Every report records its ``settings`` and its ``deviations`` from the papers' protocol;
+``papers_protocol`` is true only for ``linear`` with the papers' settings. Evaluation never modifies a training
+checkpoint: it writes ``<output_dir>/eval/<protocol>/``.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from pydantic import Field, StrictInt, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from ..config import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel, UnitFloat
 from ..data import (
@@ -71,6 +74,10 @@ DEFAULT_EVAL_DATA = "uoft-cs/cifar10"
 class EvalConfig(StrictModel):
     """Evaluation keys (``timm-selfcon eval MODEL key=value ...``).
 
+    ``pretrained`` (a timm model name): None loads the weights of a Hub or local model (``hf-hub:``, ``local-dir:``)
+    and of a name with a pretrained tag (``resnet50.a1_in1k``), and leaves a plain name randomly initialised from
+    ``seed``; true / false decide. The report's ``weights`` says which weights were evaluated.
+
     ``data``, ``train_split``, ``split``, ``image_column`` and ``label_column`` left at None mean: a training run's
     or checkpoint's own (its ``config.yaml``: ``data``, ``train_split``, ``eval_split``, columns, ``class_list``),
     or for a timm model name ``uoft-cs/cifar10`` with ``train`` / ``test``. ``data=`` overrides the run's dataset;
@@ -96,6 +103,7 @@ class EvalConfig(StrictModel):
     output: str | None = None
     output_dir: str | None = None
     max_train_samples: PositiveInt | None = None
+    pretrained: StrictBool | None = None  # a timm model name: None = its tag decides (plain name: random init)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -170,7 +178,8 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
     """
     config = config or EvalConfig(**overrides)
     torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
-    encoder, info = load_encoder(source, **config.model_kwargs)
+    encoder, info = load_encoder(source, config.pretrained, **config.model_kwargs)
+    info = {**info, "weights": described_weights(info, config.seed)}  # plain words, in every report
     has_exits = bool(getattr(encoder, "num_exits", 0))
     if config.protocol == "early_exit" and not has_exits:
         raise UserInputError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
@@ -221,7 +230,7 @@ class _EvalData:
         choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
                              config.label_column)
         data = choice.data
-        print(f"evaluating {info['model']} on {choice.describe()}", file=sys.stderr)
+        print(f"evaluating {info['model']} ({info['weights']}) on {choice.describe()}", file=sys.stderr)
         train_hf = load_split(choice, choice.train_split)
         image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=data)
         if label_col is None:
@@ -251,19 +260,44 @@ def _run_protocol(encoder: torch.nn.Module, info: dict[str, Any], data: _EvalDat
     out_dir = eval_output_dir(config.output_dir, info) / "eval" / config.protocol
     report: dict[str, Any] = dict(
         model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
-        method=info.get("method"), dataset=dict(data=choice.data, train_split=choice.train_split,
-                                                  eval_split=choice.split, val_fraction=config.val_fraction,
-                                                  num_classes=data.num_classes, class_names=data.names,
-                                                  class_list=choice.class_list, data_from=choice.source),
+        weights=info["weights"], method=info.get("method"),
+        dataset=dict(data=choice.data, train_split=choice.train_split, eval_split=choice.split,
+                     val_fraction=config.val_fraction, num_classes=data.num_classes, class_names=data.names,
+                     class_list=choice.class_list, data_from=choice.source, train_rows=len(data.train),
+                     val_rows=len(data.val) if data.val is not None else 0, test_rows=len(data.test)),
         protocol=config.protocol, columns=list(data.columns),
+        # every key that shapes the numbers, image_size as used (None: the model's own)
+        settings={**{k: v for k, v in config.to_dict().items() if k not in NOT_SETTINGS},
+                  "image_size": data.image_size},
     )
     inputs = EvalInputs(encoder=encoder, config=config, train=data.train, val=data.val, test_loader=loader(data.test),
                         loader=loader, columns=data.columns, num_classes=data.num_classes,
                         image_size=data.image_size, mean=data.mean, std=data.std, callbacks=callbacks)
     classifiers = PROTOCOL_RUNNERS[config.protocol](inputs, report)
+    report["deviations"] = deviations_from_papers(config, report)
+    report["papers_protocol"] = config.protocol == "linear" and not report["deviations"]
     for path in write_report(out_dir, report, classifiers, config.output):
         print(f"wrote {path}", file=sys.stderr)
     return report
+
+
+#: EvalConfig keys that change no number of a report: where it is written and how the data is loaded.
+NOT_SETTINGS = ("output", "output_dir", "num_workers", "extra")
+
+
+def deviations_from_papers(config: EvalConfig, report: dict[str, Any]) -> list[str]:
+    """How an evaluation differs from the papers' linear protocol (empty only for ``linear`` with its settings)."""
+    if config.protocol == "linear":
+        return linear.papers_deviations(config, report["hyperparameters"])
+    standing = report.get("hyperparameters", {}).get("deviation") if config.protocol != "knn" else (
+        "knn: a kNN classifier on backbone features, not the papers' linear classifiers")
+    return [*([standing] if standing else []), *linear.data_deviations(config)]
+
+
+def described_weights(info: dict[str, Any], seed: int) -> str:
+    """``info["weights"]`` of :func:`load_encoder`, a random init with the torch seed it was drawn from."""
+    weights = info["weights"]
+    return f"{weights} (torch seed {seed})" if weights == "random init" else weights
 
 
 #: Where evaluations of a timm model name or ``local-dir:`` go: ``eval_runs/<model id>/eval/<protocol>/``.

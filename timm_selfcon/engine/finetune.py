@@ -49,7 +49,7 @@ from ..errors import UserInputError
 from ..fileio import atomic_dir
 from .accelerator import accelerator_for, resolve_precision
 from .checkpoint import load_encoder, weights_tag
-from .evaluate import choose_data, load_split
+from .evaluate import choose_data, described_weights, load_split
 from .evaluation.metrics import topk
 
 
@@ -58,6 +58,7 @@ class FinetuneConfig(StrictModel):
 
     ``data``, ``train_split``, ``split`` and the columns left at None mean a training run's own (its
     ``config.yaml``), or for a timm model name ``uoft-cs/cifar10`` with ``train`` / ``test`` (see ``EvalConfig``).
+    ``pretrained``: as ``EvalConfig``'s; the report's ``weights`` says which weights fine-tuning started from.
     """
 
     data: str | None = None
@@ -81,6 +82,7 @@ class FinetuneConfig(StrictModel):
     seed: StrictInt = 0
     output_dir: str = "runs/finetune"
     overwrite: StrictBool = False  # replace an earlier fine-tuning output in output_dir
+    pretrained: StrictBool | None = None  # a timm model name: None = its tag decides (plain name: random init)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # for a timm model name (e.g. exit_stages, layers)
 
 
@@ -88,16 +90,15 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
     """Fine-tune the encoder of ``source`` on ``config.data``; returns (and writes) the report."""
     config = config or FinetuneConfig(**overrides)
     check_output_dir(Path(config.output_dir), config.overwrite)  # reads only: refused before any work
-    precision = resolve_precision(config.precision)
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise UserInputError("precision='fp16' needs a GPU; on a CPU use precision='bf16'")
+    precision = resolve_precision(config.precision)  # a launcher's explicit choice for auto; fp16 needs a GPU
     accelerator = accelerator_for(precision)
     set_seed(config.seed)
-    encoder, info = load_encoder(source, **config.model_kwargs)
+    encoder, info = load_encoder(source, config.pretrained, **config.model_kwargs)
+    weights = described_weights(info, config.seed)
     model = encoder.plain_encoder() if hasattr(encoder, "plain_encoder") else encoder
     choice = choose_data(info, config.data, config.train_split, config.split, config.image_column,
                          config.label_column)
-    accelerator.print(f"fine-tuning {info['model']} on {choice.describe()}")
+    accelerator.print(f"fine-tuning {info['model']} ({weights}) on {choice.describe()}")
     train_hf = load_split(choice, choice.train_split)
     image_col, label_col = resolve_columns(train_hf, choice.image_column, choice.label_column, data=choice.data)
     if label_col is None:
@@ -145,7 +146,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
         accelerator.print(f"epoch {epoch + 1}: test top-1 {history[-1]['top1']:.2f}%")
         if config.max_steps and step >= config.max_steps:
             break
-    report = dict(source=str(source), model=info["model"], data=choice.data, split=choice.split,
+    report = dict(source=str(source), model=info["model"], weights=weights, data=choice.data, split=choice.split,
                   train_split=choice.train_split, data_from=choice.source,
                   num_classes=num_classes, hyperparameters=config.to_dict(), history=history,
                   result=dict(last=history[-1]))

@@ -9,12 +9,14 @@ without augmentation, and trains the linear classifier on that cache. Numbers fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ..errors import UserInputError
 from .evaluation.features import extract_exit_features
 
 
@@ -75,22 +77,43 @@ def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
 
 def probe_trained_vs_random(encoder: nn.Module, model_name: str, model_kwargs: dict, data: str, *, train_split: str,
                             eval_split: str, image_size: int, mean, std, epochs: int = 100, batch_size: int = 256,
-                            seed: int = 0, num_workers: int = 0) -> dict[str, float]:
+                            seed: int = 0, num_workers: int = 0, image_column: str | None = None,
+                            label_column: str | None = None,
+                            class_list: list[str] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """``linear_fast`` top-1 of ``encoder`` beside a randomly initialised encoder of the same architecture.
 
-    Trains on ``train_split`` and reports on the held-out ``eval_split`` (no augmentation: ``eval`` pipeline).
+    Trains on ``train_split`` and reports on the held-out ``eval_split`` (no augmentation: ``eval`` pipeline), read
+    as the run's training read its data: its ``image_column`` / ``label_column`` (None: detected) and, with a
+    ``class_list``, only those classes, relabelled in that order. Returns the top-1 of ``trained`` and
+    ``random_init``, and what the probe read (columns, classes, rows per split).
     """
     import timm
 
-    from ..data import ContrastiveImageDataset, build_eval_loader, build_transform, load_image_dataset, resolve_columns
+    from ..data import (
+        ContrastiveImageDataset,
+        build_eval_loader,
+        build_transform,
+        class_names,
+        load_image_dataset,
+        resolve_columns,
+        select_classes,
+    )
 
     transform = build_transform("eval", image_size, mean, std)
-    loaders = {}
+    loaders, rows = {}, {}
     for split in (train_split, eval_split):
-        hf = load_image_dataset(data, split)
-        image_column, label_column = resolve_columns(hf, None, None, data=data)
-        dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=seed)
-        loaders[split] = build_eval_loader(dataset, batch_size, num_workers)
+        hf = load_image_dataset(data, split, image_column=image_column, label_column=label_column)
+        image_col, label_col = resolve_columns(hf, image_column, label_column, data=data)
+        if label_col is None:
+            raise UserInputError(f"the probe needs labels; {data!r} [{split}] has no label column "
+                                 f"(columns: {hf.column_names}); set label_column or probe.enabled=false")
+        if class_list:
+            hf = select_classes(hf, label_col, class_list)
+        dataset = ContrastiveImageDataset(hf, transform, image_col, label_col, seed=seed)
+        loaders[split], rows[split] = build_eval_loader(dataset, batch_size, num_workers), len(hf)
+    names = class_names(hf, label_col)
+    read = dict(image_column=image_col, label_column=label_col, class_list=class_list,
+                num_classes=len(names) if names else None, train_rows=rows[train_split], test_rows=rows[eval_split])
     torch.manual_seed(seed)
     random_encoder = timm.create_model(model_name, num_classes=0, **model_kwargs)
     results = {}
@@ -98,4 +121,4 @@ def probe_trained_vs_random(encoder: nn.Module, model_name: str, model_kwargs: d
         train_x, train_y = extract_features(net, loaders[train_split], desc=f"{name} features ({train_split})")
         test_x, test_y = extract_features(net, loaders[eval_split], desc=f"{name} features ({eval_split})")
         results[name] = train_linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, seed=seed).top1
-    return results
+    return results, read

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from ..config import NON_COMPUTATION_KEYS, TrainConfig
+from ..config import METHOD_OPTION_KEYS, NON_COMPUTATION_KEYS, TrainConfig
 from ..errors import UserInputError
 from .checkpoint import TRAINER_STATE, checkpoint_steps
 
@@ -65,13 +65,17 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> dict[str, 
     """Computation keys whose value in ``config`` differs from the saved ``config.yaml`` ``{key: {from, to}}``.
 
     A key the saved file lacks (written before the key existed) is compared with its default; a key this version
-    does not know is ignored.
+    does not know is ignored, and so is a method option the run's method does not take (runs of 0.3.0 and earlier recorded
+    every option at a config-wide default, used or not).
     """
-    defaults = TrainConfig().to_dict()
+    from ..methods import method_class
+
+    defaults = TrainConfig(method=config.method).to_dict()
+    unused = set(METHOD_OPTION_KEYS) - set(method_class(config.method).recipe_keys)
     new = _plain(config.to_dict())
     old = _plain({**defaults, **{k: v for k, v in saved.items() if k in defaults}})
     return {key: {"from": old[key], "to": new[key]} for key in new
-            if key not in NON_COMPUTATION_KEYS and old.get(key) != new[key]}
+            if key not in NON_COMPUTATION_KEYS and key not in unused and old.get(key) != new[key]}
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from ..data.device import BatchAugment, DeviceBatches, check_device_memory, deco
 from ..errors import UserInputError
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
-from .accelerator import launcher_mismatch, make_accelerator, resolve_precision, tracker_config
+from .accelerator import launcher_mismatch, make_accelerator, precision_source, resolve_precision, tracker_config
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint, weights_tag
 from .clock import (
     RunClock,
@@ -112,7 +112,8 @@ def run_info(config: TrainConfig, accelerator: Accelerator, pairing: dict[str, A
     return dict(
         num_processes=accelerator.num_processes, device=str(accelerator.device),
         precision=config.precision, precision_used=resolve_precision(config.precision),
-        mixed_precision=accelerator.mixed_precision, num_workers_used=resolve_num_workers(config.num_workers),
+        precision_from=precision_source(config.precision), mixed_precision=accelerator.mixed_precision,
+        num_workers_used=resolve_num_workers(config.num_workers),
         versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
                       accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
         git_commit=commit, **machine_load(), **(pairing or {}),
@@ -316,6 +317,7 @@ def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, 
         if method_cls.trains_classifier:
             num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
         model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
+        method_cls.check_model(model)  # resolve_config checked it already, unless the config was built in Python
         method = build_method(config.method, model, **method_kwargs(config))
     if config.sync_bn:
         # BatchNorm statistics stay per process by default, as in the official DataParallel runs
@@ -467,15 +469,19 @@ def head_lr_factor(step: int, warmup_steps: int) -> float:
 def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
     """The quickstart's ending: ``linear_fast`` probe of the trained encoder beside a random one, printed."""
     mean, std = training_normalization(config.data)
-    top1 = probe_trained_vs_random(
+    # the probe reads the data as training did: the run's columns and classes
+    top1, read = probe_trained_vs_random(
         encoder, config.model, config.model_kwargs, config.data, train_split=config.train_split,
         eval_split=config.eval_split, image_size=config.image_size, mean=mean, std=std,
-        epochs=config.probe.epochs, seed=config.seed)
+        epochs=config.probe.epochs, seed=config.seed, image_column=config.image_column,
+        label_column=config.label_column, class_list=config.class_list)
+    classes = f"{read['num_classes']} classes" + (" of class_list" if config.class_list else "")
     print(f"linear_fast probe (frozen features, no augmentation; not the papers' protocol), "
-          f"trained on '{config.train_split}', top-1 on held-out '{config.eval_split}':")
+          f"trained on '{config.train_split}' ({read['train_rows']} rows, {classes}), top-1 on held-out "
+          f"'{config.eval_split}' ({read['test_rows']} rows):")
     print(f"  trained encoder ({config.method}): {top1['trained']:.2f}%")
     print(f"  randomly initialised encoder:      {top1['random_init']:.2f}%")
-    return dict(protocol="linear_fast", split=config.eval_split, top1=top1)
+    return dict(protocol="linear_fast", split=config.eval_split, top1=top1, **read)
 
 
 def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,

@@ -35,6 +35,7 @@ __all__ = [
     "check_repo_id",
     "dataset_hub_id",
     "dataset_short_name",
+    "public_text",
     "render_card",
 ]
 
@@ -116,6 +117,14 @@ PROTOCOL_DESCRIPTIONS: dict[str, str] = {
     "finetune": "Fine-tuning of the whole encoder (exits removed) with a new classifier.",
     "trained": "The classifier trained end to end with the encoder (cross-entropy training).",
 }
+#: ``linear`` sections whose report ran with other settings than the papers', or does not say which it ran with
+LINEAR_PROCEDURE = ("frozen encoder in eval mode, one linear classifier per output (each exit and the backbone) on "
+                    "pooled features, random-resized-crop + flip, SGD with step decay")
+LINEAR_NOT_THE_PAPERS = (f"Linear evaluation with the papers' procedure ({LINEAR_PROCEDURE}), but not all of their "
+                         "settings (the deviations are listed below), so not the papers' protocol.")
+LINEAR_UNRECORDED = (f"Linear evaluation with the papers' procedure ({LINEAR_PROCEDURE}); the report does not record "
+                     "every setting (it was written before timm-selfcon recorded them), so it is not labelled the papers' "
+                     "protocol.")
 SELECTION_NOTE = {
     "last": "last probe epoch",
     "best_val": "epoch chosen on a validation split held out from the training data",
@@ -246,11 +255,11 @@ def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
     for protocol, report in info.evaluations.items():
         dataset = report.dataset
         section: dict[str, Any] = dict(
-            title=f"Protocol `{protocol}`", description=PROTOCOL_DESCRIPTIONS.get(protocol, ""),
+            title=f"Protocol `{protocol}`", description=_protocol_description(protocol, report),
             exported=protocol == info.classifiers_protocol and not info.encoder_only,
             dataset=dataset.data, train_split=dataset.train_split, eval_split=dataset.eval_split,
-            num_classes=dataset.num_classes, hyperparameters=_settings(report.hyperparameters),
-            columns=[], rows=[], early_exit=[])
+            num_classes=dataset.num_classes, hyperparameters=_settings(report),
+            deviations="; ".join(report.deviations), columns=[], rows=[], early_exit=[])
         results = report.results
         if protocol == "finetune":
             last = report.final or _NO_ACCURACY
@@ -281,10 +290,54 @@ def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
     return sections
 
 
-def _settings(hyperparameters: Mapping[str, Any] | None) -> str:
-    if not hyperparameters:
-        return ""
-    return "; ".join(f"{key} {value}" for key, value in hyperparameters.items() if value is not None)
+def _protocol_description(protocol: str, report: EvaluationReport) -> str:
+    """The protocol's paragraph; ``linear`` is called the papers' protocol only when its report says it ran with the
+    papers' settings."""
+    if protocol == "linear" and not report.papers_protocol:
+        return LINEAR_UNRECORDED if report.papers_protocol is None else LINEAR_NOT_THE_PAPERS
+    return PROTOCOL_DESCRIPTIONS.get(protocol, "")
+
+
+#: evaluation keys the card lists beside the protocol's hyperparameters (the dataset line names data and splits)
+CARD_SETTINGS = ("max_train_samples", "val_fraction", "image_size", "seed", "pretrained")
+
+
+def _settings(report: EvaluationReport) -> str:
+    """The protocol's hyperparameters, then (in reports that record them) the evaluation's other settings and the
+    rows the classifiers were trained, validated and tested on."""
+    parts = [f"{key} {value}" for key, value in (report.hyperparameters or {}).items() if value is not None]
+    settings = report.settings
+    if settings:
+        parts += [f"{key} {settings[key]}" for key in CARD_SETTINGS
+                  if settings.get(key) is not None and key not in report.hyperparameters]
+        rows = _mapping_of(report.raw.get("dataset"))
+        if rows.get("train_rows") is not None:
+            parts.append(f"classifiers trained on {rows['train_rows']} rows"
+                         + (f", validated on {rows['val_rows']}" if rows.get("val_rows") else "")
+                         + f", tested on {rows.get('test_rows')}")
+    return "; ".join(parts)
+
+
+def _mapping_of(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+# ------------------------------------------------------------------------------------------ no local paths
+#: an absolute local path: "/" after a quote, space, "(", "=", ":" or a line start, not "//" (URLs), with 1+ parts
+_LOCAL_PATH = re.compile(r"(?<![^\s'\"`(\[=:])/(?!/)[^\s'\"`|)\]]+")
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute local path replaced by ``…/<its last part>``: a card is published, and the folders
+    of the machine that exported it (user names, mount points) are no one's business. URLs are left alone."""
+
+    def shorten(match: re.Match[str]) -> str:
+        path = match.group(0)
+        trailing = path[len(path.rstrip(".,;:")):]  # a sentence's punctuation after the path stays
+        name = path[:len(path) - len(trailing)].rstrip("/").rsplit("/", 1)[-1]
+        return f"…/{name}{trailing}" if name else path
+
+    return _LOCAL_PATH.sub(shorten, text)
 
 
 RECIPE_KEYS = ("model", "model_kwargs", "method", "method_kwargs", "temperature", "base_temperature", "projection_dim",
@@ -424,4 +477,4 @@ def render_card(info: ExportInfo | Mapping[str, Any], repo_id: str | None = None
         evaluations=_evaluation_sections(info),
         version="?" if info.timm_selfcon_version is None else info.timm_selfcon_version,
     )
-    return ModelCard(content)
+    return ModelCard(public_text(content))

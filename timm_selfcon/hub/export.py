@@ -184,9 +184,14 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
     trained_exits = list(encoder.exit_stages) if multi_exit else []
 
     chosen = _choose_protocol(protocol, eval_root, reports, checkpoint) if classifiers else None
+    # notes go to the card, which is published: they name the evaluation, not the folders of this machine
+    where = "the run's eval/" if eval_dir is None else f"--eval-dir {Path(eval_dir).name}/"
     if protocol is None and chosen is not None:
-        notes.append(f"no --protocol given: took the {chosen!r} classifiers from {str(eval_root / chosen)!r} (the first "
+        notes.append(f"no --protocol given: took the {chosen!r} classifiers of {where}{chosen} (the first "
                      f"evaluation found in the order {' > '.join(CLASSIFIER_PROTOCOLS)})")
+    if chosen in reports and reports[chosen].deviations:
+        notes.append(f"the {chosen!r} classifiers were trained with settings that are not the papers' settings: "
+                     f"{'; '.join(reports[chosen].deviations)}")
     own_classifier = classifiers and chosen is None and int(getattr(encoder, "num_classes", 0) or 0) > 0
     head_state: dict[str, torch.Tensor] = {}
     num_classes, label_names = 0, None
@@ -205,7 +210,7 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
         warn.append("no evaluation found: exporting the classifier trained end to end with the encoder (method "
                      f"{config.method!r}); no accuracy is reported")
     elif classifiers:
-        warn.append(f"no evaluation with classifiers found under {str(eval_root)!r} (looked for "
+        warn.append(f"no evaluation with classifiers found under {where} (looked for "
                      f"{'/'.join(CLASSIFIER_PROTOCOLS)}): this is an encoder-only export (num_classes=0); run "
                      "`timm-selfcon eval` first to include linear classifiers and results")
 
@@ -294,8 +299,8 @@ def _from_finetune_dir(path: Path, *, classifiers: bool,
     model.eval()
     model_args = dict(config.get("model_args") or {}, num_classes=num_classes)
     source = str(report.get("source") or "")
-    if base_model is None and source.startswith("hf-hub:"):
-        base_model = source.removeprefix("hf-hub:").split("@")[0]
+    if base_model is None and source[:7].lower() in ("hf-hub:", "hf_hub:"):  # timm's two spellings
+        base_model = source[7:].split("@")[0]
     names = (config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names"))
     exits = model_args.get("exit_stages")
     info = ExportInfo(

@@ -139,6 +139,9 @@ class EvaluationReport:
     final: Accuracy | None = None  # fine-tuning: the last epoch (``result.last``)
     early_exit: list[EarlyExitRow] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)  # recorded image_size / mean / std / ... if any
+    settings: dict[str, Any] = field(default_factory=dict)  # every evaluation key (empty in older reports)
+    papers_protocol: bool | None = None  # ran with the papers' settings (None: a report that does not say)
+    deviations: list[str] = field(default_factory=list)  # how it differs from the papers' protocol
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -153,6 +156,9 @@ class EvaluationReport:
             final=Accuracy.from_dict(_mapping(report.get("result")).get("last")),
             early_exit=[EarlyExitRow.from_dict(row) for row in report.get("early_exit") or []],
             preprocessing=dict(_mapping(report.get("preprocessing"))),
+            settings=dict(_mapping(report.get("settings"))),
+            papers_protocol=report.get("papers_protocol"),
+            deviations=[str(d) for d in report.get("deviations") or []],
             raw=dict(report),
         )
 

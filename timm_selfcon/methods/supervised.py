@@ -27,7 +27,7 @@ from .base import (
     check_bool,
     check_nonnegative,
     check_positive,
-    warn_unused_exits,
+    freeze_unused_exits,
 )
 from .distributed import all_gather_no_grad, all_gather_with_grad
 from .projection import ProjectedModel, with_projection_heads
@@ -67,7 +67,7 @@ class CrossEntropy(TrainingMethod):
         if not num_classes:
             raise UserInputError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
                              "create it with num_classes=<number of classes>")
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.model = model
         self.needs_labels = True
 
@@ -96,7 +96,7 @@ class _SupConBase(TrainingMethod):
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, gather: bool = True, head_batchnorm: bool = False) -> None:
         super().__init__(model)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.projector = BackboneProjection(model, out_dim, check_bool("head_batchnorm", head_batchnorm))
         self.criterion = SupConLoss(check_positive("temperature", temperature),
                                     check_positive("base_temperature", base_temperature))
@@ -122,7 +122,7 @@ class SupCon(_SupConBase):
     ``loss_supcon``.
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width. temperature, base_temperature: of the SupCon loss.
         gather: all-gather projections (with gradient) and labels across processes.
         head_batchnorm: BatchNorm1d in the projection head's hidden layer (ours; the papers have none).
@@ -171,6 +171,20 @@ class _SelfConBase(TrainingMethod):
     augmentation = "supcon"
     recipe_keys: ClassVar[dict[str, str]] = CONTRASTIVE_RECIPE_KEYS
     card_tags = ("selfcon", "supervised-contrastive-learning")
+    #: what this method computes on a model without exits (the backbone's projections alone)
+    without_exits: ClassVar[str] = "supcon_s"
+
+    @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """SelfCon contrasts the sub-networks' outputs with the backbone's: a model without an exit is refused."""
+        if getattr(model, "num_exits", 0):
+            return
+        stages = getattr(model, "exit_stages", None)
+        has = f"exit_stages={list(stages)}" if stages is not None else "not a multi-exit model"
+        raise UserInputError(
+            f"method {cls.name!r} needs a model with at least one exit, and {type(model).__name__} has none ({has}): "
+            f"without an exit it is {cls.without_exits}; use method={cls.without_exits}, or give the model an exit, "
+            "e.g. model_kwargs.exit_stages=[2]")
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, alpha: float = 0.0, supervised: bool = True,
@@ -203,7 +217,8 @@ class SelfCon(_SelfConBase):
     Nothing is detached: exit gradients reach the shared early layers. Logs: ``loss_selfcon``.
 
     Args:
-        model: a multi-exit timm model (``forward_exits``); without exits this is SupCon-S.
+        model: a multi-exit timm model (``forward_exits``); without exits this is SupCon-S, which training refuses
+            (:meth:`check_model`: use ``supcon_s``).
         out_dim: projection width (one MLP head per exit and for the backbone).
         temperature, base_temperature: of the loss; alpha: weight of the FG-excluded term (0 = SelfCon).
         supervised: use labels. gather: all-gather projections (with gradient) and labels across processes.
@@ -244,6 +259,7 @@ class SelfConM(_SelfConBase):
     description = "SelfCon-M: SelfCon on two augmented views, exits and backbone of both views contrasted."
     views_required = 2
     multiview = True
+    without_exits = "supcon"
 
     def forward(
         self, views: torch.Tensor, labels: torch.Tensor | None = None

@@ -46,10 +46,21 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise UserInputError(f"model {name!r} takes no kwarg {match.group(1)!r}; {hint}valid kwargs: "
                              f"{', '.join(valid)}") from err
     except Exception as err:
-        answer = hub_error(err, name) or weights_mismatch(err, name, kwargs)
+        answer = hub_error(err, name) or weights_mismatch(err, name, kwargs) or unknown_tag(err, name)
         if answer is None:
             raise
         raise answer from err
+
+
+def unknown_tag(err: BaseException, name: str) -> UserInputError | None:
+    """A :class:`UserInputError` naming the architecture's pretrained tags for timm's "Invalid pretrained tag", else
+    None."""
+    if not isinstance(err, RuntimeError) or not str(err).startswith("Invalid pretrained tag"):
+        return None
+    architecture, _, tag = name.partition(".")
+    tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{architecture}.*")]
+    return UserInputError(f"model {name!r}: {architecture} has no pretrained tag {tag!r}; its tags: "
+                          f"{', '.join(tags) or 'none (give the plain name)'}")
 
 
 def weights_mismatch(err: BaseException, name: str, kwargs: dict[str, Any]) -> UserInputError | None:

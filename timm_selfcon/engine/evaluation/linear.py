@@ -7,7 +7,7 @@ features recomputed every epoch from train-time crop + flip, SGD (lr 3, momentum
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
@@ -16,12 +16,46 @@ from ...data import ContrastiveImageDataset, build_transform
 from .classifiers import fit_heads, report_classifiers
 from .features import EvalInputs, forward_outputs
 
+if TYPE_CHECKING:
+    from ..evaluate import EvalConfig
+
+#: The papers' linear evaluation settings (SelfCon arXiv 2106.15499, MixCo arXiv 2010.06300), on the whole training
+#: split: a report says "the papers' protocol" only when it ran with exactly these (:func:`papers_deviations`).
+PAPERS_EPOCHS = 100
+PAPERS_LR = 3.0
+PAPERS_BATCH_SIZE = 512
+PAPERS_MILESTONES = (0.6, 0.8)
+
+
+def data_deviations(config: EvalConfig) -> list[str]:
+    """How the rows the classifiers train on differ from the papers' (the whole training split)."""
+    found = []
+    if config.max_train_samples:
+        found.append(f"classifiers trained on the first {config.max_train_samples} training rows only "
+                     f"(max_train_samples={config.max_train_samples}; the papers': the whole training split)")
+    if config.val_fraction:
+        found.append(f"{config.val_fraction:.0%} of the training split held out for validation "
+                     f"(val_fraction={config.val_fraction:g}): the classifiers train on the rest")
+    return found
+
+
+def papers_deviations(config: EvalConfig, hyperparameters: dict[str, Any]) -> list[str]:
+    """How a ``linear`` evaluation's settings differ from the papers' (empty: it ran the papers' protocol)."""
+    found = []
+    for key, papers in (("epochs", PAPERS_EPOCHS), ("lr", PAPERS_LR), ("batch_size", PAPERS_BATCH_SIZE)):
+        if hyperparameters[key] != papers:
+            found.append(f"{key} {hyperparameters[key]:g} (the papers': {papers:g})")
+    if tuple(config.milestones) != PAPERS_MILESTONES:
+        found.append(f"lr x0.1 after {[f'{m:.0%}' for m in config.milestones]} of the epochs (the papers': after 60% "
+                     "and 80%)")
+    return found + data_deviations(config)
+
 
 def run(inputs: EvalInputs, report: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Train the classifiers, fill ``report``; returns their state dict (``classifiers.safetensors``)."""
     config = inputs.config
-    epochs = config.epochs or 100
-    lr = config.lr or 3.0
+    epochs = config.epochs or PAPERS_EPOCHS
+    lr = config.lr or PAPERS_LR
     test = inputs.features(inputs.test_loader, "test features")
     val = None if inputs.val is None else inputs.features(inputs.val, "val features")
     hyperparameters = dict(
