@@ -1,9 +1,11 @@
-"""Render the README's measured results from the JSON files under ``benchmarks/results/``.
+"""Render the measured results of README.md and docs/results.md from the JSON files under ``benchmarks/results/``.
 
-``python -m benchmarks.report.make_report`` rewrites the block between the ``<!-- runs:begin -->`` and
-``<!-- runs:end -->`` markers of README.md and draws ``benchmarks/results/accuracy_vs_epoch.png`` and
-``benchmarks/results/cost.png``; ``--check`` only compares the text and exits 1 when it differs (the test suite
-runs the same comparison, so the README can never disagree with the JSON files).
+``python -m benchmarks.report.make_report`` rewrites README.md's ``headline`` block (the parity checks and the CPU
+ranking's endpoints) and the blocks of docs/results.md listed below, each between its ``<!-- name:begin -->`` and
+``<!-- name:end -->`` markers, and draws ``benchmarks/results/accuracy_vs_epoch.png``, ``cost.png`` and
+``rank_accuracy_vs_epoch.png``; ``--check`` only compares the text and exits 1 when it differs (the test suite
+runs the same comparison, so neither page can disagree with the JSON files). ``report_experiments.py`` renders
+docs/results.md's ``mixco`` and ``equal_compute`` blocks.
 
 Sources: ``results/runs/<name>.json`` (``report_runs.py``: accuracy at a CPU budget) and ``results/cost.json``
 (``bench_train.py --cost``: step time and memory per method, ratios to SupCon), rendered between the ``runs``
@@ -29,6 +31,7 @@ from timm_selfcon.fileio import atomic_path, write_text_atomic
 RUNS = RESULTS / "runs"
 COST = RESULTS / "cost.json"
 README = ROOT / "README.md"
+DOC = ROOT / "docs" / "results.md"
 RANK = RESULTS / "rank"
 PARITY = RESULTS / "parity_official.json"
 PARITY_MIXCO = RESULTS / "parity_mixco.json"
@@ -533,8 +536,33 @@ def render_device_compare(compare: dict, budget_s: float | None, train_images: i
                                  "exit_0", "ensemble"])
 
 
+def render_headline(rank_dir: Path = RANK, parity_paths: tuple[Path, ...] = (PARITY, PARITY_MIXCO)) -> str:
+    """The README's headline table (at most 15 lines): the parity checks and the CPU ranking's endpoints."""
+    rows = []
+    for path, label in zip(parity_paths, ("SelfCon / SupCon", "MixCo (MoCo v2, SimCLR)"), strict=True):
+        if path.exists():
+            cases = json.loads(path.read_text())["cases"]
+            passed = sum(case["passed"] for case in cases)
+            rows.append([f"{label} step for step against the official code, 10 SGD steps",
+                         f"{passed} of {len(cases)} cases pass", f"`{path.relative_to(ROOT)}`"])
+    runs = load_rank(rank_dir)
+    labels = {"main_ce": "CE", "main_supcon": "SupCon", "main_selfcon_head_bn": "SelfCon-S + head BatchNorm (ours)",
+              "main_selfcon_none": "SelfCon-S as published", "floor_noexit": "the untrained encoder (floor)"}
+    for name, label in labels.items():
+        if name in runs:
+            run = runs[name]
+            trained = run.get("phase") == "main"
+            what = f"{label}, {run['recipe']['epochs']} epochs" if trained else label
+            rows.append([f"CIFAR-10, `selfcon_resnet10_w16_cifar`, {what}: `linear_fast` top-1",
+                         _num(_top1(run, "test").get("backbone")), f"`{(rank_dir / name).relative_to(ROOT)}.json`"])
+    if not rows:
+        return "No results yet."
+    return "\n".join(_table(rows, ["measured here (ours, one CPU thread)", "result", "source"]))
+
+
 BLOCKS = {"runs": render, "rank": render_rank, "parity": render_parity, "parity_mixco": render_parity_mixco,
-          "device": render_device}  # README marker -> renderer
+          "device": render_device}  # docs/results.md marker -> renderer
+README_BLOCKS = {"headline": render_headline}  # README.md marker -> renderer
 
 
 def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | None:
@@ -614,29 +642,42 @@ def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RE
     return written
 
 
+def rendered(text: str, blocks: dict, where: str) -> str:
+    """``text`` with every block of ``blocks`` re-rendered between its markers (a missing marker: ValueError)."""
+    for name, render_block in blocks.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin not in text or end not in text:
+            raise ValueError(f"{where} lacks the {begin} ... {end} markers")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{render_block()}\n{end}{tail}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    updated = text
-    for name, render_block in BLOCKS.items():
-        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-        if begin not in updated or end not in updated:
-            print(f"README.md lacks the {begin} ... {end} markers", file=sys.stderr)
+    stale = []
+    for path, blocks in ((README, README_BLOCKS), (DOC, BLOCKS)):
+        text = path.read_text()
+        try:
+            updated = rendered(text, blocks, path.name)
+        except ValueError as error:
+            print(error, file=sys.stderr)
             return 1
-        head, rest = updated.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        updated = f"{head}{begin}\n{render_block()}\n{end}{tail}"
-    if args.check:
-        if updated != text:
-            print("README.md's results differ from benchmarks/results/*.json; run python -m benchmarks.report.make_report",
-                  file=sys.stderr)
-            return 1
-        return 0
-    write_text_atomic(README, updated)
-    draw_plots()
-    draw_rank_plot()
+        if args.check:
+            if updated != text:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            write_text_atomic(path, updated)
+    if stale:
+        print(f"{', '.join(stale)}: the results differ from benchmarks/results/*.json; run "
+              "python -m benchmarks.report.make_report", file=sys.stderr)
+        return 1
+    if not args.check:
+        draw_plots()
+        draw_rank_plot()
     return 0
 
 
