@@ -19,7 +19,9 @@ Queue, in order (a run whose JSON exists is skipped; a killed run resumes from i
 4. ``equal_compute/*``: SelfCon-S + head BatchNorm for the epochs at which it costs what SupCon's 20 epochs cost
    (read from ``equal_compute/cost.json``, written by ``bench_method_cost.py``; the run waits for it), SupCon +
    head BatchNorm, SupCon-S + head BatchNorm and SelfCon-M + head BatchNorm, 20 epochs each, on the ranking's recipe.
-5. ``mixco/simclr_seed0``, ``mixco/simclr_mixco_seed0``: the SimCLR pair.
+5. ``equal_compute/*_seed1``: when SelfCon-S + head BN at equal compute lands within 1.5 points of SupCon (``linear``
+   protocol, test top-1), a second seed of both arms (issue 23).
+6. ``mixco/simclr_seed0``, ``mixco/simclr_mixco_seed0``: the SimCLR pair.
 
 Every training run records its wall and CPU time summed over all sittings (``summary.json``), the thread count
 and the load average; it is probed with ``linear_fast`` on the validation split every ``--curve-every`` epochs,
@@ -109,6 +111,21 @@ def equal_compute_epochs(results: Path) -> int | None:
     return json.loads(path.read_text())["equal_compute_epochs"] if path.exists() else None
 
 
+SECOND_SEED_GAP = 1.5  # points of `linear` test top-1 (issue 23)
+
+
+def equal_compute_gap(results: Path, epochs: int) -> float | None:
+    """SelfCon-S + head BN at equal compute minus SupCon's 20 epochs (the ranking's run), ``linear`` protocol test
+    top-1 of the backbone; None until both exist."""
+    selfcon = results / "equal_compute" / f"selfcon_head_bn_e{epochs}.json"
+    supcon = results / "rank" / "linear_main_supcon.json"
+    if not selfcon.exists() or not supcon.exists():
+        return None
+    def top1(run: dict) -> float:
+        return run["test"]["linear"]["results"]["backbone"]["last"]["top1"]
+    return top1(json.loads(selfcon.read_text())) - top1(json.loads(supcon.read_text()))
+
+
 def queue(results: Path):
     """The runs in order; phases that wait for an earlier result say so and end the queue for this sitting."""
     for name, values in MOCO_TRIALS.items():
@@ -137,6 +154,12 @@ def queue(results: Path):
               dict(COMMON, method="selfcon_m", model_kwargs=SELFCON_EXITS, seed=0, **HEAD_BN), RANKING_EPOCHS)
     if epochs is None:
         return
+    gap = equal_compute_gap(results, epochs)
+    if gap is not None and abs(gap) < SECOND_SEED_GAP:  # too close for one seed: a second seed of both arms
+        yield Run("equal_compute", f"selfcon_head_bn_e{epochs}_seed1", "train",
+                  dict(COMMON, method="selfcon", model_kwargs=SELFCON_EXITS, seed=1, **HEAD_BN), epochs)
+        yield Run("equal_compute", "supcon_seed1", "train",
+                  dict(COMMON, method="supcon", model_kwargs=NO_EXITS, seed=1), RANKING_EPOCHS)
     yield Run("mixco", "simclr_seed0", "train", dict(SIMCLR, method="simclr", seed=0), RANKING_EPOCHS)
     yield Run("mixco", "simclr_mixco_seed0", "train", dict(SIMCLR, method="simclr_mixco", seed=0, **SIMCLR_MIX),
               RANKING_EPOCHS)
