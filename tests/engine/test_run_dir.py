@@ -110,9 +110,9 @@ def test_failed_validation_leaves_no_folder_behind(override: dict, message: str,
 
 def test_resume_and_overwrite_together_are_refused() -> None:
     with pytest.raises(UserInputError, match="choose one"):
-        TrainConfig(resume=True, overwrite=True).validate()
+        TrainConfig(resume=True, overwrite=True)
     with pytest.raises(UserInputError, match="resume: expected true, false or auto, got 'ture'"):
-        TrainConfig(resume="ture").validate()
+        TrainConfig(resume="ture")
 
 
 def test_a_run_saved_with_the_method_options_at_the_top_level_resumes(tiny_data: Path, tmp_path: Path) -> None:

@@ -46,9 +46,7 @@ gradient (see :mod:`timm_selfcon.methods.distributed`). A local term (MixCo's) i
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -81,24 +79,18 @@ def check_positive_int(name: str, value: int) -> int:
     return value
 
 
-@contextlib.contextmanager
-def autocast_disabled(device: torch.device) -> Iterator[None]:
-    """Run the enclosed ops in the inputs' own precision (losses on fp16 logits would lose accuracy)."""
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    else:
-        yield
-
-
-def warn_unused_exits(model: nn.Module, method: str) -> None:
-    """Methods that train only the backbone leave a multi-exit model's exits without gradient."""
+def freeze_unused_exits(model: nn.Module, method: str) -> None:
+    """Methods that train only the backbone leave a multi-exit model's exits without gradient: say so, and freeze
+    them (``requires_grad=False``), so that the optimizer never holds them and DDP, which otherwise waits for their
+    gradients and fails ("Expected to have finished reduction ..."), runs without ``find_unused_parameters``."""
     num_exits = getattr(model, "num_exits", 0)
     if num_exits:
+        for part in (getattr(model, "exits", None), getattr(model, "exit_heads", None)):
+            if part is not None:
+                part.requires_grad_(False)
         warnings.warn(
-            f"method {method!r} trains only the backbone, but the model has {num_exits} exit(s) that will get no "
-            "gradient (DDP then needs find_unused_parameters=True); create the model with exit_stages=() "
-            "or use model.plain_encoder()",
+            f"method {method!r} trains only the backbone; the model's {num_exits} exit(s) are frozen and keep their "
+            "initial weights (create the model with exit_stages=() or use model.plain_encoder() to drop them)",
             UserWarning,
             stacklevel=3,
         )
@@ -140,8 +132,6 @@ class TrainingMethod(nn.Module):
     description: ClassVar[str] = ""
     #: crops per image the data pipeline must produce (``views [B, V, C, H, W]``)
     views_required: ClassVar[int] = 1
-    #: labels are used by default (a method may still ignore them, e.g. SelfCon with ``supervised=False``)
-    supervised: ClassVar[bool] = True
     #: the model needs a classifier over the dataset's classes (``num_classes`` > 0)
     trains_classifier: ClassVar[bool] = False
     #: the training augmentation pipeline of recipes that leave ``augmentation: auto``

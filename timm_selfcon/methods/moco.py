@@ -41,8 +41,9 @@ from pydantic import Field, StrictBool
 
 from ..errors import UserInputError
 from ..losses import MixCoLoss
+from ..precision import autocast_disabled
 from ..typed import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat
-from .base import BackboneProjection, MethodOptions, TrainingMethod, autocast_disabled, warn_unused_exits
+from .base import BackboneProjection, MethodOptions, TrainingMethod, freeze_unused_exits
 from .distributed import all_gather_no_grad, broadcast, gather_sizes, get_rank, get_world_size, is_distributed
 from .mixing import MixCoDeclaration, mix_pairs
 from .momentum import frozen_copy, momentum_update_
@@ -82,7 +83,7 @@ class MoCo(TrainingMethod):
     accuracy: the positive key scores highest among the ``1 + K`` candidates).
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width (MLP head ``d -> d -> out_dim``, as ``--mlp --moco-dim 128``).
         queue_size: K, number of queued keys; must be a multiple of the global batch (local batch x processes).
         momentum: m of the key encoder's update, in [0, 1].
@@ -97,14 +98,13 @@ class MoCo(TrainingMethod):
     paper = "MoCo v2: Chen, Fan, Girshick, He, arXiv 2003.04297"
     description = "MoCo v2: self-supervised contrastive learning with a momentum key encoder and a queue."
     views_required = 2
-    supervised = False
     augmentation = "moco_v2"
     Options = MoCoOptions
     card_tags = ("selfcon", "self-supervised-learning")
 
     def __init__(self, model: nn.Module, generator: torch.Generator | None = None, **options: Any) -> None:
         super().__init__(model, **options)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         opts = self.options
         self.projector = BackboneProjection(model, opts.out_dim)
         self.key_projector = frozen_copy(self.projector)

@@ -20,7 +20,7 @@ from pydantic import Field, StrictBool
 
 from ..losses import MixCoLoss, SupConLoss
 from ..typed import NonNegativeFloat, PositiveFloat, PositiveInt
-from .base import BackboneProjection, MethodOptions, TrainingMethod, warn_unused_exits
+from .base import BackboneProjection, MethodOptions, TrainingMethod, freeze_unused_exits
 from .distributed import all_gather_with_grad
 from .mixing import MixCoDeclaration, mix_pairs
 from .registry import register_method
@@ -50,7 +50,7 @@ class SimCLR(TrainingMethod):
     Logs: ``loss_simclr``.
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width (MLP head ``d -> d -> out_dim``).
         temperature: NT-Xent temperature (official SimCLR+MixCo script: 0.5).
         gather: all-gather the projections (with gradient) across processes.
@@ -60,14 +60,13 @@ class SimCLR(TrainingMethod):
     paper = "SimCLR: Chen, Kornblith, Norouzi, Hinton, arXiv 2002.05709"
     description = "SimCLR: self-supervised contrastive learning on two views."
     views_required = 2
-    supervised = False
     augmentation = "simclr"
     Options = SimCLROptions
     card_tags = ("selfcon", "self-supervised-learning")
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
         super().__init__(model, **options)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.projector = BackboneProjection(model, self.options.out_dim)
         self.criterion = SupConLoss(self.options.temperature, base_temperature=self.options.temperature)
         self.gather = self.options.gather

@@ -21,8 +21,9 @@ from pydantic import Field, StrictBool
 
 from ..errors import UserInputError
 from ..losses import SelfConLoss, SupConLoss
+from ..precision import autocast_disabled
 from ..typed import NonNegativeFloat, PositiveFloat, PositiveInt
-from .base import BackboneProjection, MethodOptions, TrainingMethod, autocast_disabled, warn_unused_exits
+from .base import BackboneProjection, MethodOptions, TrainingMethod, freeze_unused_exits
 from .distributed import all_gather_no_grad, all_gather_with_grad
 from .projection import ProjectedModel, with_projection_heads
 from .registry import register_method
@@ -75,7 +76,7 @@ class CrossEntropy(TrainingMethod):
         if not num_classes:
             raise UserInputError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
                              "create it with num_classes=<number of classes>")
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.model = model
         self.needs_labels = True
 
@@ -103,7 +104,7 @@ class _SupConBase(TrainingMethod):
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
         super().__init__(model, **options)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.projector = BackboneProjection(model, self.options.out_dim, self.options.head_batchnorm)
         self.criterion = SupConLoss(self.options.temperature, self.options.base_temperature)
         self.gather = self.options.gather
@@ -128,7 +129,7 @@ class SupCon(_SupConBase):
     ``loss_supcon``.
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width. temperature, base_temperature: of the SupCon loss.
         gather: all-gather projections (with gradient) and labels across processes.
         head_batchnorm: BatchNorm1d in the projection head's hidden layer (ours; the papers have none).
