@@ -314,7 +314,7 @@ def test_an_old_top_level_key_gets_a_note_naming_its_new_place_and_still_works(
 
 
 def test_benchmark_scripts_recipes_with_top_level_keys_resolve_to_the_same_values() -> None:
-    # benchmarks/experiments_queue.py and rank_methods.py build recipes with the top-level keys
+    # benchmarks/experiments/experiments_queue.py and rank_methods.py build recipes with the top-level keys
     old = resolve_config(None, dict(method="moco", temperature=0.2, base_temperature=0.07, queue_size=4096,
                                     moco_momentum=0.99, mix_temperature=0.05, mix_weight=1.0, lr=0.06))
     new = resolve_config(None, dict(method="moco", method_kwargs=dict(temperature=0.2, queue_size=4096, momentum=0.99),
