@@ -132,3 +132,19 @@ def test_two_processes_print_each_warning_of_the_run_once(corrupt_data: Path, tm
     err = completed.stderr
     assert err.count("1 undecodable image(s)") == 1, err[-4000:]
     assert err.count(f"sample {CORRUPT_ROW}: cannot decode image") == 1, err[-4000:]
+
+
+@pytest.mark.distributed
+def test_two_processes_train_a_backbone_only_method_on_a_model_with_exits(tiny_data: Path, tmp_path: Path) -> None:
+    """SupCon on a multi-exit model: the exits get no gradient; DDP waited for them and failed ("Expected to have
+    finished reduction ...") until the method froze them."""
+    settings = tiny_settings(tiny_data, tmp_path / "ddp", "supcon", max_steps=2)
+    settings["model_kwargs"].update(exit_stages=[2], sub_network="fc")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
+               "-m", "timm_selfcon.cli", "train", str(recipe)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
+    assert os.readlink(tmp_path / "ddp" / "last") == "ckpt-2"

@@ -40,7 +40,8 @@ def test_eval_uses_the_runs_splits_and_class_list(trained_run: Path, tmp_path: P
     shutil.copytree(trained_run, run, symlinks=True, ignore=shutil.ignore_patterns("eval"))
     config = yaml.safe_load((run / "config.yaml").read_text())
     config.update(train_split="test", eval_split="train", class_list=["bottom", "top"])
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for recipe in (run / "config.yaml", run / "last" / "config.yaml"):  # the run's, and the one its checkpoint carries
+        recipe.write_text(yaml.safe_dump(config))
     report = evaluate(run, quick_eval())
     assert (report["dataset"]["train_split"], report["dataset"]["eval_split"]) == ("test", "train")
     assert report["dataset"]["class_names"] == ["bottom", "top"]

@@ -482,3 +482,16 @@ def test_a_new_method_registers_with_the_decorator_and_is_refused_when_incomplet
     with pytest.raises(ValueError, match="registered twice"):
         register_method(type("Again", (METHODS["ce"],), {}))
     assert "incomplete" not in METHODS and "wrong_key" not in METHODS
+
+
+@pytest.mark.parametrize("name", ["ce", "supcon", "moco", "simclr"])
+def test_a_backbone_only_method_freezes_the_exits_it_leaves_without_gradient(name: str) -> None:
+    model = timm.create_model("selfcon_resnet10_w16_cifar", num_classes=10 if name == "ce" else 0)
+    assert model.num_exits == 1
+    with pytest.warns(UserWarning, match="exit\\(s\\) are frozen"):
+        method = build_method(name, model, **({"queue_size": 8} if name == "moco" else {}))
+    exits = {id(p) for part in (model.exits, model.exit_heads) for p in part.parameters()}
+    assert exits and not any(p.requires_grad for part in (model.exits, model.exit_heads) for p in part.parameters())
+    assert not exits & {id(p) for p in method.trainable_parameters()}
+    assert {id(p) for p in method.trainable_parameters()} >= {id(p) for n, p in model.named_parameters()
+                                                              if not n.startswith(("exits.", "exit_heads."))}

@@ -99,14 +99,18 @@ def autocast_disabled(device: torch.device) -> Iterator[None]:
         yield
 
 
-def warn_unused_exits(model: nn.Module, method: str) -> None:
-    """Methods that train only the backbone leave a multi-exit model's exits without gradient."""
+def freeze_unused_exits(model: nn.Module, method: str) -> None:
+    """Methods that train only the backbone leave a multi-exit model's exits without gradient: say so, and freeze
+    them (``requires_grad=False``), so that the optimizer never holds them and DDP, which otherwise waits for their
+    gradients and fails ("Expected to have finished reduction ..."), runs without ``find_unused_parameters``."""
     num_exits = getattr(model, "num_exits", 0)
     if num_exits:
+        for part in (getattr(model, "exits", None), getattr(model, "exit_heads", None)):
+            if part is not None:
+                part.requires_grad_(False)
         warnings.warn(
-            f"method {method!r} trains only the backbone, but the model has {num_exits} exit(s) that will get no "
-            "gradient (DDP then needs find_unused_parameters=True); create the model with exit_stages=() "
-            "or use model.plain_encoder()",
+            f"method {method!r} trains only the backbone; the model's {num_exits} exit(s) are frozen and keep their "
+            "initial weights (create the model with exit_stages=() or use model.plain_encoder() to drop them)",
             UserWarning,
             stacklevel=3,
         )

@@ -46,7 +46,7 @@ from .base import (
     check_nonnegative,
     check_positive,
     check_positive_int,
-    warn_unused_exits,
+    freeze_unused_exits,
 )
 from .distributed import all_gather_no_grad, broadcast, gather_sizes, get_rank, get_world_size, is_distributed
 from .mixing import MIXCO_RECIPE_KEYS, MixCoDeclaration, mix_pairs
@@ -66,7 +66,7 @@ class MoCo(TrainingMethod):
     accuracy: the positive key scores highest among the ``1 + K`` candidates).
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width (MLP head ``d -> d -> out_dim``, as ``--mlp --moco-dim 128``).
         queue_size: K, number of queued keys; must be a multiple of the global batch (local batch x processes).
         momentum: m of the key encoder's update, in [0, 1].
@@ -91,7 +91,7 @@ class MoCo(TrainingMethod):
                  temperature: float = 0.2, key_bn: str = "auto", num_splits: int = 2, gather: bool = True,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(model)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         check_positive_int("queue_size", queue_size)
         if key_bn not in KEY_BN_MODES:
             raise UserInputError(f"unknown key_bn {key_bn!r}; expected one of {list(KEY_BN_MODES)}")

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import MixCoLoss, SupConLoss
-from .base import BackboneProjection, TrainingMethod, check_nonnegative, check_positive, warn_unused_exits
+from .base import BackboneProjection, TrainingMethod, check_nonnegative, check_positive, freeze_unused_exits
 from .distributed import all_gather_with_grad
 from .mixing import MIXCO_RECIPE_KEYS, MixCoDeclaration, mix_pairs
 from .registry import register_method
@@ -33,7 +33,7 @@ class SimCLR(TrainingMethod):
     Logs: ``loss_simclr``.
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width (MLP head ``d -> d -> out_dim``).
         temperature: NT-Xent temperature (official SimCLR+MixCo script: 0.5).
         gather: all-gather the projections (with gradient) across processes.
@@ -50,7 +50,7 @@ class SimCLR(TrainingMethod):
 
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.5, gather: bool = True) -> None:
         super().__init__(model)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.projector = BackboneProjection(model, out_dim)
         temperature = check_positive("temperature", temperature)
         self.criterion = SupConLoss(temperature, base_temperature=temperature)

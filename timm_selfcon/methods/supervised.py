@@ -27,7 +27,7 @@ from .base import (
     check_bool,
     check_nonnegative,
     check_positive,
-    warn_unused_exits,
+    freeze_unused_exits,
 )
 from .distributed import all_gather_no_grad, all_gather_with_grad
 from .projection import ProjectedModel, with_projection_heads
@@ -67,7 +67,7 @@ class CrossEntropy(TrainingMethod):
         if not num_classes:
             raise UserInputError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
                              "create it with num_classes=<number of classes>")
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.model = model
         self.needs_labels = True
 
@@ -96,7 +96,7 @@ class _SupConBase(TrainingMethod):
     def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
                  base_temperature: float = 0.07, gather: bool = True, head_batchnorm: bool = False) -> None:
         super().__init__(model)
-        warn_unused_exits(model, self.name)
+        freeze_unused_exits(model, self.name)
         self.projector = BackboneProjection(model, out_dim, check_bool("head_batchnorm", head_batchnorm))
         self.criterion = SupConLoss(check_positive("temperature", temperature),
                                     check_positive("base_temperature", base_temperature))
@@ -122,7 +122,7 @@ class SupCon(_SupConBase):
     ``loss_supcon``.
 
     Args:
-        model: a timm model (a plain backbone; exits would get no gradient).
+        model: a timm model (a plain backbone; a multi-exit model's exits are frozen, see ``freeze_unused_exits``).
         out_dim: projection width. temperature, base_temperature: of the SupCon loss.
         gather: all-gather projections (with gradient) and labels across processes.
         head_batchnorm: BatchNorm1d in the projection head's hidden layer (ours; the papers have none).
