@@ -31,7 +31,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "hub" / "fixtures" / "old_expor
 def test_the_light_declaration_is_in_step_with_the_registry() -> None:
     """``names.py`` (read by the torch-free ``--help`` and by ``hub.export``) names exactly the registered protocols,
     in the registry's orders; a new protocol module fails here until it is declared there too."""
-    assert names.PROTOCOL_NAMES == all_protocols()
+    assert all_protocols() == names.PROTOCOL_NAMES
     assert names.CLASSIFIER_PROTOCOL_NAMES == classifier_protocols() == CLASSIFIER_PROTOCOLS
     assert names.DEFAULT_PROTOCOL in protocols() and EvalConfig().protocol == names.DEFAULT_PROTOCOL
     assert protocol_choices() == (*all_protocols(), names.ALL) and names.ALL == ALL
