@@ -116,10 +116,6 @@ class StrictModel(BaseModel):
         except ValidationError as err:
             raise UserInputError("; ".join(_describe(e) for e in err.errors())) from None
 
-    def validate(self) -> StrictModel:  # type: ignore[override]  (pydantic v1's classmethod, deprecated in v2)
-        """Nothing left to check (construction validated every key); kept so ``Config(...).validate()`` works."""
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 

@@ -108,9 +108,9 @@ def test_failed_validation_leaves_no_folder_behind(override: dict, message: str,
 
 def test_resume_and_overwrite_together_are_refused() -> None:
     with pytest.raises(UserInputError, match="choose one"):
-        TrainConfig(resume=True, overwrite=True).validate()
+        TrainConfig(resume=True, overwrite=True)
     with pytest.raises(UserInputError, match="resume: expected true, false or auto, got 'ture'"):
-        TrainConfig(resume="ture").validate()
+        TrainConfig(resume="ture")
 
 
 def test_cli_refusal_is_one_error_line(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,7 +98,6 @@ class EvalConfig(StrictModel):
     max_train_samples: PositiveInt | None = None
     pretrained: StrictBool | None = None  # a timm model name: None = its tag decides (plain name: random init)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("protocol")
     @classmethod
@@ -275,7 +274,7 @@ def _run_protocol(encoder: torch.nn.Module, info: dict[str, Any], data: _EvalDat
 
 
 #: EvalConfig keys that change no number of a report: where it is written and how the data is loaded.
-NOT_SETTINGS = ("output", "output_dir", "num_workers", "extra")
+NOT_SETTINGS = ("output", "output_dir", "num_workers")
 
 
 def described_weights(info: dict[str, Any], seed: int) -> str:

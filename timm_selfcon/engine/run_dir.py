@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import yaml
 
 from ..config import METHOD_OPTION_KEYS, NON_COMPUTATION_KEYS, TrainConfig
 from ..errors import UserInputError
+from ..fileio import write_text_atomic
 from .checkpoint import TRAINER_STATE, checkpoint_steps
 
 CONFIG_HISTORY = "config_history.yaml"
@@ -163,10 +163,3 @@ def prepare_run_dir(plan: RunDirPlan, step: int) -> None:
         history.append(dict(step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                             changes=plan.changes))
         write_text_atomic(history_path, yaml.safe_dump(history, sort_keys=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -46,10 +46,9 @@ gradient (see :mod:`timm_selfcon.methods.distributed`). A local term (MixCo's) i
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -87,16 +86,6 @@ def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserInputError(f"{name} must be a positive int, got {value!r}")
     return value
-
-
-@contextlib.contextmanager
-def autocast_disabled(device: torch.device) -> Iterator[None]:
-    """Run the enclosed ops in the inputs' own precision (losses on fp16 logits would lose accuracy)."""
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    else:
-        yield
 
 
 def freeze_unused_exits(model: nn.Module, method: str) -> None:
@@ -152,8 +141,6 @@ class TrainingMethod(nn.Module):
     description: ClassVar[str] = ""
     #: crops per image the data pipeline must produce (``views [B, V, C, H, W]``)
     views_required: ClassVar[int] = 1
-    #: labels are used by default (a method may still ignore them, e.g. SelfCon with ``supervised=False``)
-    supervised: ClassVar[bool] = True
     #: the model needs a classifier over the dataset's classes (``num_classes`` > 0)
     trains_classifier: ClassVar[bool] = False
     #: the training augmentation pipeline of recipes that leave ``augmentation: auto``

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 
 from ..errors import UserInputError
 from ..losses import MixCoLoss
+from ..precision import autocast_disabled
 from .base import (
     BackboneProjection,
     TrainingMethod,
-    autocast_disabled,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -81,7 +81,6 @@ class MoCo(TrainingMethod):
     paper = "MoCo v2: Chen, Fan, Girshick, He, arXiv 2003.04297"
     description = "MoCo v2: self-supervised contrastive learning with a momentum key encoder and a queue."
     views_required = 2
-    supervised = False
     augmentation = "moco_v2"
     recipe_keys: ClassVar[dict[str, str]] = {"temperature": "temperature", "projection_dim": "out_dim", "gather": "gather",
                    "queue_size": "queue_size", "moco_momentum": "momentum"}

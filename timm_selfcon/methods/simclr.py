@@ -43,7 +43,6 @@ class SimCLR(TrainingMethod):
     paper = "SimCLR: Chen, Kornblith, Norouzi, Hinton, arXiv 2002.05709"
     description = "SimCLR: self-supervised contrastive learning on two views."
     views_required = 2
-    supervised = False
     augmentation = "simclr"
     recipe_keys: ClassVar[dict[str, str]] = {"temperature": "temperature", "projection_dim": "out_dim", "gather": "gather"}
     card_tags = ("selfcon", "self-supervised-learning")

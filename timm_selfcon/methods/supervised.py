@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 from ..errors import UserInputError
 from ..losses import SelfConLoss, SupConLoss
+from ..precision import autocast_disabled
 from .base import (
     BackboneProjection,
     TrainingMethod,
-    autocast_disabled,
     check_bool,
     check_nonnegative,
     check_positive,
