@@ -13,6 +13,7 @@ from conftest import tiny_image_dataset
 from timm_selfcon.engine.evaluate import EvalConfig
 from timm_selfcon.engine.evaluation.classifiers import fit_heads
 from timm_selfcon.engine.evaluation.features import EvalInputs
+from timm_selfcon.engine.evaluation.report import EvalReport
 from timm_selfcon.engine.probe import train_linear_probe
 from timm_selfcon.engine.train import train
 
@@ -61,11 +62,11 @@ def test_the_probe_trains_as_the_evaluations_linear_fast() -> None:
     config = EvalConfig(batch_size=16, seed=3)
     inputs = EvalInputs(encoder=nn.Identity(), config=config, train=None, val=None, test_loader=None, loader=None,
                         columns=("img", "label"), num_classes=3, image_size=8, mean=(0.0,), std=(1.0,))
-    report: dict = {}
+    report = EvalReport(protocol="linear_fast")
     (evaluated,) = fit_heads(inputs, report, ([test_x], test_y), None, train=([train_x], train_y), epochs=4, lr=0.1,
                              hyperparameters={})
     probe = train_linear_probe(train_x, train_y, test_x, test_y, epochs=4, lr=0.1, batch_size=16, seed=3)
     torch.testing.assert_close(probe.classifier.weight, evaluated.weight)
     torch.testing.assert_close(probe.classifier.bias, evaluated.bias)
-    (result,) = report["results"].values()
+    (result,) = report.results.values()
     assert probe.top1 == result["last"]["top1"]

@@ -66,6 +66,7 @@ from .clock import (
     machine_load,
     state_dict_sha256,
 )
+from .evaluation import linear_fast
 from .probe import probe_trained_vs_random
 from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir
 from .schedule import lr_at
@@ -509,7 +510,7 @@ def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
           f"'{config.eval_split}' ({read['test_rows']} rows):")
     print(f"  trained encoder ({config.method}): {top1['trained']:.2f}%")
     print(f"  randomly initialised encoder:      {top1['random_init']:.2f}%")
-    return dict(protocol="linear_fast", split=config.eval_split, top1=top1, **read)
+    return dict(protocol=linear_fast.NAME, split=config.eval_split, top1=top1, **read)
 
 
 def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,

@@ -131,25 +131,12 @@ def _value_text(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ protocols, datasets
+#: the card's paragraphs on the numbers that come from no evaluation protocol; each protocol has its own paragraph
+#: in its registration (``Protocol.card_description``, engine/evaluation/)
 PROTOCOL_DESCRIPTIONS: dict[str, str] = {
-    "linear": "Linear evaluation, the papers' protocol: frozen encoder in eval mode, one linear classifier per output "
-              "(each exit and the backbone) on pooled features, random-resized-crop + flip, SGD with step decay.",
-    "linear_fast": "Linear evaluation, fast variant (a documented deviation from the papers' protocol): features "
-                   "extracted once without augmentation, linear classifiers trained on the cached features.",
-    "early_exit": "Linear classifiers trained as in `linear_fast`, plugged into the model, then early-exit inference "
-                  "over a sweep of confidence thresholds (accuracy and FLOPs per image).",
-    "knn": "Weighted cosine k-nearest-neighbour classification on L2-normalised backbone features.",
     "finetune": "Fine-tuning of the whole encoder (exits removed) with a new classifier.",
     "trained": "The classifier trained end to end with the encoder (cross-entropy training).",
 }
-#: ``linear`` sections whose report ran with other settings than the papers', or does not say which it ran with
-LINEAR_PROCEDURE = ("frozen encoder in eval mode, one linear classifier per output (each exit and the backbone) on "
-                    "pooled features, random-resized-crop + flip, SGD with step decay")
-LINEAR_NOT_THE_PAPERS = (f"Linear evaluation with the papers' procedure ({LINEAR_PROCEDURE}), but not all of their "
-                         "settings (the deviations are listed below), so not the papers' protocol.")
-LINEAR_UNRECORDED = (f"Linear evaluation with the papers' procedure ({LINEAR_PROCEDURE}); the report does not record "
-                     "every setting (it was written before timm-selfcon recorded them), so it is not labelled the papers' "
-                     "protocol.")
 SELECTION_NOTE = {
     "last": "last probe epoch",
     "best_val": "epoch chosen on a validation split held out from the training data",
@@ -253,7 +240,7 @@ def card_eval_results(info: ExportInfo | Mapping[str, Any], protocol: str | None
         return results
     for head in exported_heads(info, report):
         entry = report.results[head]
-        if protocol == "knn":
+        if _top1_per_k(protocol):
             for key, value in entry.knn.items():
                 results.append(EvalResult(metric_type="accuracy", metric_value=value,
                                           metric_name=f"kNN top-1 ({key.replace('k', 'k=')}), {head}", **common))
@@ -291,7 +278,7 @@ def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
             section["columns"] = ["model", "top-1 (%)", "top-5 (%)", "epoch"]
             section["rows"] = [["fine-tuned encoder", _pct(last.top1), _pct(last.top5),
                                 "-" if last.epoch is None else str(last.epoch)]]
-        elif protocol == "knn":
+        elif _top1_per_k(protocol):
             ks = sorted({k for entry in results.values() for k in entry.knn}, key=lambda k: int(k.lstrip("k")))
             section["columns"] = ["head", *[f"top-1 (%), {k.replace('k', 'k=')}" for k in ks]]
             section["rows"] = [[head_label(h, info), *[_pct(results[h].knn.get(k)) for k in ks]] for h in results]
@@ -316,11 +303,22 @@ def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
 
 
 def _protocol_description(protocol: str, report: EvaluationReport) -> str:
-    """The protocol's paragraph; ``linear`` is called the papers' protocol only when its report says it ran with the
-    papers' settings."""
-    if protocol == "linear" and not report.papers_protocol:
-        return LINEAR_UNRECORDED if report.papers_protocol is None else LINEAR_NOT_THE_PAPERS
+    """The protocol's paragraph, from its registration: the papers' protocol is called so only when its report says
+    it ran with the papers' settings."""
+    from ..engine.evaluation.registry import protocols
+
+    registered = protocols().get(protocol)
+    if registered is not None:
+        return registered.card_description(report.papers_protocol)
     return PROTOCOL_DESCRIPTIONS.get(protocol, "")
+
+
+def _top1_per_k(protocol: str) -> bool:
+    """Whether the protocol's results are top-1 per neighbour count (kNN's), as its registration declares."""
+    from ..engine.evaluation.registry import protocols
+
+    registered = protocols().get(protocol)
+    return registered is not None and registered.result_shape == "top-1 per k"
 
 
 #: evaluation keys the card lists beside the protocol's hyperparameters (the dataset line names data and splits)
