@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DESCRIPTION = "timm-selfcon: SelfCon and MixCo as timm models, trained with Accelerate, shared on the Hugging Face Hub."
 
@@ -38,13 +40,46 @@ def config_keys_help(module: str, class_name: str) -> str:
     for node in cls.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             default = ast.get_source_segment(source, node.value) if node.value is not None else None
+            if isinstance(node.value, ast.Name):  # a constant imported from another module: its value
+                default = imported_constant(tree, module, node.value.id) or default
             default = re.sub(r"^[fF]ield\(default_factory=(\w+)\)$", r"\1()", default or "")
             lines.append(f"  {node.target.id}: {ast.get_source_segment(source, node.annotation)}"
                          + (f" = {default}" if default else ""))
     return "keys (key=value; values are YAML):\n" + "\n".join(lines)
 
 
+def imported_constant(tree: ast.Module, module: str, name: str) -> str | None:
+    """The source of the literal that ``module`` (its syntax ``tree``) imports as ``name`` from a module of the
+    package (``from .evaluation.names import DEFAULT_PROTOCOL``), or None."""
+    for node in tree.body:
+        if not (isinstance(node, ast.ImportFrom) and node.level):
+            continue
+        for alias in node.names:
+            if (alias.asname or alias.name) == name:
+                folder = Path(module).parent.joinpath(*[".."] * (node.level - 1))
+                path = _package_dir() / folder / Path(*(node.module or "").split(".")).with_suffix(".py")
+                value = module_constant(path, alias.name)
+                return None if value is None else json.dumps(value)
+    return None
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """The literal value assigned to ``name`` at the top of the module at ``path`` (read, not imported), or None."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def protocol_names(name: str) -> Any:
+    """A constant of ``engine/evaluation/names.py`` (``PROTOCOL_NAMES``, ``ALL``, ...), read from its source: asking
+    the protocols' registry would import torch."""
+    return module_constant(_package_dir() / "engine" / "evaluation" / "names.py", name)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    protocols = "|".join((*protocol_names("PROTOCOL_NAMES"), protocol_names("ALL")))
+    classifier_protocols = protocol_names("CLASSIFIER_PROTOCOL_NAMES")
     parser = argparse.ArgumentParser(prog="timm-selfcon", description=DESCRIPTION)
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=config_keys_help("engine/evaluate.py", "EvalConfig"),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("source", help="checkpoint dir, training output_dir (its 'last'), or a timm model name")
-    evaluate.add_argument("overrides", nargs="*", help="data=... protocol=linear_fast|linear|knn|early_exit|all ...")
+    evaluate.add_argument("overrides", nargs="*", help=f"data=... protocol={protocols} ...")
     evaluate.set_defaults(handler="_eval")
     fine = sub.add_parser("finetune", help="fine-tune the encoder (exits removed) on a datasets dataset",
                           epilog=config_keys_help("engine/finetune.py", "FinetuneConfig"),
@@ -78,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a timm Hub folder (config.json, model.safetensors, model card)")
     exp.add_argument("checkpoint", help="training checkpoint dir, training output_dir (its 'last'), or finetune output")
     exp.add_argument("out_dir", help="folder to write")
-    exp.add_argument("--protocol", default=None, help="eval protocol whose classifiers to include: linear, "
-                     "early_exit or linear_fast (default: the first found; none found = encoder only)")
+    exp.add_argument("--protocol", default=None, help="eval protocol whose classifiers to include: "
+                     f"{', '.join(classifier_protocols[:-1])} or {classifier_protocols[-1]} (default: the first found; "
+                     "none found = encoder only)")
     exp.add_argument("--encoder-only", action="store_true", help="no classifiers (num_classes=0)")
     exp.add_argument("--no-exits", action="store_true", help="remove the exits and their classifiers")
     exp.add_argument("--eval-dir", default=None, help="folder holding <protocol>/ evaluations (default <run>/eval)")

@@ -9,9 +9,11 @@
 - :func:`write_json`: the results file, written atomically (:func:`timm_selfcon.fileio.write_json_atomic`).
 - :func:`peak_rss` / :func:`reset_peak_rss`: the process's resident-memory high-water mark, and its reset.
 
-The scripts import it as a sibling module (``from harness import ...``): running ``python benchmarks/<script>.py``
-puts ``benchmarks/`` on the path. ``python benchmarks/harness.py FILE QUALNAME MODULE SPEC RESULT`` is the fresh
-process's side of :func:`run_fresh`, not a command for people.
+``benchmarks`` is a package: the scripts run from the repository root as ``python -m benchmarks.<folder>.<script>``
+and import ``from benchmarks.harness import ...`` (and each other as ``benchmarks.<folder>.<script>``); :data:`ROOT`
+and :data:`RESULTS` are the one place that knows where the repository and its results are.
+``python benchmarks/harness.py FILE QUALNAME MODULE SPEC RESULT`` is the fresh process's side of :func:`run_fresh`,
+not a command for people.
 """
 from __future__ import annotations
 
@@ -29,9 +31,12 @@ from typing import Any
 
 from timm_selfcon.fileio import write_json_atomic
 
-__all__ = ["environment", "format_table", "peak_rss", "print_table", "reset_peak_rss", "run_fresh", "write_json"]
+__all__ = ["RESULTS", "ROOT", "environment", "format_table", "peak_rss", "print_table", "reset_peak_rss", "run_fresh",
+           "write_json"]
 
+#: the repository root (``benchmarks/`` is its child), and the committed results that README.md and docs/ render from
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 # ---- a measurement in a fresh process ----------------------------------------------------------------------------
@@ -47,7 +52,9 @@ def run_fresh(function: Callable[..., Any], spec: Any = None, *, env: dict[str, 
     """
     module = sys.modules[function.__module__]
     file = Path(module.__file__).resolve()
-    name = file.stem if function.__module__ == "__main__" else function.__module__
+    # a script run with ``python -m benchmarks.<folder>.<script>`` is ``__main__`` with its dotted name in its spec
+    spec_name = getattr(module.__spec__, "name", None)
+    name = function.__module__ if function.__module__ != "__main__" else spec_name or file.stem
     if "<locals>" in function.__qualname__:
         raise ValueError(f"run_fresh needs a module-level function, got {function.__qualname__}")
     with tempfile.TemporaryDirectory(prefix="bench_fresh_") as folder:
@@ -64,7 +71,9 @@ def run_fresh(function: Callable[..., Any], spec: Any = None, *, env: dict[str, 
 
 def _fresh_process(file: str, qualname: str, name: str, spec: str, result: str) -> None:
     """The fresh process: import ``file`` as module ``name``, call ``qualname`` and write ``{"result": ...}``."""
-    sys.path.insert(0, str(Path(file).parent))  # the script's own sibling imports (``from harness import ...``)
+    # the scripts import ``benchmarks.*`` from the repository root; this file's folder (``sys.path[0]`` when it runs
+    # as ``python benchmarks/harness.py``) is no place to import from: its subfolders would shadow other packages
+    sys.path[0] = str(ROOT)
     module_spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # before running it: dataclasses and pickling look their module up by name
@@ -86,7 +95,7 @@ def _device_name() -> str:
 
 def _git_commit() -> str | None:
     """``git rev-parse HEAD``; else ``$TIMM_SELFCON_GIT_COMMIT`` (a copied working tree without ``.git``, such as the
-    one the device machine gets: ``benchmarks/device_prepare.py`` records the commit for it)."""
+    one the device machine gets: ``benchmarks/device/device_prepare.py`` records the commit for it)."""
     try:
         completed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
         commit = completed.stdout.strip()

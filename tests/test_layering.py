@@ -29,6 +29,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "augmentations":   (ANYTHING,),
     "errors":          (ANYTHING,),
     "fileio":          (ANYTHING,),
+    "precision":       (ANYTHING,),
 }
 
 
@@ -86,7 +87,7 @@ def is_forbidden(imported: str, rules: tuple[str, ...]) -> bool:
 
 def violations(layer: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     """``file:line -> module`` of every import in ``layer`` that the contract forbids (``package_dir``: the package's
-    folder, another checkout's for ``benchmarks/architecture_metrics.py``)."""
+    folder, another checkout's for ``benchmarks/tools/architecture_metrics.py``)."""
     rules = FORBIDDEN[layer]
     out = []
     for path in sorted(package_dir.rglob("*.py")):

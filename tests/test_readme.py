@@ -25,5 +25,18 @@ def test_tensorboard_is_said_to_need_its_extra() -> None:
 
 
 def test_the_export_folder_lists_export_info_json() -> None:
-    publishing = README[README.index("## Publishing"):README.index("## Results")]
-    assert "`export_info.json`" in publishing
+    assert "`export_info.json`" in (ROOT / "docs" / "publishing.md").read_text()
+    assert "`export_info.json`" in README  # the front page's tour says it too
+
+
+def test_the_readme_is_a_front_page_with_exactly_two_set_up_commands() -> None:
+    assert len(README.splitlines()) <= 250
+    set_up = README[README.index("## Set up on a fresh machine"):README.index("## Models")]
+    assert set_up.count("```bash") == 2, "exactly two set-up commands (the CPU-only torch hint is inline)"
+    links = set(re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README))  # relative links (no scheme)
+    assert {"docs/training.md", "docs/device.md", "docs/evaluation.md", "docs/publishing.md", "docs/results.md"} <= links
+    for page in Path(ROOT / "docs").glob("*.md"):  # every relative link of every page resolves
+        for target in re.findall(r"\]\(([^)#:]+)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+    for target in links:
+        assert (ROOT / target).exists(), f"README.md: broken link {target}"

@@ -73,11 +73,12 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .config import resolve
     from .engine.evaluate import EvalConfig, evaluate
+    from .engine.evaluation.report import SUMMARY_KEYS
 
     report = evaluate(args.source, resolve(EvalConfig, args.overrides))
     # which weights were evaluated comes first: a randomly initialised encoder says "random init"
     if "protocol" in report:
-        summary = {k: report[k] for k in ("weights", "protocol", "results", "early_exit") if k in report}
+        summary = {k: report[k] for k in SUMMARY_KEYS if k in report}
     else:  # protocol=all: one report per protocol, all of the same weights
         summary = {"weights": next(iter(report.values())).get("weights"),
                    **{p: r.get("results") for p, r in report.items()}}

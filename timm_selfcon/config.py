@@ -4,8 +4,10 @@ Training recipes are YAML files under ``recipes/``; a recipe may name a ``base:`
 itself) whose keys it overrides. Every key is a field of :class:`TrainConfig` (documented in
 ``recipes/README.md``), typed and range-checked by pydantic v2: a bad value is refused when the config is
 resolved, before any data is read, with the key's path and what was expected; an unknown key names the nearest
-valid one. The method-specific keys come from the method's own declaration (``timm_selfcon.methods``): the
-top-level keys it maps (``recipe_keys``) and the options ``method_kwargs`` may set, with their types.
+valid one. A method's options (temperature, queue size...) are not keys of :class:`TrainConfig`: they go under
+``method_kwargs:`` and are declared, typed and defaulted once, by the method's own ``Options`` model (in its file
+under ``timm_selfcon.methods``). Recipes and saved configs of earlier versions, which had them at the top level
+(:data:`LEGACY_METHOD_KEYS`), are converted when read.
 
 Why pydantic rather than OmegaConf structured configs: pydantic checks ranges (``gt=0``), unions
 (``num_workers: int | "auto"``) and cross-field rules in one model and reports every error with its path;
@@ -15,53 +17,32 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, model_validator
 
 from .augmentations import AUGMENTATIONS
 from .errors import UserInputError
+from .typed import (  # noqa: F401  (re-exported: the configs of engine/ and hub/ import them from here)
+    Float,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictModel,
+    UnitFloat,
+    describe_error,
+)
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 Schedule = Literal["cosine", "cosine_per_step", "constant", "simclr_official"]
 DataPipeline = Literal["workers", "device"]
-
-
-def _number(value: Any) -> Any:
-    """Refuse booleans where a number is expected (pydantic would read ``true`` as 1)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got true/false")
-    return value
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("expected a finite number")
-    return value
-
-
-Float = Annotated[float, BeforeValidator(_number), AfterValidator(_finite)]
-PositiveFloat = Annotated[Float, Field(gt=0)]
-NonNegativeFloat = Annotated[Float, Field(ge=0)]
-UnitFloat = Annotated[Float, Field(ge=0, le=1)]
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 
 
 def _workers(value: Any) -> Any:
@@ -105,25 +86,6 @@ OptimizerName = Annotated[str, AfterValidator(_known_optimizer)]
 AugmentationName = Annotated[str, AfterValidator(_known_augmentation)]
 
 
-class StrictModel(BaseModel):
-    """A config section: unknown keys refused, values checked again when assigned."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise UserInputError("; ".join(_describe(e) for e in err.errors())) from None
-
-    def validate(self) -> StrictModel:  # type: ignore[override]  (pydantic v1's classmethod, deprecated in v2)
-        """Nothing left to check (construction validated every key); kept so ``Config(...).validate()`` works."""
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
 class ProbeSettings(StrictModel):
     """``probe:``: the quickstart's ``linear_fast`` probe after training (trained encoder vs a random one)."""
 
@@ -138,17 +100,9 @@ class TrainConfig(StrictModel):
     model: str = "selfcon_resnet18_cifar"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     method: MethodName = "selfcon"
+    # the method's options, checked by its Options model; once resolved, every option with the value the run uses
+    # (the method's own default where the recipe sets none), which the saved config.yaml records
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
-    # method options (METHOD_OPTION_KEYS): unset (None), each becomes the method's own default when the method
-    # takes it, else stays None; the saved config.yaml records the value the run used
-    temperature: PositiveFloat | None = None
-    base_temperature: PositiveFloat | None = None
-    projection_dim: PositiveInt | None = None
-    queue_size: PositiveInt | None = None
-    moco_momentum: UnitFloat | None = None
-    mix_temperature: PositiveFloat | None = None
-    mix_weight: NonNegativeFloat | None = None
-    gather: StrictBool | None = None
     data: str = "uoft-cs/cifar10"
     train_split: str = "train"
     eval_split: str = "test"
@@ -204,50 +158,67 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _method_option_defaults(cls, values: Any) -> Any:
-        """A method option left unset (absent or null) is the method's own default (``simclr_mixco``: temperature 0.5,
-        ``moco``: 0.2), or the value ``method_kwargs`` passes it; options the method does not take stay None."""
+    def _method_options(cls, values: Any) -> Any:
+        """``method_kwargs`` checked by the method's ``Options`` model and completed with its defaults; the method
+        options of earlier versions' top-level keys (:data:`LEGACY_METHOD_KEYS`) are moved into it first."""
         if not isinstance(values, dict):
             return values
-        from .methods import METHODS, method_defaults
+        from .methods import METHODS
 
         method = METHODS.get(values.get("method", cls.model_fields["method"].default))
+        values = convert_legacy_method_keys(values, method.Options.model_fields if method is not None else None)
         if method is None:  # an unknown method: its own validator names it
             return values
-        defaults = method_defaults(method.name)
-        passed = values.get("method_kwargs") if isinstance(values.get("method_kwargs"), Mapping) else {}
-        filled = dict(values)
-        for key, argument in method.recipe_keys.items():
-            if filled.get(key) is None:
-                filled[key] = passed.get(argument, defaults[argument])
-        return filled
+        return {**values, "method_kwargs": method_options_used(method.name, values.get("method_kwargs") or {})}
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        check_method_kwargs(self.method, self.method_kwargs)
         if self.resume is True and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: resume continues the run in "
                              "output_dir, overwrite clears it; choose one")
         return self
 
 
-def check_method_kwargs(method: str, method_kwargs: Mapping[str, Any]) -> None:
-    """Every ``method_kwargs`` key is an option of ``method`` and has the option's type."""
-    from .methods import method_options
+def method_options_used(method: str, method_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of ``method`` with the value a run with these ``method_kwargs`` uses (the method's own default
+    where none is given); an unknown option names the nearest one, a bad value its range (``ValueError``)."""
+    from .methods import method_class
 
-    options = method_options(method)
-    for key, value in method_kwargs.items():
-        if key not in options:
-            nearest = difflib.get_close_matches(key, list(options), n=1)
+    options = method_class(method).Options
+    if not isinstance(method_kwargs, Mapping):
+        raise ValueError(f"method_kwargs: expected a mapping of {method!r}'s options to values, got {method_kwargs!r}")
+    for key in method_kwargs:
+        if key not in options.model_fields:
+            nearest = difflib.get_close_matches(str(key), list(options.model_fields), n=1)
             hint = f"did you mean {nearest[0]!r}? " if nearest else ""
             raise ValueError(f"method_kwargs.{key}: method {method!r} has no option {key!r}; {hint}"
-                             f"its options: {', '.join(options)}")
-        try:
-            TypeAdapter(options[key].annotation, config=ConfigDict(strict=True)).validate_python(value)
-        except ValidationError as err:
-            expected = getattr(options[key].annotation, "__name__", str(options[key].annotation))
-            raise ValueError(f"method_kwargs.{key}: expected {expected}, got {value!r} "
-                             f"({err.errors()[0]['msg']})") from None
+                             f"its options: {', '.join(options.model_fields) or 'none'}")
+    try:
+        return options(**dict(method_kwargs)).model_dump()
+    except UserInputError as err:  # "key: problem (got value)" for each bad option, "; "-separated
+        raise ValueError("; ".join(f"method_kwargs.{part}" for part in str(err).split("; "))) from None
+
+
+def convert_legacy_method_keys(values: Mapping[str, Any], takes: Collection[str] | None) -> dict[str, Any]:
+    """``values`` with the top-level method options of earlier versions (:data:`LEGACY_METHOD_KEYS`) moved into
+    ``method_kwargs``: only those the method takes (``takes``: its option names; None keeps them all), and never
+    over a ``method_kwargs`` entry (which is what the run used: it won over the top-level key)."""
+    values = dict(values)
+    given = values.get("method_kwargs")
+    method_kwargs = dict(given or {}) if given is None or isinstance(given, Mapping) else None  # else: refused later
+    moved = {}
+    for key, option in LEGACY_METHOD_KEYS.items():
+        value = values.pop(key, None)
+        if value is not None and (takes is None or option in takes):
+            moved[option] = value
+    if moved and method_kwargs is not None:
+        values["method_kwargs"] = {**moved, **method_kwargs}
+    return values
+
+
+def legacy_note(key: str) -> str:
+    """The one line a recipe or override using an earlier version's top-level method option gets."""
+    return f"note: {key} is a method option now: method_kwargs.{LEGACY_METHOD_KEYS[key]}"
 
 
 def tracker_names(log_with: str | list[str] | None) -> list[str] | None:
@@ -280,9 +251,11 @@ def check_optimizer(optimizer: str) -> None:
                              f"{', '.join(names)}")
 
 
-#: Recipe keys that set an option of the method (each method declares the ones it takes in ``recipe_keys``).
-METHOD_OPTION_KEYS = ("temperature", "base_temperature", "projection_dim", "queue_size", "moco_momentum",
-                      "mix_temperature", "mix_weight", "gather")
+#: Top-level recipe keys of versions up to 0.3 that set a method option -> the option (``method_kwargs.<option>``)
+#: now. Recipes, overrides and saved configs that use them still work: they are moved into ``method_kwargs``.
+LEGACY_METHOD_KEYS = {"temperature": "temperature", "base_temperature": "base_temperature", "projection_dim": "out_dim",
+                      "queue_size": "queue_size", "moco_momentum": "momentum", "mix_temperature": "mix_temperature",
+                      "mix_weight": "mix_weight", "gather": "gather"}
 #: Keys that do not change what a run computes: where and how often it writes, how data is loaded (augmentation
 #: depends only on (seed, epoch, index)), how far it trains, and the run-folder switches. They may differ when a run
 #: is resumed, and overriding them leaves a recipe's provenance as it is.
@@ -291,7 +264,7 @@ NON_COMPUTATION_KEYS = frozenset({
     "overwrite", "allow_config_change", "max_steps", "probe", "provenance",
 })
 FIELD_NAMES = tuple(TrainConfig.model_fields)
-COMMON_ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "temp": "temperature",
+COMMON_ALIASES = {"learning_rate": "lr", "bs": "batch_size", "wd": "weight_decay", "temp": "method_kwargs.temperature",
                   "arch": "model", "dataset": "data", "num_epochs": "epochs", "amp": "precision"}
 #: Keys of earlier versions, dropped when a saved config has them at their old default; any other value is refused.
 REMOVED_KEYS = {
@@ -353,6 +326,8 @@ def check_keys(config_cls: type[StrictModel], keys: Sequence[str], where: str,
     for key in keys:
         top, _, sub = key.partition(".")
         _check_key(config_cls, top, where, aliases or {})
+        if top not in config_cls.model_fields:  # an earlier version's method option (converted when resolved)
+            continue
         section = config_cls.model_fields[top].annotation
         if sub and isinstance(section, type) and issubclass(section, StrictModel):
             _check_key(section, sub, where, {}, prefix=f"{top}.")
@@ -362,7 +337,7 @@ def _check_key(config_cls: type[StrictModel], key: str, where: str, aliases: Map
                prefix: str = "") -> None:
     kind = "recipe key" if config_cls is TrainConfig else "key"
     fields = tuple(config_cls.model_fields)
-    if key in fields:
+    if key in fields or (not prefix and config_cls is TrainConfig and key in LEGACY_METHOD_KEYS):
         return
     if not prefix and key in REMOVED_KEYS:
         raise UserInputError(f"{key} in {where}: {REMOVED_KEYS[key][1]}")
@@ -370,13 +345,6 @@ def _check_key(config_cls: type[StrictModel], key: str, where: str, aliases: Map
     nearest = [aliases.get(m, m) for m in difflib.get_close_matches(key, fields + tuple(aliases), n=1)]
     hint = f"; did you mean {prefix + nearest[0]!r}?" if nearest else f"; valid keys: {', '.join(fields)}"
     raise UserInputError(f"unknown {kind} {prefix + key!r} in {where}{hint}")
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    path = ".".join(str(part) for part in error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
-    shown = "" if error["type"] == "value_error" else f" (got {error['input']!r})"
-    return f"{path}: {message}{shown}" if path else f"{message}{shown}"
 
 
 def resolve(config_cls: type[ConfigT], overrides: Sequence[str] | Mapping[str, Any] = (),
@@ -400,11 +368,59 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise UserInputError(f"recipe {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
     check_keys(TrainConfig, [k for k in raw if k != "base"], str(path), COMMON_ALIASES)
-    merged: dict[str, Any] = {}
-    if raw.get("base"):
-        merged.update(read_recipe(path.parent / raw["base"]))
-    merged.update({k: v for k, v in raw.items() if k != "base"})
-    return merged
+    _note_legacy_keys(raw, str(path))
+    merged: dict[str, Any] = read_recipe(path.parent / raw["base"]) if raw.get("base") else {}
+    return _merge_method_options(merged, {k: v for k, v in raw.items() if k != "base"})
+
+
+def _note_legacy_keys(values: Mapping[str, Any], where: str) -> None:
+    for key in values:
+        if key in LEGACY_METHOD_KEYS:
+            print(f"{legacy_note(key)} (in {where})", file=sys.stderr)
+
+
+def _merge_method_options(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` updated by ``overrides`` (a recipe file over its base, or parsed ``key=value`` overrides).
+
+    ``method_kwargs`` is merged entry by entry (a recipe sets some options, its base others; ``method_kwargs.<option>``
+    sets one; a recipe that names another method than its base keeps only the base's options that method takes),
+    and a method option set in one form replaces the other form's value: an earlier version's top-level key
+    (``temperature``) drops the ``method_kwargs`` entry it would shadow, and a ``method_kwargs`` entry drops the
+    top-level key (also when both are set at once: ``method_kwargs`` is what the method receives).
+    """
+    values = dict(values)
+    kwargs = values.get("method_kwargs")
+    kwargs = dict(kwargs) if isinstance(kwargs, Mapping) else kwargs
+    if "method" in overrides and overrides["method"] != values.get("method") and isinstance(kwargs, Mapping):
+        from .methods import METHODS
+
+        # another method than the base's: the base's options that it does not take are not its options
+        new_method = METHODS.get(overrides["method"]) if isinstance(overrides["method"], str) else None
+        if new_method is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k in new_method.Options.model_fields}
+    set_in_kwargs: set[str] = set()
+    # the top-level forms first: a method_kwargs entry set alongside wins over them
+    for key, value in sorted(overrides.items(), key=lambda item: item[0] not in LEGACY_METHOD_KEYS):
+        top, _, option = key.partition(".")
+        if top == "method_kwargs" and option:
+            kwargs = {**(kwargs if isinstance(kwargs, Mapping) else {}), option: value}
+            set_in_kwargs.add(option)
+        elif key == "method_kwargs":
+            both = isinstance(kwargs, Mapping) and isinstance(value, Mapping)
+            kwargs = {**kwargs, **value} if both else value
+            set_in_kwargs |= set(value) if isinstance(value, Mapping) else set()
+        elif key in LEGACY_METHOD_KEYS:
+            if isinstance(kwargs, Mapping):
+                kwargs.pop(LEGACY_METHOD_KEYS[key], None)
+            values[key] = value
+        else:
+            values = apply_overrides(values, {key: value})
+    for key, option in LEGACY_METHOD_KEYS.items():
+        if option in set_in_kwargs:
+            values.pop(key, None)
+    if kwargs is not None:
+        values["method_kwargs"] = kwargs
+    return values
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -425,7 +441,8 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 def load_saved_config(values: Mapping[str, Any]) -> TrainConfig:
     """A run's saved ``config.yaml`` values as a TrainConfig; keys removed since it was written are dropped when
-    they hold their old default."""
+    they hold their old default, and method options saved at the top level (up to 0.3) move into ``method_kwargs``
+    (only those its method takes; a ``method_kwargs`` entry, which won over them in training, stays)."""
     values = dict(values)
     for key, (old_default, message) in REMOVED_KEYS.items():
         if key in values and values.pop(key) != old_default:
@@ -442,9 +459,10 @@ def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | 
     values = read_recipe(recipe) if recipe is not None else {}
     parsed = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
     check_keys(TrainConfig, list(parsed), "the overrides", COMMON_ALIASES)
+    _note_legacy_keys(parsed, "the overrides")
     changed = [f"{key}={value}" for key, value in parsed.items()
                if key.partition(".")[0] not in NON_COMPUTATION_KEYS and value != _lookup(values, key)]
-    values = apply_overrides(values, parsed)
+    values = _merge_method_options(values, parsed)
     if recipe is not None and changed and "provenance" in values and "provenance" not in parsed:
         # a recipe's provenance ("official script values") no longer describes a run with other values
         values["provenance"] = f"{values['provenance']}; overridden: {', '.join(changed)}"
@@ -458,6 +476,8 @@ def resolve_config(recipe: str | Path | None = None, overrides: Sequence[str] | 
 
 
 def _lookup(values: Mapping[str, Any], key: str) -> Any:
+    if key in LEGACY_METHOD_KEYS and key not in values:
+        return (values.get("method_kwargs") or {}).get(LEGACY_METHOD_KEYS[key])
     top, _, sub = key.partition(".")
     return (values.get(top) or {}).get(sub) if sub else values.get(key)
 

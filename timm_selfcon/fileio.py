@@ -1,7 +1,10 @@
 """Atomic file and folder writes: a temporary name beside the target, then one ``os.replace``.
 
 A process killed at any moment leaves either the old file (or folder) or the new one, never half of one. Every
-writer of the package (checkpoints, evaluation reports, exports, conversions, benchmarks) goes through here.
+writer of the package (run files, checkpoints, evaluation reports, fine-tuning outputs, exports, conversions,
+benchmarks) goes through here (``tests/test_fileio.py`` checks the package's modules for writes that do not).
+The one exception to "whole or nothing" is :func:`append_line`, for logs that grow line by line
+(``metrics.jsonl``): a killed writer can leave at most its last line incomplete, which readers skip.
 Imports nothing of timm_selfcon, so every layer may use it.
 """
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_path", "match_umask", "write_json_atomic", "write_text_atomic"]
+__all__ = ["append_line", "atomic_dir", "atomic_path", "match_umask", "write_json_atomic", "write_text_atomic"]
 
 
 def match_umask(root: str | os.PathLike[str]) -> None:
@@ -60,6 +63,18 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(path: str | os.PathLike[str], content: Any, **dumps_kwargs: Any) -> None:
     """Write ``content`` as indented JSON to ``path`` atomically (extra keyword arguments go to ``json.dumps``)."""
     write_text_atomic(path, json.dumps(content, indent=2, **dumps_kwargs) + "\n")
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append ``line`` and a newline to ``path`` (created if missing) in one write, flushed to the OS before returning.
+
+    Appending keeps a long run's log O(1) per record; a process killed mid-write can leave only the last line
+    incomplete (no earlier line is touched), so readers of such a log skip a last line that does not parse.
+    """
+    if "\n" in line:
+        raise ValueError(f"append_line writes one line; got text with a newline: {line[:80]!r}")
+    with open(path, "a") as f:
+        f.write(line + "\n")
 
 
 @contextlib.contextmanager

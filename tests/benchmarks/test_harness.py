@@ -1,10 +1,13 @@
 """benchmarks/harness.py: a measurement in a fresh process, the environment record, tables, atomic JSON."""
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from harness import environment, format_table, run_fresh, write_json
+
+from benchmarks.harness import ROOT, environment, format_table, run_fresh, write_json
 
 
 def fresh_report(spec: dict) -> dict:
@@ -35,6 +38,42 @@ def test_run_fresh_reports_the_failure_of_the_fresh_process() -> None:
         run_fresh(lambda: None)
 
 
+SCRIPT = """
+import dataclasses, importlib.util, json
+
+from benchmarks.harness import run_fresh
+
+
+@dataclasses.dataclass
+class Spec:  # a dataclass needs its module under its own name in the fresh process
+    size: int
+
+
+def where(spec: dict) -> dict:
+    import benchmarks.speed  # the scripts' imports of their package work there
+
+    return {"module": __name__, "size": Spec(**spec).size, "package": benchmarks.speed.__name__,
+            "shadowing": importlib.util.find_spec("speed") is not None}  # benchmarks/ itself is not on the path
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_fresh(where, {"size": 3}, env={"PYTHONPATH": ""})))  # the harness finds the root itself
+"""
+
+
+def test_run_fresh_from_a_script_run_with_python_m_imports_it_under_its_dotted_name(tmp_path: Path) -> None:
+    """``python -m benchmarks.<folder>.<script>`` makes the script ``__main__``; the fresh process imports its file
+    under the dotted name (its own ``__main__`` block does not run there) with the repository root on the path."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "__init__.py").write_text("")
+    (tmp_path / "scripts" / "probe.py").write_text(SCRIPT)
+    completed = subprocess.run([sys.executable, "-m", "scripts.probe"], cwd=tmp_path, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.splitlines()[-1]) == {"module": "scripts.probe", "size": 3,
+                                                            "package": "benchmarks.speed", "shadowing": False}
+
+
 def test_environment_reads_the_keys_asked_for_under_the_names_asked_for() -> None:
     env = environment("torch", "cpu_count", machine="cpu", load_average_before="load_average")
     assert list(env) == ["torch", "cpu_count", "machine", "load_average_before"]
@@ -46,7 +85,7 @@ def test_environment_reads_the_keys_asked_for_under_the_names_asked_for() -> Non
 
 def test_git_commit_falls_back_to_the_recorded_one_in_a_tree_without_git(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness
+    from benchmarks import harness
 
     monkeypatch.setattr(harness, "ROOT", tmp_path)  # a copied tree, as the device machine gets
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))

@@ -105,10 +105,10 @@ def test_two_processes_on_the_device_pipeline_match_the_one_process_reference(ti
 
     config = resolve_config(None, settings)
     set_seed(config.seed)  # the engine's order: seed, data, model, method
-    _, data, sampler, loader, _ = build_data(config, 1, 1, 0)
+    train_data = build_data(config, 1, 1, 0)
+    data, sampler, loader = train_data.dataset, train_data.sampler, train_data.loader
     method = build_method("selfcon", timm.create_model(config.model, num_classes=0, **config.model_kwargs),
-                          temperature=config.temperature, base_temperature=config.base_temperature,
-                          out_dim=config.projection_dim)
+                          **{k: config.method_kwargs[k] for k in ("temperature", "base_temperature", "out_dim")})
     assert isinstance(method, SelfCon)
     method.train()
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,

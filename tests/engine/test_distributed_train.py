@@ -56,10 +56,10 @@ def test_two_process_selfcon_matches_the_one_process_reference(tiny_data: Path, 
     # ---- one-process reference: same initial weights (the engine's order: seed, data, model, method)
     config = resolve_config(None, settings)
     set_seed(config.seed)
-    _, dataset, _, _, _ = build_data(config, 1, 1, 0)
+    dataset = build_data(config, 1, 1, 0).dataset
     model = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
-    method = build_method("selfcon", model, temperature=config.temperature, base_temperature=config.base_temperature,
-                          out_dim=config.projection_dim)
+    method = build_method("selfcon", model,
+                          **{k: config.method_kwargs[k] for k in ("temperature", "base_temperature", "out_dim")})
     assert isinstance(method, SelfCon)
     method.train()
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,

@@ -403,9 +403,9 @@ def test_missing_label_column_lists_the_columns(position_data: Path, tmp_path: P
 
 def test_config_validation_names_the_bad_value() -> None:
     with pytest.raises(ValueError, match=r"unknown protocol 'linaer'.*'linear_fast'"):
-        EvalConfig(protocol="linaer").validate()
+        EvalConfig(protocol="linaer")
     with pytest.raises(ValueError, match=r"val_fraction: Input should be less than or equal to 1 \(got 1.5\)"):
-        EvalConfig(val_fraction=1.5).validate()
+        EvalConfig(val_fraction=1.5)
 
 
 # ------------------------------------------------------------------------------------------ the papers' protocol

@@ -6,8 +6,15 @@ import warnings
 from pathlib import Path
 
 import datasets
+import torch
+import torch.nn as nn
 from conftest import tiny_image_dataset
 
+from timm_selfcon.engine.evaluate import EvalConfig
+from timm_selfcon.engine.evaluation.classifiers import fit_heads
+from timm_selfcon.engine.evaluation.features import EvalInputs
+from timm_selfcon.engine.evaluation.report import EvalReport
+from timm_selfcon.engine.probe import train_linear_probe
 from timm_selfcon.engine.train import train
 
 from .test_train import tiny_config
@@ -42,3 +49,24 @@ def test_the_probe_reads_the_runs_columns_and_classes(tmp_path: Path) -> None:
     assert probe["class_list"] == CLASSES and probe["num_classes"] == len(CLASSES)
     assert (probe["train_rows"], probe["test_rows"]) == (TRAIN_ROWS // 2, TEST_ROWS // 2)  # 2 of the 4 classes
     assert set(probe["top1"]) == {"trained", "random_init"}
+
+
+def test_the_probe_trains_as_the_evaluations_linear_fast() -> None:
+    """One ``linear_fast`` trainer: on the same cached features, the quickstart's probe and the evaluation protocol
+    (one head: a model without exits) train the same classifier and report the same last-epoch top-1."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=generator) * 2
+    train_y, test_y = torch.arange(60) % 3, torch.arange(30) % 3
+    train_x = centres[train_y] + torch.randn(60, 8, generator=generator) * 3 + 5  # not standardised
+    test_x = centres[test_y] + torch.randn(30, 8, generator=generator) * 3 + 5
+    config = EvalConfig(batch_size=16, seed=3)
+    inputs = EvalInputs(encoder=nn.Identity(), config=config, train=None, val=None, test_loader=None, loader=None,
+                        columns=("img", "label"), num_classes=3, image_size=8, mean=(0.0,), std=(1.0,))
+    report = EvalReport(protocol="linear_fast")
+    (evaluated,) = fit_heads(inputs, report, ([test_x], test_y), None, train=([train_x], train_y), epochs=4, lr=0.1,
+                             hyperparameters={})
+    probe = train_linear_probe(train_x, train_y, test_x, test_y, epochs=4, lr=0.1, batch_size=16, seed=3)
+    torch.testing.assert_close(probe.classifier.weight, evaluated.weight)
+    torch.testing.assert_close(probe.classifier.bias, evaluated.bias)
+    (result,) = report.results.values()
+    assert probe.top1 == result["last"]["top1"]

@@ -69,8 +69,10 @@ def test_resume_with_a_changed_computation_key_is_refused_listing_it(tiny_data: 
     train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1))
     # keys that do not change the computation may differ
     train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, num_workers=1, log_every_steps=2, resume=True))
-    with pytest.raises(UserInputError, match=r"lr: 0.05 -> 0.1; temperature: 0.1 -> 0.2\..*allow_config_change=true"):
-        train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=3, lr=0.1, temperature=0.2, resume=True))
+    with pytest.raises(UserInputError, match=r"lr: 0.05 -> 0.1; method_kwargs.temperature: 0.1 -> 0.2\..*"
+                                             r"allow_config_change=true"):
+        train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=3, lr=0.1, method_kwargs={"temperature": 0.2},
+                          resume=True))
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 0.05
     assert not (tmp_path / CONFIG_HISTORY).exists()
 
@@ -108,9 +110,25 @@ def test_failed_validation_leaves_no_folder_behind(override: dict, message: str,
 
 def test_resume_and_overwrite_together_are_refused() -> None:
     with pytest.raises(UserInputError, match="choose one"):
-        TrainConfig(resume=True, overwrite=True).validate()
+        TrainConfig(resume=True, overwrite=True)
     with pytest.raises(UserInputError, match="resume: expected true, false or auto, got 'ture'"):
-        TrainConfig(resume="ture").validate()
+        TrainConfig(resume="ture")
+
+
+def test_a_run_saved_with_the_method_options_at_the_top_level_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=1))
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    # config.yaml as 0.3 wrote it: every method option at the top level (the unused ones at config-wide defaults)
+    options = saved.pop("method_kwargs")
+    saved.update(temperature=options["temperature"], base_temperature=options["base_temperature"],
+                 projection_dim=options["out_dim"], gather=options["gather"], queue_size=65536, moco_momentum=0.999,
+                 mix_temperature=0.05, mix_weight=1.0, method_kwargs={})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=2, resume=True))  # compared converted: no change
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 2
+    with pytest.raises(UserInputError, match=r"method_kwargs.temperature: 0.1 -> 0.2\."):
+        train(tiny_config(tiny_data, tmp_path, "supcon_s", max_steps=3, method_kwargs={"temperature": 0.2},
+                          resume=True))
 
 
 def test_cli_refusal_is_one_error_line(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ from timm_selfcon.data import CorruptImageWarning
 from timm_selfcon.engine.accelerator import auto_precision, launcher_mismatch, resolve_precision
 from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
 from timm_selfcon.engine.schedule import lr_at
-from timm_selfcon.engine.train import build_data, check_batch_layout, train
+from timm_selfcon.engine.train import _drop_metrics_after, _logged_loss, build_data, check_batch_layout, train
 from timm_selfcon.methods import METHODS, build_method
 
 from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
@@ -53,10 +53,12 @@ def tiny_settings(data: Path, output_dir: Path, method: str = "selfcon", **overr
         model, model_kwargs = "mixco_resnet18_cifar", {}
     settings = dict(
         data=str(data), method=method, model=model, model_kwargs={**model_kwargs, "layers": SMALL_RESNET},
-        image_size=16, batch_size=8, num_workers=0, queue_size=16, epochs=2, max_steps=1, lr=0.05,
+        image_size=16, batch_size=8, num_workers=0, epochs=2, max_steps=1, lr=0.05,
         warmup_epochs=0, save_every_steps=100, log_every_steps=1, output_dir=str(output_dir), seed=0,
     )
+    options = {"queue_size": 16} if method.startswith("moco") else {}  # a queue of two batches
     settings.update(overrides)
+    settings["method_kwargs"] = {**options, **overrides.get("method_kwargs", {})}
     return settings
 
 
@@ -116,7 +118,7 @@ def test_the_method_is_told_the_run_progress(tiny_data: Path, tmp_path: Path, mo
     update = MoCo.after_optimizer_step
     monkeypatch.setattr(MoCo, "after_optimizer_step", lambda self, step, total: (seen.append((step, total)),
                                                                                   update(self, step, total)))
-    train(tiny_config(tiny_data, tmp_path, "moco", max_steps=3, queue_size=8))
+    train(tiny_config(tiny_data, tmp_path, "moco", max_steps=3, method_kwargs={"queue_size": 8}))
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -240,7 +242,8 @@ def test_gradient_accumulation_and_sgd_match_a_hand_written_step(tiny_data: Path
     trained = method_state(tmp_path / "last")
 
     set_seed(config.seed)  # the engine's order: seed, data, model
-    _, _, _, loader, names = build_data(config, 1, 1, 0)
+    data = build_data(config, 1, 1, 0)
+    loader, names = data.loader, data.class_names
     model = timm.create_model(config.model, num_classes=len(names), **config.model_kwargs)
     method = build_method("ce", model)
     initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
@@ -272,7 +275,8 @@ def test_clip_grad_norm_clips_the_global_norm_before_the_step(tiny_data: Path, t
     logged = read_metrics(tmp_path)[0]["grad_norm"]
 
     set_seed(config.seed)
-    _, _, _, loader, names = build_data(config, 1, 1, 0)
+    data = build_data(config, 1, 1, 0)
+    loader, names = data.loader, data.class_names
     method = build_method("ce", timm.create_model(config.model, num_classes=len(names), **config.model_kwargs))
     lr = lr_at(0, TRAIN_ROWS // config.batch_size, epochs=config.epochs, lr=config.lr, warmup_epochs=0,
                min_lr_ratio=config.min_lr_ratio)
@@ -606,3 +610,15 @@ def test_a_selfcon_config_built_in_python_without_an_exit_is_refused_before_writ
     # a checkpoint of such a run, trained before the refusal, still loads: the method itself builds without exits
     model = timm.create_model("selfcon_resnet18_cifar", num_classes=0, exit_stages=[], layers=SMALL_RESNET)
     assert build_method("selfcon", model).encoder is model
+
+
+def test_resuming_drops_later_metrics_and_an_incomplete_last_line(tmp_path):
+    """A run killed while appending to metrics.jsonl leaves half a line; resuming at a checkpoint keeps the complete
+    records up to it and rewrites the file whole (never a partial file), and the logged loss is still found."""
+    metrics = tmp_path / "metrics.jsonl"
+    records = [dict(step=s, loss=1.0 / s) for s in (1, 2, 3)]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "lo')
+    assert _logged_loss(metrics, 2) == 0.5 and _logged_loss(metrics, 4) != _logged_loss(metrics, 4)  # NaN
+    _drop_metrics_after(metrics, 2)
+    assert [json.loads(line) for line in metrics.read_text().splitlines()] == records[:2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temporary left beside it

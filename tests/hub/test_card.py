@@ -45,6 +45,16 @@ def test_old_export_info_renders_the_card_it_rendered_before(name: str) -> None:
     _same_card(render_card(record, "me/old-export"), want)
     _same_card(render_card(old, "me/old-export"), want)  # the JSON object itself is accepted too
     assert [r.metric_name for r in card_eval_results(old)] == [r.metric_name for r in want.data.eval_results or []]
+    # the top-level method options the old recipe recorded are the values its method's options table shows
+    from timm_selfcon.config import LEGACY_METHOD_KEYS
+
+    recipe = old.get("recipe") or {}
+    cls = METHODS.get(recipe.get("method"))
+    text = render_card(old, "me/old-export").text
+    for key, option in LEGACY_METHOD_KEYS.items():
+        if cls is not None and option in cls.Options.model_fields and recipe.get(key) is not None:
+            shown = str(recipe[key]).lower() if isinstance(recipe[key], bool) else str(recipe[key])
+            assert f"| `{option}` | {shown} | " in text, (key, option)
 
 
 def test_old_export_card_covers_every_protocol_section() -> None:
@@ -56,37 +66,30 @@ def test_old_export_card_covers_every_protocol_section() -> None:
 
 
 def _recipe(method: str) -> dict:
-    values = dict(model="selfcon_resnet18_cifar", model_kwargs={"exit_stages": [2]}, method_kwargs={"alpha": 1.0},
+    # the method options at the top level, as runs of 0.3 saved them: the card reads them through the method's Options
+    values = dict(model="selfcon_resnet18_cifar", model_kwargs={"exit_stages": [2]},
+                  method_kwargs={"alpha": 1.0} if method.startswith("selfcon") else {},
                   temperature=0.1, base_temperature=0.07, projection_dim=128, queue_size=16, moco_momentum=0.99,
                   mix_temperature=0.05, mix_weight=1.0, data="uoft-cs/cifar10", class_list=[0, 1],
                   augmentation="supcon", image_size=32, epochs=1, max_steps=2, batch_size=8, optimizer="sgd", lr=0.1,
                   momentum=0.9, weight_decay=1e-4, schedule="cosine", warmup_epochs=1, precision="fp32", seed=0)
-    assert set(values) == set(RECIPE_KEYS) - {"method"}
+    assert set(RECIPE_KEYS) - {"method"} <= set(values)
     return dict(values, method=method)
 
 
-ALL_METHOD_KEYS = {"temperature", "base_temperature", "projection_dim", "queue_size", "moco_momentum", "mix_temperature",
-                   "mix_weight"}
-# method -> (family with exits, method tags, recipe keys hidden, MixCo base, projection-head sentence)
+# method -> (family with exits, method tags, MixCo base, projection-head sentence)
 METHOD_CASES = {
-    "ce": ("SelfCon", ["selfcon"], ALL_METHOD_KEYS, None, False),
-    "supcon": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
-               {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
-    "supcon_s": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
-                 {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
-    "selfcon": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
-                {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
-    "selfcon_m": ("SelfCon", ["selfcon", "supervised-contrastive-learning"],
-                  {"queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
-    "simclr": ("SelfCon", ["selfcon", "self-supervised-learning"],
-               {"base_temperature", "queue_size", "moco_momentum", "mix_temperature", "mix_weight"}, None, True),
-    "moco": ("SelfCon", ["selfcon", "self-supervised-learning"],
-             {"base_temperature", "mix_temperature", "mix_weight"}, None, True),
-    "simclr_mixco": ("MixCo", ["mixco", "self-supervised-learning"],
-                     {"base_temperature", "queue_size", "moco_momentum"}, "SimCLR", True),
-    "moco_mixco": ("MixCo", ["mixco", "self-supervised-learning"], {"base_temperature"}, "MoCo v2", True),
-    "finetune": ("SelfCon", ["selfcon", "fine-tuned"], ALL_METHOD_KEYS, None, False),
-    "not_a_method": ("SelfCon", ["selfcon"], ALL_METHOD_KEYS, None, False),
+    "ce": ("SelfCon", ["selfcon"], None, False),
+    "supcon": ("SelfCon", ["selfcon", "supervised-contrastive-learning"], None, True),
+    "supcon_s": ("SelfCon", ["selfcon", "supervised-contrastive-learning"], None, True),
+    "selfcon": ("SelfCon", ["selfcon", "supervised-contrastive-learning"], None, True),
+    "selfcon_m": ("SelfCon", ["selfcon", "supervised-contrastive-learning"], None, True),
+    "simclr": ("SelfCon", ["selfcon", "self-supervised-learning"], None, True),
+    "moco": ("SelfCon", ["selfcon", "self-supervised-learning"], None, True),
+    "simclr_mixco": ("MixCo", ["mixco", "self-supervised-learning"], "SimCLR", True),
+    "moco_mixco": ("MixCo", ["mixco", "self-supervised-learning"], "MoCo v2", True),
+    "finetune": ("SelfCon", ["selfcon", "fine-tuned"], None, False),
+    "not_a_method": ("SelfCon", ["selfcon"], None, False),
 }
 
 
@@ -96,7 +99,7 @@ def test_method_cases_cover_every_registered_method() -> None:
 
 @pytest.mark.parametrize("method", sorted(METHOD_CASES))
 def test_what_the_method_changes_in_the_card(method: str) -> None:
-    family, method_tags, hidden, base, projection_sentence = METHOD_CASES[method]
+    family, method_tags, base, projection_sentence = METHOD_CASES[method]
     info = ExportInfo(architecture="selfcon_resnet18_cifar", exits=ExitsInfo(stages=[2], sub_network="fc"),
                       encoder_only=True, recipe=_recipe(method))
     card = render_card(info, "me/model")
@@ -106,7 +109,15 @@ def test_what_the_method_changes_in_the_card(method: str) -> None:
     assert card.text.split("\n\n", 2)[1].startswith(f"A {family} `selfcon_resnet18_cifar` model")
     assert (" fine-tuned on `uoft-cs/cifar10`" in card.text) == (method == "finetune")
     listed = set(re.findall(r"^\| `(\w+)` \|", card.text, flags=re.MULTILINE))
-    assert listed == set(RECIPE_KEYS) - hidden
+    # the recipe's keys, and the options the method declares (its Options model), each with the value the run used
+    options = METHODS[method].Options.model_fields if method in METHODS else {}
+    assert listed == set(RECIPE_KEYS) | set(options)
+    used = {"temperature": 0.1, "base_temperature": 0.07, "out_dim": 128, "queue_size": 16, "momentum": 0.99,
+            "mix_temperature": 0.05, "mix_weight": 1.0, "alpha": 1.0}
+    for option in options:
+        default = options[option].default
+        value = str(used.get(option, default)).lower() if isinstance(default, bool) else str(used.get(option, default))
+        assert f"| `{option}` | {value} | " in card.text, (option, value)
     description = METHODS[method].description if method in METHODS else (
         FINETUNE_DESCRIPTION if method == "finetune" else f"Method `{method}`.")
     assert description in card.text

@@ -214,7 +214,7 @@ def test_resnet18_fc_exit_converts_to_the_same_encoder(tmp_path: Path) -> None:
     assert config["model"] == "selfcon_resnet18_cifar"
     assert config["model_kwargs"] == {"exit_stages": [2], "sub_network": "fc"}
     assert config["method"] == "selfcon" and config["data"] == "uoft-cs/cifar100"
-    assert config["temperature"] == 0.1 and config["batch_size"] == 1024 and config["epochs"] == 1000
+    assert config["method_kwargs"]["temperature"] == 0.1 and config["batch_size"] == 1024 and config["epochs"] == 1000
     assert "converted from the official SelfCon checkpoint ckpt_epoch_1000.pth" in config["provenance"]
     assert json.loads((out / "official_opt.json").read_text())["selfcon_pos"] == "[False,True,False]"
     weights = load_file(str(out / "ckpt-0" / "accelerate" / "model.safetensors"))

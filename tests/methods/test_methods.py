@@ -103,6 +103,14 @@ def test_registry_names_and_interface() -> None:
     assert method_defaults("simclr")["temperature"] == 0.5
 
 
+def test_the_constructor_takes_the_options_and_checks_them_with_the_methods_model() -> None:
+    method = build_method("moco", make_model("moco"), queue_size=32, momentum=0.99)
+    assert method.options.model_dump() == {**method_defaults("moco"), "queue_size": 32, "momentum": 0.99}
+    assert (method.momentum, method.queue.shape[0]) == (0.99, 32)
+    with pytest.raises(UserInputError, match=r"momentum: Input should be less than or equal to 1 \(got 2\)"):
+        build_method("moco", make_model("moco"), queue_size=32, momentum=2)
+
+
 # ---- supervised -------------------------------------------------------------------------------------------
 def test_ce_is_cross_entropy_on_backbone_logits() -> None:
     method = make_method("ce")
@@ -383,7 +391,7 @@ def test_queue_size_must_be_a_multiple_of_the_global_batch() -> None:
 
 @pytest.mark.parametrize("name", ["moco_mixco", "simclr_mixco"])
 def test_negative_mix_weight(name: str) -> None:
-    with pytest.raises(ValueError, match=r"mix_weight must be a finite number >= 0, got -0\.5"):
+    with pytest.raises(ValueError, match=r"mix_weight: Input should be greater than or equal to 0 \(got -0\.5\)"):
         make_method(name, mix_weight=-0.5)
 
 
@@ -449,11 +457,10 @@ def test_every_method_declares_what_the_engine_and_the_card_need() -> None:
     for name, cls in METHODS.items():
         assert cls.name == name and cls.paper and cls.description and cls.augmentation, name
         assert cls.views_required in (1, 2) and cls.per_process_batch_multiple >= 1
-        options = method_options(name)
-        assert set(cls.recipe_keys.values()) <= set(options), name
-        assert cls.supervised == build_method(
-            name, make_model(name, num_classes=10 if cls.trains_classifier else 0),
-            **({"queue_size": 32} if "queue_size" in options else {})).needs_labels
+        options = method_options(name).model_fields
+        assert cls.Options is method_options(name) and all(f.description for f in options.values()), name
+        # declared in the method's own file (a method without options keeps the empty base model)
+        assert cls.Options.__module__ == cls.__module__ or not options, name
     # the engine's three special cases are declarations, not names
     assert [n for n, c in METHODS.items() if c.trains_classifier] == ["ce"]
     assert [n for n, c in METHODS.items() if c.allows_gradient_accumulation] == ["ce"]
@@ -470,15 +477,14 @@ def test_a_new_method_registers_with_the_decorator_and_is_refused_when_incomplet
     with pytest.raises(TypeError, match="must set paper, description, augmentation"):
         register_method(Incomplete)
 
-    class WrongKey(TrainingMethod):
+    class SecondDefault(TrainingMethod):  # an option's default kept outside its Options model: a second default
         name, paper, description, augmentation = "wrong_key", "p", "d", "supcon"
-        recipe_keys = {"temperature": "tau"}  # noqa: RUF012
 
         def __init__(self, model, temperature: float = 0.1) -> None:
             super().__init__(model)
 
-    with pytest.raises(TypeError, match=r"map to \['tau'\]"):
-        register_method(WrongKey)
+    with pytest.raises(TypeError, match=r"constructor takes \['temperature'\], which SecondDefault.Options does not"):
+        register_method(SecondDefault)
     with pytest.raises(ValueError, match="registered twice"):
         register_method(type("Again", (METHODS["ce"],), {}))
     assert "incomplete" not in METHODS and "wrong_key" not in METHODS

@@ -1,7 +1,7 @@
 """The class-balanced CIFAR-10 subset shipped with the package: ``data="builtin:cifar10_subset"``.
 
 ``cifar10_subset/train.parquet`` holds 5,000 images (500 per class) of ``uoft-cs/cifar10``'s train split,
-``test.parquet`` 1,000 of its test split; ``benchmarks/make_cifar10_subset.py`` cut them. Any ``data=`` argument
+``test.parquet`` 1,000 of its test split; ``benchmarks/tools/make_cifar10_subset.py`` cut them. Any ``data=`` argument
 takes the name, so tests, the demo and quick runs need no network.
 """
 from __future__ import annotations

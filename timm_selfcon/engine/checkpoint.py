@@ -34,7 +34,7 @@ import torch.nn as nn
 from accelerate import Accelerator
 
 from ..errors import UserInputError
-from ..fileio import match_umask  # re-exported: importers of ``engine.checkpoint.match_umask`` keep working
+from ..fileio import match_umask, write_json_atomic, write_text_atomic  # match_umask: re-exported (older importers)
 
 TRAINER_STATE = "trainer_state.json"
 #: The recipe a checkpoint carries (and a run folder holds): the resolved ``TrainConfig`` as YAML.
@@ -64,8 +64,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state
         if recipe is not None:
             import yaml
 
-            (tmp / RECIPE).write_text(yaml.safe_dump(recipe, sort_keys=False))
-        (tmp / TRAINER_STATE).write_text(json.dumps({**state, "step": step}, indent=2))
+            write_text_atomic(tmp / RECIPE, yaml.safe_dump(recipe, sort_keys=False))
+        write_json_atomic(tmp / TRAINER_STATE, {**state, "step": step})
         match_umask(tmp)
         if final.exists():
             shutil.rmtree(final)

@@ -1,10 +1,11 @@
 """Evaluation: linear probes per exit and of the ensemble, kNN, early exit; a JSON report, classifiers and a plot.
 
-One module per protocol under :mod:`timm_selfcon.engine.evaluation`, over shared feature extraction and report
-writing; this module holds the configuration, the choice of data and the table of protocols
-(:data:`PROTOCOL_RUNNERS`).
+One module per protocol under :mod:`timm_selfcon.engine.evaluation`, each registered with its declaration
+(:mod:`timm_selfcon.engine.evaluation.registry`), over shared feature extraction and report writing; this module
+holds the configuration, the choice of data and the order of work (one load of the encoder and the data for
+``protocol=all``).
 
-Protocols (``protocol=``):
+Protocols (``protocol=``; each module's docstring has the details):
 
 - ``linear``: the papers' protocol (SelfCon arXiv 2106.15499, MixCo arXiv 2010.06300): frozen encoder in
   eval mode, one linear classifier per output (each exit and the backbone) on pooled pre-head features,
@@ -16,20 +17,21 @@ Protocols (``protocol=``):
 - ``knn``: cosine kNN on L2-normalised backbone features, k = 20 and 200, votes weighted by exp(sim / 0.07).
 - ``early_exit``: the linear classifiers plugged into the model, ``forward_early_exit`` over a threshold sweep,
   accuracy and mean FLOPs per image.
+- ``all``: every registered protocol that applies to the model, in the registry's order.
 
 Reported top-1/top-5 for ``backbone``, each ``exit_k`` and ``ensemble`` (mean of the heads' logits):
 ``last`` (last epoch; the default), ``best_val`` (epoch chosen on a validation split held out from the
 training data) and ``best_test`` (epoch chosen on the test split itself, labelled as the papers' protocol:
-optimistic). Every report records its ``settings`` and its ``deviations`` from the papers' protocol;
-``papers_protocol`` is true only for ``linear`` with the papers' settings. Evaluation never modifies a training
-checkpoint: it writes ``<output_dir>/eval/<protocol>/``.
+optimistic). Every report (:class:`~timm_selfcon.engine.evaluation.report.EvalReport`) records its ``settings`` and
+its ``deviations`` from the papers' protocol; ``papers_protocol`` is true only for ``linear`` with the papers'
+settings. Evaluation never modifies a training checkpoint: it writes ``<output_dir>/eval/<protocol>/``.
 """
 from __future__ import annotations
 
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,20 +54,11 @@ from ..data import (
 from ..errors import UserInputError
 from ..fileio import write_json_atomic
 from .checkpoint import load_encoder
-from .evaluation import early_exit, knn, linear, linear_fast
 from .evaluation.features import EvalInputs
-from .evaluation.report import write_report
-
-#: protocol name -> ``run(inputs, report)``, which fills the report and returns the trained classifiers' state dict
-#: (None for ``knn``, which trains none). Each protocol's module documents it.
-PROTOCOL_RUNNERS: dict[str, Callable[[EvalInputs, dict[str, Any]], dict[str, torch.Tensor] | None]] = {
-    "linear": linear.run,
-    "linear_fast": linear_fast.run,
-    "knn": knn.run,
-    "early_exit": early_exit.run,
-}
-#: the ``protocol=`` values: each of :data:`PROTOCOL_RUNNERS`, or ``all`` (every one in turn)
-PROTOCOLS = (*PROTOCOL_RUNNERS, "all")
+from .evaluation.names import DEFAULT_PROTOCOL
+from .evaluation.registry import ALL, all_protocols, protocol_choices
+from .evaluation.registry import protocol as registered_protocol
+from .evaluation.report import EvalReport, write_report
 
 #: The dataset a timm model name is evaluated on when no ``data=`` is given (a training run uses its own).
 DEFAULT_EVAL_DATA = "uoft-cs/cifar10"
@@ -90,7 +83,7 @@ class EvalConfig(StrictModel):
     val_fraction: Annotated[UnitFloat, Field(lt=1)] = 0.1
     image_column: str | None = None
     label_column: str | None = None
-    protocol: str = "linear_fast"
+    protocol: str = DEFAULT_PROTOCOL
     epochs: PositiveInt | None = None
     lr: PositiveFloat | None = None
     batch_size: PositiveInt = 512
@@ -105,13 +98,12 @@ class EvalConfig(StrictModel):
     max_train_samples: PositiveInt | None = None
     pretrained: StrictBool | None = None  # a timm model name: None = its tag decides (plain name: random init)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, protocol: str) -> str:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; expected one of {list(PROTOCOLS)}")
+        if protocol not in protocol_choices():
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {list(protocol_choices())}")
         return protocol
 
 
@@ -161,32 +153,31 @@ def load_split(choice: DataChoice, split: str, image_column: str | None = None, 
 
 
 # ------------------------------------------------------------------------------------------ orchestration
-#: The order of ``protocol=all``: the fast ones first, the papers' protocol last.
-ALL_PROTOCOLS = ("linear_fast", "knn", "early_exit", "linear")
-
-
 def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, callbacks: Sequence[Any] = (),
              **overrides: Any) -> dict[str, Any]:
     """Evaluate ``source`` (checkpoint, training output_dir or timm model name) and write the report.
 
     ``callbacks`` get ``on_epoch_begin(epoch)`` / ``on_epoch_end(epoch, record)`` of the linear probes' training.
 
-    Returns the report dict; writes ``report.json``, ``classifiers.safetensors`` (linear protocols) and
-    ``plot.png`` under ``<output_dir>/eval/<protocol>/`` (``output_dir`` = the training run's, or ``output_dir=``).
-    ``protocol=all`` runs every protocol that applies to the model (``early_exit`` needs exits) on one load of the
+    Returns the report as a dict (:meth:`EvalReport.to_dict`: ``report.json``'s keys); writes ``report.json``,
+    ``classifiers.safetensors`` (protocols that train classifiers) and ``plot.png`` under
+    ``<output_dir>/eval/<protocol>/`` (``output_dir`` = the training run's, or ``output_dir=``). ``protocol=all``
+    runs every registered protocol that applies to the model (``early_exit`` needs exits) on one load of the
     encoder and the data, each from the random state it would start from alone, and returns ``{protocol: report}``.
     """
     config = config or EvalConfig(**overrides)
     torch.manual_seed(config.seed)  # a timm model name without weights is initialised from this seed
     encoder, info = load_encoder(source, config.pretrained, **config.model_kwargs)
     info = {**info, "weights": described_weights(info, config.seed)}  # plain words, in every report
-    has_exits = bool(getattr(encoder, "num_exits", 0))
-    if config.protocol == "early_exit" and not has_exits:
-        raise UserInputError(f"protocol 'early_exit' needs a multi-exit model; {info['model']} has no exits")
-    protocols = [config.protocol] if config.protocol != "all" else [
-        p for p in ALL_PROTOCOLS if p != "early_exit" or has_exits]
-    if config.protocol == "all" and not has_exits:
-        print(f"note: protocol=all: early_exit skipped: {info['model']} has no exits", file=sys.stderr)
+    requested = all_protocols() if config.protocol == ALL else (config.protocol,)
+    protocols = []
+    for name in requested:
+        if registered_protocol(name).applies_to(encoder):
+            protocols.append(name)
+        elif config.protocol != ALL:  # only the exits are ever missing (Protocol.needs_exits)
+            raise UserInputError(f"protocol {name!r} needs a multi-exit model; {info['model']} has no exits")
+        else:
+            print(f"note: protocol={ALL}: {name} skipped: {info['model']} has no exits", file=sys.stderr)
     encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
     data = _EvalData.load(encoder, info, config)
     # each protocol starts from the random state it would start from alone (after the loading above)
@@ -200,7 +191,7 @@ def evaluate(source: str | os.PathLike[str], config: EvalConfig | None = None, c
         protocol_config = config if protocol == config.protocol else EvalConfig(
             **{**config.to_dict(), "protocol": protocol, "output": None})
         reports[protocol] = _run_protocol(encoder, info, data, protocol_config, callbacks)
-    if config.protocol != "all":
+    if config.protocol != ALL:
         return reports[config.protocol]
     if config.output:
         write_json_atomic(Path(config.output), reports)
@@ -257,8 +248,9 @@ def _run_protocol(encoder: torch.nn.Module, info: dict[str, Any], data: _EvalDat
         ds = ContrastiveImageDataset(hf, plain, *data.columns, seed=config.seed)
         return build_eval_loader(ds, config.batch_size, config.num_workers)
 
-    out_dir = eval_output_dir(config.output_dir, info) / "eval" / config.protocol
-    report: dict[str, Any] = dict(
+    protocol = registered_protocol(config.protocol)
+    out_dir = eval_output_dir(config.output_dir, info) / "eval" / protocol.name
+    report = EvalReport(
         model=info["model"], model_kwargs=info.get("model_kwargs"), checkpoint=info["checkpoint"],
         weights=info["weights"], method=info.get("method"),
         dataset=dict(data=choice.data, train_split=choice.train_split, eval_split=choice.split,
@@ -273,25 +265,16 @@ def _run_protocol(encoder: torch.nn.Module, info: dict[str, Any], data: _EvalDat
     inputs = EvalInputs(encoder=encoder, config=config, train=data.train, val=data.val, test_loader=loader(data.test),
                         loader=loader, columns=data.columns, num_classes=data.num_classes,
                         image_size=data.image_size, mean=data.mean, std=data.std, callbacks=callbacks)
-    classifiers = PROTOCOL_RUNNERS[config.protocol](inputs, report)
-    report["deviations"] = deviations_from_papers(config, report)
-    report["papers_protocol"] = config.protocol == "linear" and not report["deviations"]
+    classifiers = protocol.run(inputs, report)
+    report.deviations = protocol.deviations_from_papers(config, report)
+    report.papers_protocol = protocol.papers_protocol_possible and not report.deviations
     for path in write_report(out_dir, report, classifiers, config.output):
         print(f"wrote {path}", file=sys.stderr)
-    return report
+    return report.to_dict()
 
 
 #: EvalConfig keys that change no number of a report: where it is written and how the data is loaded.
-NOT_SETTINGS = ("output", "output_dir", "num_workers", "extra")
-
-
-def deviations_from_papers(config: EvalConfig, report: dict[str, Any]) -> list[str]:
-    """How an evaluation differs from the papers' linear protocol (empty only for ``linear`` with its settings)."""
-    if config.protocol == "linear":
-        return linear.papers_deviations(config, report["hyperparameters"])
-    standing = report.get("hyperparameters", {}).get("deviation") if config.protocol != "knn" else (
-        "knn: a kNN classifier on backbone features, not the papers' linear classifiers")
-    return [*([standing] if standing else []), *linear.data_deviations(config)]
+NOT_SETTINGS = ("output", "output_dir", "num_workers")
 
 
 def described_weights(info: dict[str, Any], seed: int) -> str:

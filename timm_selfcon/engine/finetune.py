@@ -11,7 +11,6 @@ unless ``overwrite=true``, and a training run or a folder holding other files is
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from ..data import (
     resolve_columns,
 )
 from ..errors import UserInputError
-from ..fileio import atomic_dir
+from ..fileio import atomic_dir, write_json_atomic
 from .accelerator import accelerator_for, resolve_precision
 from .checkpoint import load_encoder, weights_tag
 from .evaluate import choose_data, described_weights, load_split
@@ -165,7 +164,7 @@ def finetune(source: str | os.PathLike[str], config: FinetuneConfig | None = Non
             model_args["exit_stages"] = ()
         with atomic_dir(out, replace=True) as tmp:  # all of it or nothing; an earlier output (overwrite=true) replaced
             save_for_hf(unwrapped, tmp, model_args=model_args, safe_serialization=True)
-            (tmp / FINETUNE_REPORT).write_text(json.dumps(report, indent=2))
+            write_json_atomic(tmp / FINETUNE_REPORT, report)
     return report
 
 

@@ -4,7 +4,9 @@ The papers' protocol (SelfCon arXiv 2106.15499 section 3.2 of our notes; MixCo a
 trains a linear classifier for 100 epochs with crop + flip augmentation on a frozen encoder in eval
 mode. ``linear_fast`` deviates on purpose: it extracts the encoder's pooled backbone features once,
 without augmentation, and trains the linear classifier on that cache. Numbers from it are labelled
-``linear_fast`` and are not comparable with the papers' tables.
+``linear_fast`` and are not comparable with the papers' tables. The classifier is trained by the evaluation's own
+``linear_fast`` trainer (:mod:`timm_selfcon.engine.evaluation.classifiers`), so the quickstart's probe and
+``timm-selfcon eval protocol=linear_fast`` train alike.
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..errors import UserInputError
+from .evaluation.classifiers import fold_standardisation, train_heads
 from .evaluation.features import extract_exit_features
+from .evaluation.metrics import percent
 
 
 def extract_features(encoder: nn.Module, loader: DataLoader, *, desc: str = "features",
@@ -41,38 +44,24 @@ class ProbeResult:
 
 
 def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                       *, epochs: int = 100, lr: float = 0.1, batch_size: int = 256, weight_decay: float = 0.0,
-                       seed: int = 0) -> ProbeResult:
-    """Train ``Linear(D, C)`` on cached features with SGD (momentum 0.9, cosine lr); report last-epoch top-1.
+                       *, epochs: int = 100, lr: float = 0.1, batch_size: int = 256, seed: int = 0) -> ProbeResult:
+    """``Linear(D, C)`` trained on cached features ``train_x [N, D]`` by the evaluation's ``linear_fast`` trainer
+    (:func:`~timm_selfcon.engine.evaluation.classifiers.train_heads`: standardised features, SGD momentum 0.9, no
+    weight decay, cosine lr per step); returns the last epoch's top-1 on ``test_x [M, D]`` and the classifier.
 
-    Features are standardised with the training set's mean and std (folded into the classifier returned).
+    The standardisation (the training set's mean and std) is folded into the classifier returned, which applies to
+    raw features.
     """
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"expected features [N, D] with the same D, got {tuple(train_x.shape)} and {tuple(test_x.shape)}")
-    generator = torch.Generator().manual_seed(seed)
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    xs, xt = (train_x - mean) / std, (test_x - mean) / std
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    classifier = nn.Linear(xs.shape[1], num_classes)
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    steps_per_epoch = max(1, (len(xs) + batch_size - 1) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(len(xs), generator=generator)
-        for start in range(0, len(xs), batch_size):
-            idx = order[start:start + batch_size]
-            loss = F.cross_entropy(classifier(xs[idx]), train_y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    run = train_heads([train_x], train_y, num_classes, epochs=epochs, lr=lr, batch_size=batch_size, milestones=None,
+                      seed=seed, evaluate=lambda heads, norms: {}, standardise=True)  # only the last epoch is read
+    norms = [(train_x.mean(0), train_x.std(0).clamp_min(1e-6))]  # what train_heads standardised with
+    (classifier,) = run.heads
     with torch.no_grad():
-        top1 = round(100.0 * int((classifier(xt).argmax(-1) == test_y).sum()) / len(test_y), 4)
-        # fold the standardisation into the weights so the classifier applies to raw features
-        folded = nn.Linear(xs.shape[1], num_classes)
-        folded.weight.copy_(classifier.weight / std)
-        folded.bias.copy_(classifier.bias - (classifier.weight * (mean / std)).sum(1))
-    return ProbeResult(top1=top1, classifier=folded)
+        hits = int((classifier((test_x - norms[0][0]) / norms[0][1]).argmax(-1) == test_y).sum())
+    return ProbeResult(top1=percent(hits, len(test_y)), classifier=fold_standardisation(run.heads, norms)[0])
 
 
 def probe_trained_vs_random(encoder: nn.Module, model_name: str, model_kwargs: dict, data: str, *, train_split: str,

@@ -20,17 +20,18 @@ acts on the plan on the main process. The rules, like the Hugging Face Trainer's
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import METHOD_OPTION_KEYS, NON_COMPUTATION_KEYS, TrainConfig
+from ..config import NON_COMPUTATION_KEYS, TrainConfig, convert_legacy_method_keys, method_options_used
 from ..errors import UserInputError
+from ..fileio import write_text_atomic
 from .checkpoint import TRAINER_STATE, checkpoint_steps
 
 CONFIG_HISTORY = "config_history.yaml"
@@ -62,20 +63,36 @@ def previous_run_entries(output_dir: Path) -> list[Path]:
 
 
 def config_differences(saved: dict[str, Any], config: TrainConfig) -> dict[str, dict[str, Any]]:
-    """Computation keys whose value in ``config`` differs from the saved ``config.yaml`` ``{key: {from, to}}``.
+    """Computation keys whose value in ``config`` differs from the saved ``config.yaml`` ``{key: {from, to}}``; the
+    method's options are compared one by one (``method_kwargs.temperature``).
 
     A key the saved file lacks (written before the key existed) is compared with its default; a key this version
-    does not know is ignored, and so is a method option the run's method does not take (runs of 0.3.0 and earlier recorded
-    every option at a config-wide default, used or not).
+    does not know is ignored. A config saved with the method options at the top level (0.3 and earlier, which
+    recorded every option at a config-wide default, used or not) is converted first, keeping the options its method
+    takes, and a method option the saved file lacks is compared with the method's own default.
     """
-    from ..methods import method_class
+    from ..methods import METHODS
 
+    saved_method = METHODS.get(saved.get("method", config.method))
+    takes = saved_method.Options.model_fields if saved_method is not None else None
+    saved = convert_legacy_method_keys(saved, takes)
     defaults = TrainConfig(method=config.method).to_dict()
-    unused = set(METHOD_OPTION_KEYS) - set(method_class(config.method).recipe_keys)
-    new = _plain(config.to_dict())
-    old = _plain({**defaults, **{k: v for k, v in saved.items() if k in defaults}})
-    return {key: {"from": old[key], "to": new[key]} for key in new
-            if key not in NON_COMPUTATION_KEYS and key not in unused and old.get(key) != new[key]}
+    old = {**defaults, **{k: v for k, v in saved.items() if k in defaults}}
+    if saved_method is not None and isinstance(old.get("method_kwargs"), dict):
+        with contextlib.suppress(ValueError):  # an option this version no longer has: compared as saved
+            old["method_kwargs"] = method_options_used(saved_method.name, old["method_kwargs"])
+    new, old = _flat_options(_plain(config.to_dict())), _flat_options(_plain(old))
+    keys = [*new, *(key for key in old if key.startswith("method_kwargs.") and key not in new)]
+    return {key: {"from": old.get(key), "to": new.get(key)} for key in keys
+            if key not in NON_COMPUTATION_KEYS and old.get(key) != new.get(key)}
+
+
+def _flat_options(values: dict[str, Any]) -> dict[str, Any]:
+    """``method_kwargs`` spread into one ``method_kwargs.<option>`` key per option."""
+    options = values.pop("method_kwargs", None)
+    if not isinstance(options, dict):
+        return {**values, "method_kwargs": options}
+    return {**values, **{f"method_kwargs.{key}": value for key, value in options.items()}}
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -163,10 +180,3 @@ def prepare_run_dir(plan: RunDirPlan, step: int) -> None:
         history.append(dict(step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                             changes=plan.changes))
         write_text_atomic(history_path, yaml.safe_dump(history, sort_keys=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

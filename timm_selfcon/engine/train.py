@@ -13,6 +13,7 @@ Accelerate saves with every checkpoint. A run killed after any checkpoint and re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,9 @@ from ..data import (
     strict_data_message,
     substituted_sources,
 )
-from ..data.device import BatchAugment, DeviceBatches, check_device_memory, decode_split
+from ..data.device import BatchAugment, DeviceBatches, DeviceData, check_device_memory, decode_split
 from ..errors import UserInputError
+from ..fileio import append_line, write_json_atomic, write_text_atomic
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
 from .accelerator import launcher_mismatch, make_accelerator, precision_source, resolve_precision, tracker_config
@@ -64,8 +66,9 @@ from .clock import (
     machine_load,
     state_dict_sha256,
 )
+from .evaluation import linear_fast
 from .probe import probe_trained_vs_random
-from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir, write_text_atomic
+from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir
 from .schedule import lr_at
 
 
@@ -130,8 +133,32 @@ def pairing_hashes(method: torch.nn.Module, sampler: ResumableDistributedSampler
                 first_batches_sha256=indices_sha256(sampler.global_batch(step, epoch=0) for step in steps))
 
 
-def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, device: torch.device | None = None):
-    """Dataset, sampler and loader (an iterable of batch dicts) for this process.
+@dataclasses.dataclass
+class TrainData:
+    """This process's training data, from either pipeline: what the loop needs, with no pipeline check left to do."""
+
+    hf_dataset: Any  # the ``datasets.Dataset`` of the training split (``class_list`` applied)
+    dataset: ContrastiveImageDataset | DeviceData
+    sampler: ResumableDistributedSampler  # the loop sets its epoch and start step
+    loader: Iterable[dict[str, torch.Tensor]]  # batches: ``image [B, V, C, H, W]``, ``label [B]`` (+ ``substituted``)
+    class_names: list[str] | None
+    #: rows already replaced by substitutes when the loop starts: the device pipeline decodes every image up front;
+    #: the workers' batches report theirs as they come (``batch["substituted"]``)
+    substituted: set[int]
+
+
+@dataclasses.dataclass
+class Training:
+    """What :func:`build_training` returns; ``method`` and ``optimizer`` are Accelerate's wrappers."""
+
+    data: TrainData
+    method: torch.nn.Module  # ``accelerator.unwrap_model(method)`` is the :class:`TrainingMethod`
+    optimizer: torch.optim.Optimizer
+
+
+def build_data(config: TrainConfig, views: int, num_processes: int, rank: int,
+               device: torch.device | None = None) -> TrainData:
+    """The dataset, sampler and loader of this process (the one place that reads ``data_pipeline``).
 
     ``data_pipeline=workers``: a DataLoader of PIL-augmented samples. ``data_pipeline=device``: the split decoded
     once (cached on disk, see :mod:`timm_selfcon.data.device`) and moved to ``device``, batches augmented there.
@@ -142,26 +169,31 @@ def build_data(config: TrainConfig, views: int, num_processes: int, rank: int, d
     if config.class_list:
         hf = select_classes(hf, label_column, config.class_list)
     mean, std = training_normalization(config.data)
+
+    def sampler_of(rows: int) -> ResumableDistributedSampler:
+        return ResumableDistributedSampler(rows, config.batch_size, num_replicas=num_processes, rank=rank,
+                                           seed=config.seed, drop_last=True)
+
     if config.data_pipeline == "device":
         check_device_memory(len(hf), config.image_size, config.device_data_max_gib, config.train_split)
         augment = BatchAugment(config.augmentation, config.image_size, mean, std, views=views, seed=config.seed,
                                compile=config.compile)
         dataset = decode_split(hf, image_column, label_column, config.image_size, strict_data=config.strict_data,
                                where=f"{config.data!r} [{config.train_split}]").to(device or "cpu")
+        sampler = sampler_of(len(dataset))
+        loader = DeviceBatches(dataset, augment, sampler)
+        substituted = set(dataset.substituted_indices)
     else:
         transform = build_transform(config.augmentation, config.image_size, mean, std, views=views)
         dataset = ContrastiveImageDataset(hf, transform, image_column, label_column, seed=config.seed,
                                           strict_data=config.strict_data)
         if config.strict_data:
             check_images_decode(config, dataset, num_processes, rank)
-    sampler = ResumableDistributedSampler(len(dataset), config.batch_size, num_replicas=num_processes, rank=rank,
-                                          seed=config.seed, drop_last=True)
-    if config.data_pipeline == "device":
-        loader = DeviceBatches(dataset, augment, sampler)
-    else:
+        sampler = sampler_of(len(dataset))
         loader = build_train_loader(dataset, sampler, sampler.per_replica_batch_size,
                                     resolve_num_workers(config.num_workers))
-    return hf, dataset, sampler, loader, class_names(hf, label_column)
+        substituted = set()
+    return TrainData(hf, dataset, sampler, loader, class_names(hf, label_column), substituted)
 
 
 def check_images_decode(config: TrainConfig, dataset: ContrastiveImageDataset, num_processes: int, rank: int) -> None:
@@ -202,7 +234,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if accelerator.device.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True  # static shapes (drop_last): the autotuned kernels are reused
 
-    dataset, sampler, loader, method, optimizer = build_training(config, accelerator)
+    training = build_training(config, accelerator)
+    data, method, optimizer = training.data, training.method, training.optimizer
+    sampler = data.sampler
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
@@ -216,8 +250,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     step = trainer_state["step"]
     clock = RunClock(trainer_state)  # wall and CPU time over every sitting of the run
 
-    # the device pipeline decoded every image up front; the workers path reports substitutions per batch
-    substituted: set[int] = set(getattr(dataset, "substituted_indices", ())) if config.data_pipeline == "device" else set()
+    substituted = set(data.substituted)
     metrics_path = output_dir / "metrics.jsonl"
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     method.train()
@@ -230,7 +263,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         epoch, start = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
         sampler.set_start_step(start)
-        for batch in loader:
+        for batch in data.loader:
             for callback in callbacks:
                 if hasattr(callback, "on_step_begin"):
                     callback.on_step_begin(step + 1)  # the 1-based step about to run, its batch in hand
@@ -238,7 +271,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             views = batch["image"].to(accelerator.device, non_blocking=True)
             labels = batch["label"].to(accelerator.device, non_blocking=True)
             if "substituted" in batch:  # CPU tensors from the workers
-                report_substitutions(dataset, batch, substituted)
+                report_substitutions(data.dataset, batch, substituted)
             loss, logs = _forward_backward(accelerator, method, views, labels, config.gradient_accumulation_steps)
             if config.clip_grad_norm is not None:
                 logs["grad_norm"] = accelerator.clip_grad_norm_(method.parameters(), config.clip_grad_norm)
@@ -267,8 +300,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                               **{k: float(v) for k, v in logs.items()})
                 accelerator.log(record, step=step)
                 if accelerator.is_main_process:
-                    with metrics_path.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    append_line(metrics_path, json.dumps(record))
             if save_now:
                 save_checkpoint(accelerator, output_dir, step, dict(epoch=step // steps_per_epoch, **clock.totals()),
                                 timm_encoder=timm_encoder(config, accelerator.unwrap_model(method).encoder),
@@ -277,7 +309,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             if step >= total_steps:
                 break
     progress.close()
-    return finish_run(config, accelerator, accelerator.unwrap_model(method), dataset, substituted, step, last_loss,
+    return finish_run(config, accelerator, accelerator.unwrap_model(method), data.dataset, substituted, step, last_loss,
                       clock, started=started, load_at_start=load_at_start)
 
 
@@ -303,19 +335,16 @@ def finished_run_summary(config: TrainConfig, accelerator: Accelerator, plan: Ru
     return json.loads(summary_path.read_text())
 
 
-def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, Any, Any, torch.nn.Module, Any]:
-    """Data, model, method and optimizer of the run, prepared by Accelerate; nothing is written yet.
-
-    Returns ``(dataset, sampler, loader, method, optimizer)``; ``method`` and ``optimizer`` are Accelerate's
-    wrappers (``accelerator.unwrap_model(method)`` is the :class:`TrainingMethod`).
-    """
+def build_training(config: TrainConfig, accelerator: Accelerator) -> Training:
+    """Data, model, method and optimizer of the run, prepared by Accelerate; nothing is written yet."""
     method_cls = method_class(config.method)
     with main_process_warnings(accelerator):  # every process builds the same model (and decodes the same split)
-        _, dataset, sampler, loader, names = build_data(config, method_cls.views_required, accelerator.num_processes,
-                                                        accelerator.process_index, accelerator.device)
+        data = build_data(config, method_cls.views_required, accelerator.num_processes, accelerator.process_index,
+                          accelerator.device)
         num_classes = 0
         if method_cls.trains_classifier:
-            num_classes = len(names) if names else int(max(dataset.hf_dataset[dataset.label_column])) + 1
+            num_classes = (len(data.class_names) if data.class_names
+                           else int(max(data.dataset.hf_dataset[data.dataset.label_column])) + 1)
         model = create_model(config.model, num_classes=num_classes, **config.model_kwargs)
         method_cls.check_model(model)  # resolve_config checked it already, unless the config was built in Python
         method = build_method(config.method, model, **method_kwargs(config))
@@ -332,7 +361,7 @@ def build_training(config: TrainConfig, accelerator: Accelerator) -> tuple[Any, 
     if config.compile:
         method.compile()  # in place: forward and loss compiled, parameter names (and checkpoints) unchanged
     method, optimizer = accelerator.prepare(method, optimizer)
-    return dataset, sampler, loader, method, optimizer
+    return Training(data, method, optimizer)
 
 
 def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan,
@@ -359,7 +388,7 @@ def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan
             _drop_metrics_after(output_dir / "metrics.jsonl", step)
     if accelerator.is_main_process:
         write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (output_dir / "run_info.json").write_text(json.dumps(run_info(config, accelerator, pairing), indent=2))
+        write_json_atomic(output_dir / "run_info.json", run_info(config, accelerator, pairing))
     if accelerator.trackers == [] and accelerator.log_with:
         accelerator.init_trackers("train", config=tracker_config(config))
     return trainer_state
@@ -397,7 +426,7 @@ def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMe
     if config.probe.enabled and accelerator.is_main_process:
         summary["probe"] = run_probe(config, method.encoder)
     if accelerator.is_main_process:
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(output_dir / "summary.json", summary)
         elapsed = time.perf_counter() - started if started is not None else None
         for line in ending_lines(summary, elapsed, busy_note(load_at_start, load_average_1m(), os.cpu_count(),
                                                              own_cores)):
@@ -481,7 +510,7 @@ def run_probe(config: TrainConfig, encoder: torch.nn.Module) -> dict[str, Any]:
           f"'{config.eval_split}' ({read['test_rows']} rows):")
     print(f"  trained encoder ({config.method}): {top1['trained']:.2f}%")
     print(f"  randomly initialised encoder:      {top1['random_init']:.2f}%")
-    return dict(protocol="linear_fast", split=config.eval_split, top1=top1, **read)
+    return dict(protocol=linear_fast.NAME, split=config.eval_split, top1=top1, **read)
 
 
 def _forward_backward(accelerator: Accelerator, method: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,
@@ -517,23 +546,39 @@ def _stop_if_not_finite(accelerator: Accelerator, first_bad: torch.Tensor) -> No
                                  "'last' still points at the last good checkpoint")
 
 
+def _metric_records(metrics_path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` of every complete record of ``metrics.jsonl`` (none when it is missing).
+
+    Records are appended line by line (:func:`~timm_selfcon.fileio.append_line`): a run killed while appending can
+    leave its last line incomplete, which is skipped.
+    """
+    if not metrics_path.is_file():
+        return []
+    records = []
+    for line in metrics_path.read_text().splitlines():
+        try:
+            records.append((line, json.loads(line)))
+        except json.JSONDecodeError:  # the incomplete last line of a killed run (or a blank line)
+            continue
+    return records
+
+
 def _logged_loss(metrics_path: Path, step: int) -> float:
     """The loss that ``metrics.jsonl`` recorded at ``step`` (NaN when it holds no record of that step)."""
-    if metrics_path.is_file():
-        for line in reversed(metrics_path.read_text().splitlines()):
-            if line.strip() and (record := json.loads(line)).get("step") == step and "loss" in record:
-                return float(record["loss"])
+    for _, record in reversed(_metric_records(metrics_path)):
+        if record.get("step") == step and "loss" in record:
+            return float(record["loss"])
     return math.nan
 
 
 def _drop_metrics_after(metrics_path: Path, step: int) -> None:
-    """Keep the metric records of steps <= ``step``: a killed run may have logged steps it will now repeat."""
+    """Keep the complete metric records of steps <= ``step`` (rewritten atomically): a killed run may have logged
+    steps it will now repeat, and an incomplete last line."""
     if not metrics_path.is_file():
         return
-    lines = metrics_path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(lines):
-        metrics_path.write_text("".join(line + "\n" for line in kept))
+    kept = [line for line, record in _metric_records(metrics_path) if record.get("step", 0) <= step]
+    if "".join(line + "\n" for line in kept) != metrics_path.read_text():
+        write_text_atomic(metrics_path, "".join(line + "\n" for line in kept))
 
 
 def method_kwargs(config: TrainConfig) -> dict[str, Any]:

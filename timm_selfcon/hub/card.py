@@ -23,9 +23,10 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..config import convert_legacy_method_keys
 from ..data.loading import dataset_short_name  # re-exported: the card's and the checkpoints' tags
 from ..errors import UserInputError
-from ..methods import METHODS, TrainingMethod
+from ..methods import METHODS, MethodOptions, TrainingMethod
 from .records import Accuracy, EvaluationReport, ExportInfo
 
 __all__ = [
@@ -62,7 +63,8 @@ def _method_text(recipe: Mapping[str, Any]) -> str:
         return FINETUNE_DESCRIPTION
     if cls is None:
         return f"Method `{method}`."
-    text = cls.card_text(recipe)
+    options = _method_options(recipe)
+    text = cls.card_text(options) if options is not None else cls.description
     if _trains_projection_heads(method):
         text += (" The projection heads used for training are not part of this model (they stay in the training "
                  "checkpoint).")
@@ -94,37 +96,47 @@ def _is_finetune(method: str | None) -> bool:
 def _trains_projection_heads(method: str | None) -> bool:
     """Whether training used projection heads, which stay in the training checkpoint (not in the export)."""
     cls = _method(method)
-    return cls is not None and "projection_dim" in cls.recipe_keys
+    return cls is not None and "out_dim" in cls.Options.model_fields
 
 
-def _applies_to_method(key: str, method: str) -> bool:
-    """Whether the recipe key ``key`` means anything for ``method``: a key some method declares is listed only
-    for the methods that declare it."""
-    declared_by_any = {k for cls in METHODS.values() for k in cls.recipe_keys}
-    cls = _method(method)
-    return key not in declared_by_any or (cls is not None and key in cls.recipe_keys)
+def _method_options(recipe: Mapping[str, Any]) -> MethodOptions | None:
+    """The options the run's method used, read with the method's own ``Options`` model from the recipe's
+    ``method_kwargs`` (a recipe saved before 0.4, with the options at the top level, is converted first; entries
+    the method does not take are left out); None for a recipe without a registered method, or with a value this
+    version's method does not accept."""
+    cls = _method(recipe.get("method"))
+    if cls is None:
+        return None
+    fields = cls.Options.model_fields
+    values = convert_legacy_method_keys(recipe, fields)
+    try:
+        return cls.Options(**{k: v for k, v in dict(values.get("method_kwargs") or {}).items() if k in fields})
+    except (UserInputError, TypeError):
+        return None
+
+
+def _method_option_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(option, value used, the method's default, what it is)`` for every option the method declares."""
+    options = _method_options(recipe)
+    if options is None:
+        return []
+    return [(name, _value_text(getattr(options, name)), _value_text(field.default), field.description or "")
+            for name, field in type(options).model_fields.items()]
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, (bool, type(None))):
+        return json.dumps(value)  # true / false / null, as in the recipe
+    return f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)
 
 
 # ------------------------------------------------------------------------------------------ protocols, datasets
+#: the card's paragraphs on the numbers that come from no evaluation protocol; each protocol has its own paragraph
+#: in its registration (``Protocol.card_description``, engine/evaluation/)
 PROTOCOL_DESCRIPTIONS: dict[str, str] = {
-    "linear": "Linear evaluation, the papers' protocol: frozen encoder in eval mode, one linear classifier per output "
-              "(each exit and the backbone) on pooled features, random-resized-crop + flip, SGD with step decay.",
-    "linear_fast": "Linear evaluation, fast variant (a documented deviation from the papers' protocol): features "
-                   "extracted once without augmentation, linear classifiers trained on the cached features.",
-    "early_exit": "Linear classifiers trained as in `linear_fast`, plugged into the model, then early-exit inference "
-                  "over a sweep of confidence thresholds (accuracy and FLOPs per image).",
-    "knn": "Weighted cosine k-nearest-neighbour classification on L2-normalised backbone features.",
     "finetune": "Fine-tuning of the whole encoder (exits removed) with a new classifier.",
     "trained": "The classifier trained end to end with the encoder (cross-entropy training).",
 }
-#: ``linear`` sections whose report ran with other settings than the papers', or does not say which it ran with
-LINEAR_PROCEDURE = ("frozen encoder in eval mode, one linear classifier per output (each exit and the backbone) on "
-                    "pooled features, random-resized-crop + flip, SGD with step decay")
-LINEAR_NOT_THE_PAPERS = (f"Linear evaluation with the papers' procedure ({LINEAR_PROCEDURE}), but not all of their "
-                         "settings (the deviations are listed below), so not the papers' protocol.")
-LINEAR_UNRECORDED = (f"Linear evaluation with the papers' procedure ({LINEAR_PROCEDURE}); the report does not record "
-                     "every setting (it was written before timm-selfcon recorded them), so it is not labelled the papers' "
-                     "protocol.")
 SELECTION_NOTE = {
     "last": "last probe epoch",
     "best_val": "epoch chosen on a validation split held out from the training data",
@@ -228,7 +240,7 @@ def card_eval_results(info: ExportInfo | Mapping[str, Any], protocol: str | None
         return results
     for head in exported_heads(info, report):
         entry = report.results[head]
-        if protocol == "knn":
+        if _top1_per_k(protocol):
             for key, value in entry.knn.items():
                 results.append(EvalResult(metric_type="accuracy", metric_value=value,
                                           metric_name=f"kNN top-1 ({key.replace('k', 'k=')}), {head}", **common))
@@ -266,7 +278,7 @@ def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
             section["columns"] = ["model", "top-1 (%)", "top-5 (%)", "epoch"]
             section["rows"] = [["fine-tuned encoder", _pct(last.top1), _pct(last.top5),
                                 "-" if last.epoch is None else str(last.epoch)]]
-        elif protocol == "knn":
+        elif _top1_per_k(protocol):
             ks = sorted({k for entry in results.values() for k in entry.knn}, key=lambda k: int(k.lstrip("k")))
             section["columns"] = ["head", *[f"top-1 (%), {k.replace('k', 'k=')}" for k in ks]]
             section["rows"] = [[head_label(h, info), *[_pct(results[h].knn.get(k)) for k in ks]] for h in results]
@@ -291,11 +303,22 @@ def _evaluation_sections(info: ExportInfo) -> list[dict[str, Any]]:
 
 
 def _protocol_description(protocol: str, report: EvaluationReport) -> str:
-    """The protocol's paragraph; ``linear`` is called the papers' protocol only when its report says it ran with the
-    papers' settings."""
-    if protocol == "linear" and not report.papers_protocol:
-        return LINEAR_UNRECORDED if report.papers_protocol is None else LINEAR_NOT_THE_PAPERS
+    """The protocol's paragraph, from its registration: the papers' protocol is called so only when its report says
+    it ran with the papers' settings."""
+    from ..engine.evaluation.registry import protocols
+
+    registered = protocols().get(protocol)
+    if registered is not None:
+        return registered.card_description(report.papers_protocol)
     return PROTOCOL_DESCRIPTIONS.get(protocol, "")
+
+
+def _top1_per_k(protocol: str) -> bool:
+    """Whether the protocol's results are top-1 per neighbour count (kNN's), as its registration declares."""
+    from ..engine.evaluation.registry import protocols
+
+    registered = protocols().get(protocol)
+    return registered is not None and registered.result_shape == "top-1 per k"
 
 
 #: evaluation keys the card lists beside the protocol's hyperparameters (the dataset line names data and splits)
@@ -340,23 +363,14 @@ def public_text(text: str) -> str:
     return _LOCAL_PATH.sub(shorten, text)
 
 
-RECIPE_KEYS = ("model", "model_kwargs", "method", "method_kwargs", "temperature", "base_temperature", "projection_dim",
-               "queue_size", "moco_momentum", "mix_temperature", "mix_weight", "data", "class_list", "augmentation",
-               "image_size", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-               "schedule", "warmup_epochs", "precision", "seed")
+#: The recipe keys the card's table lists (the method's options follow in their own table, from its declaration).
+RECIPE_KEYS = ("model", "model_kwargs", "method", "data", "class_list", "augmentation", "image_size", "epochs",
+               "max_steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs",
+               "precision", "seed")
 
 
 def _recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
-    method = recipe.get("method") or ""
-    rows = []
-    for key in RECIPE_KEYS:
-        if key not in recipe or recipe[key] in (None, {}, []):
-            continue
-        if not _applies_to_method(key, method):
-            continue
-        value = recipe[key]
-        rows.append((key, f"`{json.dumps(value)}`" if isinstance(value, (dict, list)) else str(value)))
-    return rows
+    return [(key, _value_text(recipe[key])) for key in RECIPE_KEYS if key in recipe and recipe[key] not in (None, {}, [])]
 
 
 def _summary(info: ExportInfo) -> str:
@@ -473,6 +487,9 @@ def render_card(info: ExportInfo | Mapping[str, Any], repo_id: str | None = None
         method_description=_method_text(recipe) if recipe else "No training recipe recorded.",
         provenance=recipe.get("provenance") or (info.source.provenance if info.source else None) or "not recorded",
         recipe_rows=_recipe_rows(recipe),
+        method_name=recipe.get("method") or "",
+        options_model=type(_method_options(recipe)).__name__ if _method_options(recipe) is not None else "",
+        method_option_rows=_method_option_rows(recipe),
         recipe_yaml=yaml.safe_dump(dict(recipe), sort_keys=False).strip() if recipe else "",
         evaluations=_evaluation_sections(info),
         version="?" if info.timm_selfcon_version is None else info.timm_selfcon_version,

@@ -192,30 +192,31 @@ def _recipe(options: dict[str, Any], model_name: str, model_kwargs: dict[str, An
                     f"(github.com/raymin0223/self-contrastive-learning; official model {options.get('model')!r}, "
                     f"dataset {dataset or '?'!r}, method {options.get('method')!r}"
                     + (f", epoch {epoch}" if epoch is not None else "") + ") by timm-selfcon convert-official"),
-        model=model_name, model_kwargs=model_kwargs, method=method, projection_dim=projection_dim,
-        data=data, output_dir=str(out_dir),
+        model=model_name, model_kwargs=model_kwargs, method=method, data=data, output_dir=str(out_dir),
     )
     if label_column:
         recipe["label_column"] = label_column
     recipe["image_size"] = int(options.get("size") or image_size)
+    method_kwargs: dict[str, Any] = {"out_dim": projection_dim}
     for official, ours in (("temp", "temperature"), ("learning_rate", "lr"), ("weight_decay", "weight_decay"),
                            ("momentum", "momentum")):
         value = options.get(official)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            recipe[ours] = float(value)
+            if ours == "temperature":  # a method option
+                method_kwargs[ours] = float(value)
+            else:
+                recipe[ours] = float(value)
     for official, ours in (("batch_size", "batch_size"), ("epochs", "epochs"), ("seed", "seed")):
         value = options.get(official)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             recipe[ours] = value
-    method_kwargs: dict[str, Any] = {}
     if method.startswith("selfcon"):
         alpha = options.get("alpha")
         if isinstance(alpha, (int, float)) and alpha > 0:
             method_kwargs["alpha"] = float(alpha)
         if options.get("label") is False:
             method_kwargs["supervised"] = False
-    if method_kwargs:
-        recipe["method_kwargs"] = method_kwargs
+    recipe["method_kwargs"] = method_kwargs
     return recipe
 
 

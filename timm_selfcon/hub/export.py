@@ -34,6 +34,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
+from ..engine.evaluation.names import CLASSIFIER_PROTOCOL_NAMES
 from ..errors import UserInputError
 from ..fileio import atomic_dir
 from ..models.factory import create_model
@@ -58,8 +59,9 @@ __all__ = [
     "suggested_name",
 ]
 
-#: Evaluation protocols that train linear classifiers, in the order ``export`` picks one by default.
-CLASSIFIER_PROTOCOLS = ("linear", "early_exit", "linear_fast")
+#: Evaluation protocols that train linear classifiers, in the order ``export`` picks one by default (declared in
+#: ``engine/evaluation/names.py``, in step with the protocols' registry: ``classifier_protocols()``).
+CLASSIFIER_PROTOCOLS = CLASSIFIER_PROTOCOL_NAMES
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
 
 
@@ -127,7 +129,7 @@ def export(
         overwrite: replace an earlier export in ``out_dir`` (``--overwrite``).
     """
     if protocol is not None and protocol not in CLASSIFIER_PROTOCOLS:
-        hint = " (kNN trains no classifiers)" if protocol == "knn" else ""
+        hint = _trains_no_classifiers(protocol)
         raise UserInputError(f"unknown protocol {protocol!r} for export{hint}; expected one of {list(CLASSIFIER_PROTOCOLS)} "
                          "or None (the first evaluation found)")
     if repo_id is not None:
@@ -170,14 +172,14 @@ def _from_training_checkpoint(source: str | os.PathLike[str], *, protocol: str |
     """The encoder of a training checkpoint with the chosen evaluation's classifiers, its record and warnings."""
     from ..config import load_saved_config
     from ..engine.checkpoint import load_encoder, load_strict, read_trainer_state, resolve_checkpoint
-    from ..engine.evaluate import PROTOCOLS
+    from ..engine.evaluation.registry import all_protocols
 
     checkpoint = resolve_checkpoint(source)
     encoder, loaded = load_encoder(checkpoint)
     config = load_saved_config(loaded["recipe"])
     eval_root = Path(eval_dir) if eval_dir is not None else checkpoint.parent / "eval"
     reports = {p: EvaluationReport.from_dict(p, json.loads((eval_root / p / "report.json").read_text()))
-               for p in PROTOCOLS if (eval_root / p / "report.json").is_file()}
+               for p in all_protocols() if (eval_root / p / "report.json").is_file()}
     warn: list[str] = []  # said as warnings and kept as notes (card, result)
     notes: list[str] = []  # kept as notes only
     multi_exit = hasattr(encoder, "exit_stages")
@@ -280,8 +282,19 @@ def _choose_protocol(protocol: str | None, eval_root: Path, reports: dict[str, E
     return chosen
 
 
+def _trains_no_classifiers(protocol: str) -> str:
+    """`` (kNN trains no classifiers)`` for a registered protocol that trains none, else nothing."""
+    from ..engine.evaluation.registry import protocols
+
+    registered = protocols().get(protocol)
+    return f" ({registered.title} trains no classifiers)" if registered and not registered.trains_classifiers else ""
+
+
 def _first_report(reports: dict[str, EvaluationReport]) -> str | None:
-    for protocol in (*CLASSIFIER_PROTOCOLS, "knn"):
+    """The report the card leads with: the first protocol with classifiers, else any other registered protocol's."""
+    from ..engine.evaluation.registry import all_protocols
+
+    for protocol in (*CLASSIFIER_PROTOCOLS, *all_protocols()):
         if protocol in reports:
             return protocol
     return None

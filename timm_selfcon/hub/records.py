@@ -87,6 +87,14 @@ class HeadResult:
                    best_test=Accuracy.from_dict(data.get("best_test")))
 
 
+def top1_per_k(entry: Any) -> bool:
+    """Whether a head's results are top-1 per neighbour count (``{"k20": 41.2, ...}``, kNN's) rather than a probe's
+    epochs (``{"last": {...}, ...}``): read from the results' shape, so a report of any protocol, old or new, reads
+    without asking the protocols' registry (which imports torch)."""
+    return isinstance(entry, Mapping) and bool(entry) and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) for value in entry.values())
+
+
 @dataclass(frozen=True)
 class EarlyExitRow:
     """One threshold of an ``early_exit`` sweep."""
@@ -151,7 +159,7 @@ class EvaluationReport:
             dataset=EvalDataset.from_report(report),
             checkpoint=report.get("checkpoint"),
             hyperparameters=dict(_mapping(report.get("hyperparameters"))),
-            results={head: HeadResult.from_dict(entry, knn=protocol == "knn")
+            results={head: HeadResult.from_dict(entry, knn=top1_per_k(entry))
                      for head, entry in _mapping(report.get("results")).items()},
             final=Accuracy.from_dict(_mapping(report.get("result")).get("last")),
             early_exit=[EarlyExitRow.from_dict(row) for row in report.get("early_exit") or []],

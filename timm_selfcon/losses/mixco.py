@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .supcon import _autocast_disabled, _check_temperature, _compute_dtype, contrast_logsumexp
+from ..precision import autocast_disabled
+from .supcon import _check_temperature, _compute_dtype, contrast_logsumexp
 
 __all__ = ["MixCoLoss", "mixco_loss"]
 
@@ -83,7 +84,7 @@ def mixco_loss(
             )
         embeddings.append(queue)
 
-    with _autocast_disabled(q_mix.device):
+    with autocast_disabled(q_mix.device):
         dtype = _compute_dtype(q_mix, *embeddings)
         q_mix = q_mix.to(dtype)
         keys = keys.to(dtype)

@@ -14,14 +14,14 @@ ever built.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from ..precision import autocast_disabled
 
 __all__ = ["SelfConLoss", "SupConLoss", "selfcon_loss", "supcon_loss"]
 
@@ -34,16 +34,6 @@ def _check_temperature(name: str, value: float) -> None:
         or value <= 0
     ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-@contextlib.contextmanager
-def _autocast_disabled(device: torch.device) -> Iterator[None]:
-    """Run the enclosed ops without autocast on ``device`` (so float32 inputs stay float32)."""
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    else:
-        yield
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -122,7 +112,7 @@ class _ContrastLogSumExp(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         anchors, contrast, unnormalised, row_sum = ctx.saved_tensors
         grad_anchors = grad_contrast = None
-        with _autocast_disabled(grad_output.device):
+        with autocast_disabled(grad_output.device):
             # d lse_a / d logit_ac = softmax_ac = unnormalised_ac / row_sum_a
             row_weight = (grad_output / row_sum).unsqueeze(1)  # [A, 1]
             if ctx.needs_input_grad[0]:
@@ -259,7 +249,7 @@ def supcon_loss(
         )
     else:
         groups, group_sizes = None, None
-    with _autocast_disabled(features.device):
+    with autocast_disabled(features.device):
         features = features.to(_compute_dtype(features))
         return _contrastive_loss(features, temperature, base_temperature, groups, group_sizes)
 
@@ -336,7 +326,7 @@ def selfcon_loss(
             "no anchor has a positive; add exits, labels or multiview"
         )
 
-    with _autocast_disabled(features.device):
+    with autocast_disabled(features.device):
         features = features.to(_compute_dtype(features))
         if labels is not None:
             image_groups, image_group_sizes = _compact_groups(labels)

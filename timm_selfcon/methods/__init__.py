@@ -10,13 +10,12 @@ interface the engine uses and the table of what each method gathers across proce
 import importlib
 import pkgutil
 
-from .base import BackboneProjection, TrainingMethod
+from .base import BackboneProjection, MethodOptions, TrainingMethod
 from .distributed import all_gather_no_grad, all_gather_with_grad, get_rank, get_world_size, is_distributed
 from .mixing import mix_pairs
 from .projection import ProjectedModel, ProjectionHead, with_projection_heads
 from .registry import (
     METHODS,
-    MethodOption,
     build_method,
     method_class,
     method_defaults,
@@ -39,7 +38,7 @@ __all__ = [
     "METHODS",
     "BackboneProjection",
     "CrossEntropy",
-    "MethodOption",
+    "MethodOptions",
     "MoCo",
     "MoCoMixCo",
     "ProjectedModel",

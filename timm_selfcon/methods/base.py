@@ -46,57 +46,37 @@ gradient (see :mod:`timm_selfcon.methods.distributed`). A local term (MixCo's) i
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import warnings
-from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import ConfigDict
 
 from ..errors import UserInputError
+from ..typed import StrictModel
 from .projection import ProjectionHead
 
-__all__ = ["BackboneProjection", "TrainingMethod", "check_nonnegative", "check_positive"]
+__all__ = ["BackboneProjection", "MethodOptions", "TrainingMethod", "check_positive_int"]
 
 
-def check_positive(name: str, value: float) -> float:
-    """``value`` as a float if it is a finite number > 0, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise UserInputError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+class MethodOptions(StrictModel):
+    """A method's options (its ``method_kwargs``): one typed field each, with its range and its ONE default.
 
+    A method declares a subclass in its own file and sets it as its ``Options``; the constructor takes the options as
+    keyword arguments and checks them with it (``self.options``), recipes set them under ``method_kwargs:`` (checked
+    with it when the config is resolved, before any data loads), and the model card lists them from it. No options:
+    this class itself.
+    """
 
-def check_nonnegative(name: str, value: float) -> float:
-    """``value`` as a float if it is a finite number >= 0, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise UserInputError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def check_bool(name: str, value: bool) -> bool:
-    """``value`` if it is a bool, else ``ValueError`` naming it (a YAML typo such as ``ture`` is a string)."""
-    if not isinstance(value, bool):
-        raise UserInputError(f"{name} must be true or false, got {value!r}")
-    return value
+    model_config = ConfigDict(frozen=True)
 
 
 def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserInputError(f"{name} must be a positive int, got {value!r}")
     return value
-
-
-@contextlib.contextmanager
-def autocast_disabled(device: torch.device) -> Iterator[None]:
-    """Run the enclosed ops in the inputs' own precision (losses on fp16 logits would lose accuracy)."""
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    else:
-        yield
 
 
 def freeze_unused_exits(model: nn.Module, method: str) -> None:
@@ -152,8 +132,6 @@ class TrainingMethod(nn.Module):
     description: ClassVar[str] = ""
     #: crops per image the data pipeline must produce (``views [B, V, C, H, W]``)
     views_required: ClassVar[int] = 1
-    #: labels are used by default (a method may still ignore them, e.g. SelfCon with ``supervised=False``)
-    supervised: ClassVar[bool] = True
     #: the model needs a classifier over the dataset's classes (``num_classes`` > 0)
     trains_classifier: ClassVar[bool] = False
     #: the training augmentation pipeline of recipes that leave ``augmentation: auto``
@@ -162,8 +140,8 @@ class TrainingMethod(nn.Module):
     allows_gradient_accumulation: ClassVar[bool] = False
     #: the per-process batch must be a multiple of this (MixCo mixes first half with second half)
     per_process_batch_multiple: ClassVar[int] = 1
-    #: top-level recipe keys the method takes -> its constructor argument (others go in ``method_kwargs``)
-    recipe_keys: ClassVar[dict[str, str]] = {}
+    #: the method's options (``method_kwargs``), with their types, ranges and defaults
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
     #: model-card family name (None: SelfCon for a multi-exit model, else timm-selfcon) and extra tags
     card_family: ClassVar[str | None] = None
     card_tags: ClassVar[tuple[str, ...]] = ()
@@ -178,14 +156,15 @@ class TrainingMethod(nn.Module):
         """
 
     @classmethod
-    def card_text(cls, recipe: Mapping[str, Any]) -> str:
-        """The method's paragraph in a model card, given the run's resolved recipe."""
+    def card_text(cls, options: MethodOptions) -> str:
+        """The method's paragraph in a model card, given the options the run used."""
         return cls.description
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, **options: Any) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module (a timm model), got {type(model).__name__}")
+        self.options = self.Options(**options)  # checked here, so a method built in Python gets the recipes' checks
         self.needs_labels = False
 
     @property

@@ -7,15 +7,11 @@ folding); every image is in exactly one mix.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["MIXCO_RECIPE_KEYS", "MixCoDeclaration", "mix_pairs"]
-
-#: The recipe keys of the MixCo term (both MixCo methods add them to their base method's keys).
-MIXCO_RECIPE_KEYS = {"mix_temperature": "mix_temperature", "mix_weight": "mix_weight"}
+__all__ = ["MixCoDeclaration", "mix_pairs"]
 
 
 class MixCoDeclaration:
@@ -30,10 +26,11 @@ class MixCoDeclaration:
     description: ClassVar[str]
 
     @classmethod
-    def card_text(cls, recipe: Mapping[str, Any]) -> str:
-        """The model-card paragraph: the description, the base method and the mix settings."""
+    def card_text(cls, options: Any) -> str:
+        """The model-card paragraph: the description, the base method and the mix settings (``options``: the run's
+        options, a ``MethodOptions`` with ``mix_temperature`` and ``mix_weight``)."""
         return (f"{cls.description} Base method: **{cls.base_method}**; mix temperature "
-                f"**{recipe.get('mix_temperature')}**, mix weight **{recipe.get('mix_weight')}**.")
+                f"**{options.mix_temperature}**, mix weight **{options.mix_weight}**.")
 
 
 def mix_pairs(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,31 +31,48 @@ keys), so this is only traffic; ``broadcast_buffers=False`` avoids it.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+import typing
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, StrictBool
 
 from ..errors import UserInputError
 from ..losses import MixCoLoss
-from .base import (
-    BackboneProjection,
-    TrainingMethod,
-    autocast_disabled,
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
-    freeze_unused_exits,
-)
+from ..precision import autocast_disabled
+from ..typed import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat
+from .base import BackboneProjection, MethodOptions, TrainingMethod, freeze_unused_exits
 from .distributed import all_gather_no_grad, broadcast, gather_sizes, get_rank, get_world_size, is_distributed
-from .mixing import MIXCO_RECIPE_KEYS, MixCoDeclaration, mix_pairs
-from .momentum import check_momentum, frozen_copy, momentum_update_
+from .mixing import MixCoDeclaration, mix_pairs
+from .momentum import frozen_copy, momentum_update_
 from .registry import register_method
 
-__all__ = ["KEY_BN_MODES", "MoCo", "MoCoMixCo"]
+__all__ = ["KEY_BN_MODES", "MoCo", "MoCoMixCo", "MoCoMixCoOptions", "MoCoOptions"]
 
-KEY_BN_MODES = ("auto", "shuffle", "split", "none")
+KeyBN = Literal["auto", "shuffle", "split", "none"]
+KEY_BN_MODES: tuple[str, ...] = typing.get_args(KeyBN)
+
+
+class MoCoOptions(MethodOptions):
+    """``moco`` options (defaults: MoCo v2's, and the MixCo scripts' temperature 0.2)."""
+
+    out_dim: PositiveInt = Field(128, description="projection width (MLP head d -> d -> out_dim, --mlp --moco-dim)")
+    queue_size: PositiveInt = Field(65536, description="K, queued keys; a multiple of the global batch")
+    momentum: UnitFloat = Field(0.999, description="m of the key encoder's momentum update")
+    temperature: PositiveFloat = Field(0.2, description="T of the MoCo logits")
+    key_bn: KeyBN = Field("auto", description="BatchNorm of the key encoder: shuffle (several processes), split "
+                                               "(one), none, or auto")
+    num_splits: PositiveInt = Field(2, description="chunks of the key batch for key_bn=split; divides the local batch")
+    gather: StrictBool = Field(True, description="gather every process's keys into the queue")
+
+
+class MoCoMixCoOptions(MoCoOptions):
+    """``moco_mixco`` options: MoCo's plus the MixCo term's (official MixCo MoCo script defaults)."""
+
+    mix_temperature: PositiveFloat = Field(0.05, description="MixCo temperature (--mixco-t)")
+    mix_weight: NonNegativeFloat = Field(1.0, description="weight of the mix term (--mix-param)")
 
 
 @register_method
@@ -81,30 +98,24 @@ class MoCo(TrainingMethod):
     paper = "MoCo v2: Chen, Fan, Girshick, He, arXiv 2003.04297"
     description = "MoCo v2: self-supervised contrastive learning with a momentum key encoder and a queue."
     views_required = 2
-    supervised = False
     augmentation = "moco_v2"
-    recipe_keys: ClassVar[dict[str, str]] = {"temperature": "temperature", "projection_dim": "out_dim", "gather": "gather",
-                   "queue_size": "queue_size", "moco_momentum": "momentum"}
+    Options = MoCoOptions
     card_tags = ("selfcon", "self-supervised-learning")
 
-    def __init__(self, model: nn.Module, out_dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2, key_bn: str = "auto", num_splits: int = 2, gather: bool = True,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, generator: torch.Generator | None = None, **options: Any) -> None:
+        super().__init__(model, **options)
         freeze_unused_exits(model, self.name)
-        check_positive_int("queue_size", queue_size)
-        if key_bn not in KEY_BN_MODES:
-            raise UserInputError(f"unknown key_bn {key_bn!r}; expected one of {list(KEY_BN_MODES)}")
-        self.projector = BackboneProjection(model, out_dim)
+        opts = self.options
+        self.projector = BackboneProjection(model, opts.out_dim)
         self.key_projector = frozen_copy(self.projector)
-        self.momentum = check_momentum(momentum)
-        self.temperature = check_positive("temperature", temperature)
-        self.key_bn = key_bn
-        self.num_splits = check_positive_int("num_splits", num_splits)
-        self.gather = bool(gather)
+        self.momentum = opts.momentum
+        self.temperature = opts.temperature
+        self.key_bn = opts.key_bn
+        self.num_splits = opts.num_splits
+        self.gather = opts.gather
         self.generator = generator
-        self.queue_size = queue_size
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
+        self.queue_size = opts.queue_size
+        self.register_buffer("queue", F.normalize(torch.randn(opts.queue_size, opts.out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.needs_labels = False
 
@@ -245,16 +256,12 @@ class MoCoMixCo(MixCoDeclaration, MoCo):
     paper = "MixCo: Kim, Lee, Bae, Yun, arXiv 2010.06300 (on MoCo v2, arXiv 2003.04297)"
     description = "MixCo on MoCo v2: MoCo v2 plus mix-up semi-positives with soft targets (Kim et al., 2020)."
     base_method = "MoCo v2"
-    recipe_keys: ClassVar[dict[str, str]] = {**MoCo.recipe_keys, **MIXCO_RECIPE_KEYS}
+    Options = MoCoMixCoOptions
 
-    def __init__(self, model: nn.Module, out_dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2, key_bn: str = "auto", num_splits: int = 2, gather: bool = True,
-                 generator: torch.Generator | None = None, mix_temperature: float = 0.05,
-                 mix_weight: float = 1.0) -> None:
-        super().__init__(model, out_dim=out_dim, queue_size=queue_size, momentum=momentum, temperature=temperature,
-                         key_bn=key_bn, num_splits=num_splits, gather=gather, generator=generator)
-        self.mix_criterion = MixCoLoss(check_positive("mix_temperature", mix_temperature))
-        self.mix_weight = check_nonnegative("mix_weight", mix_weight)
+    def __init__(self, model: nn.Module, generator: torch.Generator | None = None, **options: Any) -> None:
+        super().__init__(model, generator=generator, **options)
+        self.mix_criterion = MixCoLoss(self.options.mix_temperature)
+        self.mix_weight = self.options.mix_weight
 
     def _queries(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         mixed, lam = mix_pairs(images, self.generator)

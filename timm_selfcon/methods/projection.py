@@ -23,7 +23,7 @@ class ProjectionHead(nn.Module):
 
     ``hidden_batchnorm=True`` (ours, off in the papers' recipes) puts a ``BatchNorm1d`` after the first Linear,
     as SimCLR v2 and MoCo v3 do: it removes the component all projections share, whose growth is what pins
-    SelfCon on its collapse plateau (``benchmarks/collapse.py``).
+    SelfCon on its collapse plateau (``benchmarks/experiments/collapse.py``).
     """
 
     def __init__(self, in_dim: int, out_dim: int = 128, hidden_batchnorm: bool = False) -> None:

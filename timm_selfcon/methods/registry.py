@@ -2,32 +2,30 @@
 
 A method is a :class:`~timm_selfcon.methods.base.TrainingMethod` subclass in its own module of this package,
 decorated with :func:`register_method`. Its class attributes declare everything the engine, the config and the
-model card need (name, paper, views, labels, augmentation, batch constraints, recipe keys, card text), so the
-engine never names a method and adding one is one new file plus a recipe (this package imports every module in
-it, see ``methods/__init__.py``).
+model card need (name, paper, views, labels, augmentation, batch constraints, its options model ``Options``, card
+text), so the engine never names a method and adding one is one new file plus a recipe (this package imports every
+module in it, see ``methods/__init__.py``).
 """
 from __future__ import annotations
 
-import functools
 import inspect
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import UserInputError
-from .base import TrainingMethod
+from .base import MethodOptions, TrainingMethod
 
-__all__ = ["METHODS", "MethodOption", "build_method", "method_class", "method_defaults", "method_options",
-           "options_from_recipe", "register_method"]
+__all__ = ["METHODS", "build_method", "method_class", "method_defaults", "method_options", "options_from_recipe",
+           "register_method"]
 
 #: Recipe method name -> method class, filled by :func:`register_method` in import order.
 METHODS: dict[str, type[TrainingMethod]] = {}
 
 _REQUIRED = ("name", "paper", "description", "augmentation")
+#: constructor arguments that are not options (not settable from a recipe)
+_NOT_OPTIONS = ("self", "model", "generator")
 
 
 def register_method(cls: type[TrainingMethod]) -> type[TrainingMethod]:
@@ -39,10 +37,15 @@ def register_method(cls: type[TrainingMethod]) -> type[TrainingMethod]:
         raise ValueError(f"method name {cls.name!r} is registered twice ({METHODS[cls.name].__name__}, {cls.__name__})")
     if cls.views_required not in (1, 2):
         raise ValueError(f"{cls.__name__}.views_required must be 1 or 2, got {cls.views_required!r}")
-    options = method_options_of(cls)
-    unknown = sorted(arg for arg in cls.recipe_keys.values() if arg not in options)
-    if unknown:
-        raise TypeError(f"{cls.__name__}.recipe_keys map to {unknown}, which its constructor does not take")
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, MethodOptions)):
+        raise TypeError(f"{cls.__name__}.Options must be a MethodOptions subclass, got {cls.Options!r}")
+    # an option's one default is its Options field's: a constructor parameter outside Options would be a second one
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    outside = sorted(p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                     and p.name not in _NOT_OPTIONS and p.name not in cls.Options.model_fields)
+    if outside:
+        raise TypeError(f"{cls.__name__}'s constructor takes {outside}, which {cls.__name__}.Options does not declare "
+                        "(declare each option once, in its Options model, and take them as **options)")
     METHODS[cls.name] = cls
     return cls
 
@@ -54,42 +57,20 @@ def method_class(name: str) -> type[TrainingMethod]:
     return METHODS[name]
 
 
-@dataclass(frozen=True)
-class MethodOption:
-    """One constructor option of a method: its type annotation (resolved) and default."""
-
-    annotation: Any
-    default: Any
-
-
-@functools.cache
-def method_options_of(cls: type[TrainingMethod]) -> Mapping[str, MethodOption]:
-    """The constructor options of ``cls`` (keyword arguments after ``model``) with types and defaults (read once per
-    class: every config validation and ``build_method`` asks)."""
-    hints = typing.get_type_hints(cls.__init__)
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, model
-    return MappingProxyType({p.name: MethodOption(hints.get(p.name, Any), p.default) for p in parameters})
-
-
-def method_options(name: str) -> Mapping[str, MethodOption]:
-    """The options method ``name`` takes (``method_kwargs`` keys and the targets of its ``recipe_keys``)."""
-    return method_options_of(method_class(name))
+def method_options(name: str) -> type[MethodOptions]:
+    """The options model of method ``name`` (its ``method_kwargs``: fields with types, ranges and defaults)."""
+    return method_class(name).Options
 
 
 def method_defaults(name: str) -> dict[str, Any]:
     """The options of method ``name`` and their defaults."""
-    return {key: option.default for key, option in method_options(name).items()}
+    return method_options(name)().model_dump()
 
 
 def options_from_recipe(name: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The constructor options of method ``name`` from a resolved recipe (a mapping of recipe keys).
-
-    The method's ``recipe_keys`` map top-level recipe keys (``temperature``, ``projection_dim``...) to its
-    arguments; ``method_kwargs`` entries are passed as they are and win.
-    """
-    cls = method_class(name)
-    options = {argument: recipe[key] for key, argument in cls.recipe_keys.items() if key in recipe}
-    return {**options, **dict(recipe.get("method_kwargs") or {})}
+    """Every option of method ``name`` with the value a resolved recipe (a mapping of recipe keys) gives it: its
+    ``method_kwargs``, completed with the method's defaults."""
+    return method_options(name)(**dict(recipe.get("method_kwargs") or {})).model_dump()
 
 
 def build_method(name: str, model: nn.Module, **options: Any) -> TrainingMethod:
@@ -100,7 +81,7 @@ def build_method(name: str, model: nn.Module, **options: Any) -> TrainingMethod:
     Raises :class:`~timm_selfcon.errors.UserInputError` (a ``ValueError``) for an unknown name or option.
     """
     cls = method_class(name)
-    valid = method_options_of(cls)
+    valid = [*cls.Options.model_fields, *(p for p in inspect.signature(cls.__init__).parameters if p == "generator")]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise UserInputError(f"method {name!r} got unknown option(s) {unknown}; valid options: {sorted(valid)}")

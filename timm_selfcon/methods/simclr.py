@@ -12,18 +12,35 @@ per process. The mix term is always local, as in the official code.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any
 
 import torch
 import torch.nn as nn
+from pydantic import Field, StrictBool
 
 from ..losses import MixCoLoss, SupConLoss
-from .base import BackboneProjection, TrainingMethod, check_nonnegative, check_positive, freeze_unused_exits
+from ..typed import NonNegativeFloat, PositiveFloat, PositiveInt
+from .base import BackboneProjection, MethodOptions, TrainingMethod, freeze_unused_exits
 from .distributed import all_gather_with_grad
-from .mixing import MIXCO_RECIPE_KEYS, MixCoDeclaration, mix_pairs
+from .mixing import MixCoDeclaration, mix_pairs
 from .registry import register_method
 
-__all__ = ["SimCLR", "SimCLRMixCo"]
+__all__ = ["SimCLR", "SimCLRMixCo", "SimCLRMixCoOptions", "SimCLROptions"]
+
+
+class SimCLROptions(MethodOptions):
+    """``simclr`` options (defaults: the official SimCLR+MixCo script)."""
+
+    out_dim: PositiveInt = Field(128, description="projection width (MLP head d -> d -> out_dim)")
+    temperature: PositiveFloat = Field(0.5, description="NT-Xent temperature")
+    gather: StrictBool = Field(True, description="all-gather the projections (with gradient) across processes")
+
+
+class SimCLRMixCoOptions(SimCLROptions):
+    """``simclr_mixco`` options: SimCLR's plus the MixCo term's (official SimCLR+MixCo defaults)."""
+
+    mix_temperature: PositiveFloat = Field(0.5, description="MixCo temperature")
+    mix_weight: NonNegativeFloat = Field(1.0, description="weight of the mix term")
 
 
 @register_method
@@ -43,18 +60,16 @@ class SimCLR(TrainingMethod):
     paper = "SimCLR: Chen, Kornblith, Norouzi, Hinton, arXiv 2002.05709"
     description = "SimCLR: self-supervised contrastive learning on two views."
     views_required = 2
-    supervised = False
     augmentation = "simclr"
-    recipe_keys: ClassVar[dict[str, str]] = {"temperature": "temperature", "projection_dim": "out_dim", "gather": "gather"}
+    Options = SimCLROptions
     card_tags = ("selfcon", "self-supervised-learning")
 
-    def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.5, gather: bool = True) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__(model, **options)
         freeze_unused_exits(model, self.name)
-        self.projector = BackboneProjection(model, out_dim)
-        temperature = check_positive("temperature", temperature)
-        self.criterion = SupConLoss(temperature, base_temperature=temperature)
-        self.gather = bool(gather)
+        self.projector = BackboneProjection(model, self.options.out_dim)
+        self.criterion = SupConLoss(self.options.temperature, base_temperature=self.options.temperature)
+        self.gather = self.options.gather
         self.needs_labels = False
 
     @property
@@ -97,14 +112,12 @@ class SimCLRMixCo(MixCoDeclaration, SimCLR):
     paper = "MixCo: Kim, Lee, Bae, Yun, arXiv 2010.06300 (on SimCLR, arXiv 2002.05709)"
     description = "MixCo on SimCLR: SimCLR plus mix-up semi-positives with soft targets (Kim et al., 2020)."
     base_method = "SimCLR"
-    recipe_keys: ClassVar[dict[str, str]] = {**SimCLR.recipe_keys, **MIXCO_RECIPE_KEYS}
+    Options = SimCLRMixCoOptions
 
-    def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.5, gather: bool = True,
-                 mix_temperature: float = 0.5, mix_weight: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(model, out_dim=out_dim, temperature=temperature, gather=gather)
-        self.mix_criterion = MixCoLoss(check_positive("mix_temperature", mix_temperature))
-        self.mix_weight = check_nonnegative("mix_weight", mix_weight)
+    def __init__(self, model: nn.Module, generator: torch.Generator | None = None, **options: Any) -> None:
+        super().__init__(model, **options)
+        self.mix_criterion = MixCoLoss(self.options.mix_temperature)
+        self.mix_weight = self.options.mix_weight
         self.generator = generator
 
     def forward(

@@ -12,32 +12,41 @@ processes with their gradient, so the loss sees the global batch as in the offic
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, StrictBool
 
 from ..errors import UserInputError
 from ..losses import SelfConLoss, SupConLoss
-from .base import (
-    BackboneProjection,
-    TrainingMethod,
-    autocast_disabled,
-    check_bool,
-    check_nonnegative,
-    check_positive,
-    freeze_unused_exits,
-)
+from ..precision import autocast_disabled
+from ..typed import NonNegativeFloat, PositiveFloat, PositiveInt
+from .base import BackboneProjection, MethodOptions, TrainingMethod, freeze_unused_exits
 from .distributed import all_gather_no_grad, all_gather_with_grad
 from .projection import ProjectedModel, with_projection_heads
 from .registry import register_method
 
-__all__ = ["CONTRASTIVE_RECIPE_KEYS", "CrossEntropy", "SelfCon", "SelfConM", "SupCon", "SupConS"]
+__all__ = ["CrossEntropy", "SelfCon", "SelfConM", "SelfConOptions", "SupCon", "SupConOptions", "SupConS"]
 
-#: The recipe keys of the supervised contrastive methods -> their constructor arguments.
-CONTRASTIVE_RECIPE_KEYS = {"temperature": "temperature", "base_temperature": "base_temperature",
-                           "projection_dim": "out_dim", "gather": "gather"}
+
+class SupConOptions(MethodOptions):
+    """``supcon`` and ``supcon_s`` options (defaults: the SelfCon CIFAR scripts)."""
+
+    out_dim: PositiveInt = Field(128, description="projection width (MLP head d -> d -> out_dim)")
+    temperature: PositiveFloat = Field(0.1, description="temperature of the SupCon loss")
+    base_temperature: PositiveFloat = Field(0.07, description="the loss is scaled by temperature / base_temperature")
+    gather: StrictBool = Field(True, description="all-gather projections (with gradient) and labels across processes")
+    head_batchnorm: StrictBool = Field(False, description="BatchNorm1d in the projection head's hidden layer (ours; "
+                                                          "the papers' heads have none)")
+
+
+class SelfConOptions(SupConOptions):
+    """``selfcon`` and ``selfcon_m`` options: SupCon's, plus the FG-excluded weight and the use of labels."""
+
+    alpha: NonNegativeFloat = Field(0.0, description="weight of the FG-excluded term (0: SelfCon; > 0: SelfCon-S*/M*)")
+    supervised: StrictBool = Field(True, description="use labels (false: SelfCon-SU)")
 
 
 @register_method
@@ -61,8 +70,8 @@ class CrossEntropy(TrainingMethod):
     allows_gradient_accumulation = True
     card_tags = ("selfcon",)
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__(model, **options)
         num_classes = getattr(model, "num_classes", 0)
         if not num_classes:
             raise UserInputError(f"method 'ce' needs a model with a classifier, got num_classes={num_classes!r}; "
@@ -90,17 +99,15 @@ class _SupConBase(TrainingMethod):
     """Shared set-up of SupCon and SupCon-S: one projection head on the pooled backbone feature."""
 
     augmentation = "supcon"
-    recipe_keys: ClassVar[dict[str, str]] = CONTRASTIVE_RECIPE_KEYS
+    Options = SupConOptions
     card_tags = ("selfcon", "supervised-contrastive-learning")
 
-    def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
-                 base_temperature: float = 0.07, gather: bool = True, head_batchnorm: bool = False) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__(model, **options)
         freeze_unused_exits(model, self.name)
-        self.projector = BackboneProjection(model, out_dim, check_bool("head_batchnorm", head_batchnorm))
-        self.criterion = SupConLoss(check_positive("temperature", temperature),
-                                    check_positive("base_temperature", base_temperature))
-        self.gather = bool(gather)
+        self.projector = BackboneProjection(model, self.options.out_dim, self.options.head_batchnorm)
+        self.criterion = SupConLoss(self.options.temperature, self.options.base_temperature)
+        self.gather = self.options.gather
         self.needs_labels = True
 
     @property
@@ -169,7 +176,7 @@ class _SelfConBase(TrainingMethod):
 
     multiview: bool = False
     augmentation = "supcon"
-    recipe_keys: ClassVar[dict[str, str]] = CONTRASTIVE_RECIPE_KEYS
+    Options = SelfConOptions
     card_tags = ("selfcon", "supervised-contrastive-learning")
     #: what this method computes on a model without exits (the backbone's projections alone)
     without_exits: ClassVar[str] = "supcon_s"
@@ -186,17 +193,14 @@ class _SelfConBase(TrainingMethod):
             f"without an exit it is {cls.without_exits}; use method={cls.without_exits}, or give the model an exit, "
             "e.g. model_kwargs.exit_stages=[2]")
 
-    def __init__(self, model: nn.Module, out_dim: int = 128, temperature: float = 0.1,
-                 base_temperature: float = 0.07, alpha: float = 0.0, supervised: bool = True,
-                 gather: bool = True, head_batchnorm: bool = False) -> None:
-        super().__init__(model)
-        self.projector: ProjectedModel = with_projection_heads(model, out_dim,
-                                                               check_bool("head_batchnorm", head_batchnorm))
-        self.criterion = SelfConLoss(check_positive("temperature", temperature),
-                                     check_positive("base_temperature", base_temperature),
-                                     alpha=check_nonnegative("alpha", alpha), multiview=self.multiview)
-        self.gather = bool(gather)
-        self.needs_labels = bool(supervised)
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__(model, **options)
+        opts = self.options
+        self.projector: ProjectedModel = with_projection_heads(model, opts.out_dim, opts.head_batchnorm)
+        self.criterion = SelfConLoss(opts.temperature, opts.base_temperature, alpha=opts.alpha,
+                                     multiview=self.multiview)
+        self.gather = opts.gather
+        self.needs_labels = opts.supervised
 
     @property
     def encoder(self) -> nn.Module:

@@ -281,7 +281,7 @@ def selfcon_resnet10_cifar(pretrained: bool = False, **kwargs) -> SelfConResNet:
 def selfcon_resnet10_w16_cifar(pretrained: bool = False, **kwargs) -> SelfConResNet:
     """SelfCon ResNet-10 at a quarter of the width (stages 16-32-64-128; ours, not in the paper), CIFAR stem,
     ``fc`` exit: 0.31M parameters, ~13x the training throughput of ``selfcon_resnet10_cifar`` on a CPU.
-    For method comparisons that a CPU can afford (``benchmarks/rank_methods.py``)."""
+    For method comparisons that a CPU can afford (``benchmarks/experiments/rank_methods.py``)."""
     return _create("selfcon_resnet10_w16_cifar", "resnet10_w16", pretrained, kwargs)
 
 

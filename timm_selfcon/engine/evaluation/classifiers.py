@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .features import EvalInputs
 from .metrics import head_metrics
+from .report import EvalReport
 
 Features = list[torch.Tensor]
 Norms = list[tuple[torch.Tensor, torch.Tensor]]
@@ -119,7 +120,7 @@ def fold_standardisation(heads: nn.ModuleList, norms: Norms | None) -> nn.Module
     return folded
 
 
-def fit_heads(inputs: EvalInputs, report: dict[str, Any], test: tuple[Features, torch.Tensor],
+def fit_heads(inputs: EvalInputs, report: EvalReport, test: tuple[Features, torch.Tensor],
               val: tuple[Features, torch.Tensor] | None, *, epochs: int, lr: float,
               hyperparameters: dict[str, Any], train: tuple[Features, torch.Tensor] | None = None,
               augmented_batches: Callable[[], Iterator[tuple[Features, torch.Tensor]]] | None = None,
@@ -149,9 +150,9 @@ def fit_heads(inputs: EvalInputs, report: dict[str, Any], test: tuple[Features, 
                       callbacks=inputs.callbacks)
     norms = [(f.mean(0), f.std(0).clamp_min(1e-6)) for f in train_feats] if standardise else None
     heads = fold_standardisation(run.heads, norms)
-    report["hyperparameters"] = hyperparameters
-    report["results"] = select_epochs(run.history, list(run.history[-1]["test"]))
-    report["history"] = [dict(epoch=h["epoch"], test_top1={k: v["top1"] for k, v in h["test"].items()},
+    report.hyperparameters = hyperparameters
+    report.results = select_epochs(run.history, list(run.history[-1]["test"]))
+    report.history = [dict(epoch=h["epoch"], test_top1={k: v["top1"] for k, v in h["test"].items()},
                               val_top1={k: v["top1"] for k, v in h["val"].items()}) for h in run.history]
     return heads
 
@@ -177,8 +178,8 @@ def attach_classifiers(encoder: nn.Module, heads: nn.ModuleList, num_classes: in
     return model.eval()
 
 
-def report_classifiers(encoder: nn.Module, heads: nn.ModuleList, report: dict[str, Any]) -> dict[str, torch.Tensor]:
+def report_classifiers(encoder: nn.Module, heads: nn.ModuleList, report: EvalReport) -> dict[str, torch.Tensor]:
     """The heads' state dict (:func:`classifier_state_dict`), its classifier names listed in ``report``."""
     state = classifier_state_dict(encoder, heads)
-    report["classifiers"] = sorted({k.rsplit(".", 1)[0] for k in state})
+    report.classifiers = sorted({k.rsplit(".", 1)[0] for k in state})
     return state

@@ -2,8 +2,6 @@
 sweep: accuracy and mean FLOPs per image (the model's :meth:`~timm_selfcon.models.exits.MultiExitMixin.exit_flops`)."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -12,6 +10,8 @@ from . import linear_fast
 from .classifiers import attach_classifiers, report_classifiers
 from .features import EvalInputs
 from .metrics import percent
+from .registry import register_protocol
+from .report import EvalReport
 
 EARLY_EXIT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 
@@ -40,9 +40,14 @@ def early_exit_sweep(model: nn.Module, loader: DataLoader, thresholds: tuple[flo
     return rows
 
 
-def run(inputs: EvalInputs, report: dict[str, Any]) -> dict[str, torch.Tensor]:
+@register_protocol(
+    "early_exit", trains_classifiers=True, result_shape="epochs per head", all_rank=2, export_rank=1, needs_exits=True,
+    card_text=(f"Linear classifiers trained as in `{linear_fast.NAME}`, plugged into the model, then early-exit "
+               "inference over a sweep of confidence thresholds (accuracy and FLOPs per image)."),
+)
+def run(inputs: EvalInputs, report: EvalReport) -> dict[str, torch.Tensor]:
     """The ``linear_fast`` classifiers and the sweep in ``report``; returns the classifiers' state dict."""
     heads = linear_fast.fit(inputs, report)
     model = attach_classifiers(inputs.encoder, heads, inputs.num_classes)
-    report["early_exit"] = early_exit_sweep(model, inputs.test_loader)
+    report.early_exit = early_exit_sweep(model, inputs.test_loader)
     return report_classifiers(inputs.encoder, heads, report)

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from ...data import ContrastiveImageDataset, build_transform
 from .classifiers import fit_heads, report_classifiers
 from .features import EvalInputs, forward_outputs
+from .registry import data_deviations, register_protocol
+from .report import EvalReport
 
 if TYPE_CHECKING:
     from ..evaluate import EvalConfig
@@ -27,16 +29,12 @@ PAPERS_BATCH_SIZE = 512
 PAPERS_MILESTONES = (0.6, 0.8)
 
 
-def data_deviations(config: EvalConfig) -> list[str]:
-    """How the rows the classifiers train on differ from the papers' (the whole training split)."""
-    found = []
-    if config.max_train_samples:
-        found.append(f"classifiers trained on the first {config.max_train_samples} training rows only "
-                     f"(max_train_samples={config.max_train_samples}; the papers': the whole training split)")
-    if config.val_fraction:
-        found.append(f"{config.val_fraction:.0%} of the training split held out for validation "
-                     f"(val_fraction={config.val_fraction:g}): the classifiers train on the rest")
-    return found
+#: the augmentation pipeline of the probe's training crops (random resized crop + flip), in
+#: :data:`timm_selfcon.augmentations.AUGMENTATIONS` under the protocol's name
+AUGMENTATION = "linear"
+#: what the card says the papers' procedure is
+PROCEDURE = ("frozen encoder in eval mode, one linear classifier per output (each exit and the backbone) on pooled "
+             "features, random-resized-crop + flip, SGD with step decay")
 
 
 def papers_deviations(config: EvalConfig, hyperparameters: dict[str, Any]) -> list[str]:
@@ -51,7 +49,22 @@ def papers_deviations(config: EvalConfig, hyperparameters: dict[str, Any]) -> li
     return found + data_deviations(config)
 
 
-def run(inputs: EvalInputs, report: dict[str, Any]) -> dict[str, torch.Tensor]:
+def report_deviations(config: EvalConfig, report: EvalReport) -> list[str]:
+    """:func:`papers_deviations` of a report (the registry's ``deviations`` of this protocol)."""
+    return papers_deviations(config, report.hyperparameters)
+
+
+@register_protocol(
+    "linear", trains_classifiers=True, result_shape="epochs per head", all_rank=3, export_rank=0,
+    papers_protocol_possible=True, deviations=report_deviations,
+    card_text=f"Linear evaluation, the papers' protocol: {PROCEDURE}.",
+    card_text_not_papers=(f"Linear evaluation with the papers' procedure ({PROCEDURE}), but not all of their settings "
+                          "(the deviations are listed below), so not the papers' protocol."),
+    card_text_unrecorded=(f"Linear evaluation with the papers' procedure ({PROCEDURE}); the report does not record "
+                          "every setting (it was written before timm-selfcon recorded them), so it is not labelled the "
+                          "papers' protocol."),
+)
+def run(inputs: EvalInputs, report: EvalReport) -> dict[str, torch.Tensor]:
     """Train the classifiers, fill ``report``; returns their state dict (``classifiers.safetensors``)."""
     config = inputs.config
     epochs = config.epochs or PAPERS_EPOCHS
@@ -78,7 +91,7 @@ def augmented_epochs(inputs: EvalInputs):
     from ``config.seed + e``. The features come back on the CPU, where the (tiny) heads train.
     """
     config = inputs.config
-    augmentation = build_transform("linear", inputs.image_size, inputs.mean, inputs.std)
+    augmentation = build_transform(AUGMENTATION, inputs.image_size, inputs.mean, inputs.std)
     epoch_counter = iter(range(10**9))
     device = inputs.device
 

@@ -6,21 +6,29 @@ numbers are labelled ``linear_fast`` and are not the papers' protocol.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 
 from .classifiers import fit_heads, report_classifiers
 from .features import EvalInputs
+from .registry import register_protocol
+from .report import EvalReport
+
+#: the protocol's name (the end-of-training probe of ``engine/train.py`` reports under it)
+NAME = "linear_fast"
 
 
-def run(inputs: EvalInputs, report: dict[str, Any]) -> dict[str, torch.Tensor]:
+@register_protocol(
+    NAME, trains_classifiers=True, result_shape="epochs per head", all_rank=0, export_rank=2,
+    card_text=("Linear evaluation, fast variant (a documented deviation from the papers' protocol): features extracted "
+               "once without augmentation, linear classifiers trained on the cached features."),
+)
+def run(inputs: EvalInputs, report: EvalReport) -> dict[str, torch.Tensor]:
     """Train the classifiers, fill ``report``; returns their state dict (``classifiers.safetensors``)."""
     return report_classifiers(inputs.encoder, fit(inputs, report), report)
 
 
-def fit(inputs: EvalInputs, report: dict[str, Any]) -> nn.ModuleList:
+def fit(inputs: EvalInputs, report: EvalReport) -> nn.ModuleList:
     """The trained classifiers for raw features (exits in depth order, backbone last); fills ``report``."""
     config = inputs.config
     epochs = config.epochs or 100
@@ -34,6 +42,6 @@ def fit(inputs: EvalInputs, report: dict[str, Any]) -> nn.ModuleList:
         augmentation="none (features cached once)",
         features="pooled pre-head features of each exit and the backbone, frozen encoder in eval mode",
         standardised_features=True,
-        deviation="linear_fast: cached features without augmentation; not the papers' protocol",
+        deviation=f"{NAME}: cached features without augmentation; not the papers' protocol",
     )
     return fit_heads(inputs, report, test, val, train=train, epochs=epochs, lr=lr, hyperparameters=hyperparameters)

@@ -1,7 +1,12 @@
-"""An evaluation's files: ``report.json``, ``classifiers.safetensors`` and ``plot.png``, each written atomically."""
+"""An evaluation's report (:class:`EvalReport`) and its files: ``report.json``, ``classifiers.safetensors`` and
+``plot.png``, each written atomically."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +19,57 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, torch.Tensor] | None,
+@dataclass
+class EvalReport:
+    """What one protocol's evaluation reports: ``report.json``, and what ``evaluate`` returns (as :meth:`to_dict`).
+
+    The fields are ``report.json``'s keys, in its order, unchanged since before this class: the evaluation fills the
+    first block, the protocol (its registered ``run``) ``hyperparameters``, ``results`` (shaped as the protocol's
+    ``result_shape`` declares) and, where it has them, ``history``, ``early_exit`` and ``classifiers``; then the
+    evaluation adds ``deviations`` and ``papers_protocol``. :meth:`from_dict` reads any report back, older ones
+    included (a missing key gets its default; ``papers_protocol`` None: a report that does not say).
+    """
+
+    protocol: str = ""
+    model: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    weights: str | None = None
+    method: str | None = None
+    dataset: dict[str, Any] = field(default_factory=dict)  # data, splits, classes and row counts
+    columns: list[str] = field(default_factory=list)  # image and label column
+    settings: dict[str, Any] = field(default_factory=dict)  # every evaluation key that shapes the numbers
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)  # head name -> results (the protocol's result_shape)
+    history: list[dict[str, Any]] | None = None  # trained probes: test / val top-1 per probe epoch
+    early_exit: list[dict[str, Any]] | None = None  # early_exit: one row per confidence threshold
+    classifiers: list[str] | None = None  # the trained classifiers' names in the model (classifiers.safetensors)
+    deviations: list[str] = field(default_factory=list)  # how the run differs from the papers' protocol
+    papers_protocol: bool | None = None
+
+    #: keys written only where the protocol filled them
+    OPTIONAL = ("history", "early_exit", "classifiers")
+    #: ``report.json``'s key order
+    ORDER = ("model", "model_kwargs", "checkpoint", "weights", "method", "dataset", "protocol", "columns", "settings",
+             "hyperparameters", "results", "history", "early_exit", "classifiers", "deviations", "papers_protocol")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready report, ``report.json``'s keys in its order (a deep copy)."""
+        return {key: copy.deepcopy(getattr(self, key)) for key in self.ORDER
+                if key not in self.OPTIONAL or getattr(self, key) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        """A report read back (``report.json``); keys it does not know are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: copy.deepcopy(value) for key, value in data.items() if key in known})
+
+
+#: the report keys ``timm-selfcon eval`` prints, in this order (which weights were evaluated first)
+SUMMARY_KEYS = ("weights", "protocol", "results", "early_exit")
+
+
+def write_report(out_dir: Path, report: EvalReport, classifiers: dict[str, torch.Tensor] | None,
                  output: str | None) -> list[Path]:
     """``report.json`` (and a copy at ``output``), ``classifiers.safetensors`` and ``plot.png``; returns their paths.
 
@@ -25,12 +80,13 @@ def write_report(out_dir: Path, report: dict[str, Any], classifiers: dict[str, t
     written = []
     if classifiers is not None:
         with atomic_path(out_dir / "classifiers.safetensors") as tmp:
-            save_file(classifiers, str(tmp), metadata={"protocol": report["protocol"]})
+            save_file(classifiers, str(tmp), metadata={"protocol": report.protocol})
         written.append(out_dir / "classifiers.safetensors")
+    data = report.to_dict()
     for path in [out_dir / "report.json", *([Path(output)] if output else [])]:
-        write_json_atomic(path, report)
+        write_json_atomic(path, data)
         written.append(path)
-    if plot_report(report, out_dir / "plot.png"):
+    if plot_report(data, out_dir / "plot.png"):
         written.append(out_dir / "plot.png")
     return written
 

@@ -1,0 +1,1 @@
+"""The device check on a lent GPU machine: pack, run, measure (see benchmarks/README.md)."""

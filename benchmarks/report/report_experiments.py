@@ -1,0 +1,343 @@
+"""Render the two CPU experiments of ``experiments_queue.py`` into ``docs/results.md``, from their JSON files only.
+
+- ``<!-- mixco:begin/end -->``: does MixCo help (``results/mixco/*.json``): the MoCo lr / momentum trials (validation
+  split), the paired table, the decision rule's verdict (stated in ``experiments_queue.py`` before the runs), MixCo's
+  extra cost per step (``results/equal_compute/cost.json``), the SimCLR pair, and ``mixco_accuracy_vs_epoch.png``.
+- ``<!-- equal_compute:begin/end -->``: SelfCon at equal compute (``results/equal_compute/*.json`` beside the
+  ranking's ``results/rank/main_*.json``): accuracy against measured training compute (CPU-hours) for every run,
+  and ``equal_compute_accuracy_vs_cpu.png``.
+
+``python -m benchmarks.report.report_experiments`` rewrites both blocks and the plots; ``--check`` compares the text only
+and exits 1 when it differs (``make_report.py`` and the test suite run the same comparison).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from benchmarks.harness import RESULTS, ROOT, format_table
+from timm_selfcon.fileio import atomic_path, write_text_atomic
+
+DOC = ROOT / "docs" / "results.md"
+MIXCO = RESULTS / "mixco"
+EQUAL = RESULTS / "equal_compute"
+RANK = RESULTS / "rank"
+DECISION_MARGIN = 1.0  # points: the decision rule's threshold on the mean paired difference
+ONE_SEED_MARGIN = 1.0  # points: below it, two single-seed runs are "not distinguishable with one seed"
+SECOND_SEED_MARGIN = 1.5  # points: the equal-compute comparison within it gets a second seed of both arms
+PAIRS = {"MoCo v2": ("moco", "moco_mixco"), "SimCLR": ("simclr", "simclr_mixco")}
+PAIRING_KEYS = ("initial_encoder_sha256", "first_batches_sha256")
+
+
+
+def key_momentum(recipe: dict) -> float | None:
+    """MoCo's key-encoder momentum in a result's recipe: ``method_kwargs.momentum``, or the top-level
+    ``moco_momentum`` of results written before the method options moved into ``method_kwargs``."""
+    if recipe.get("moco_momentum") is not None:
+        return recipe["moco_momentum"]
+    return (recipe.get("method_kwargs") or {}).get("momentum")
+
+def _table(rows: list[list], header: list[str]) -> list[str]:
+    return format_table(rows, header, markdown=True).splitlines()
+
+
+def _load(folder: Path) -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def top1(run: dict, protocol: str, split: str = "test", head: str = "backbone") -> float | None:
+    """Last-epoch top-1 of ``head`` under ``protocol`` on ``split`` (kNN: k=20), or None."""
+    entry = ((run.get(split) or {}).get(protocol) or {}).get("results", {}).get(head)
+    if entry is None:
+        return None
+    return entry["k20"] if protocol == "knn" else entry["last"]["top1"]
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _hours(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.2f}"
+
+
+def decide(differences: list[float]) -> str:
+    """The MixCo decision rule (``experiments_queue.py``'s docstring) on the per-seed paired differences."""
+    mean = statistics.fmean(differences)
+    if all(d > 0 for d in differences) and mean > DECISION_MARGIN:
+        return "MixCo helps here"
+    if abs(mean) <= DECISION_MARGIN:
+        return "no measurable effect"
+    return "hurts" if mean < -DECISION_MARGIN else "inconsistent (mean above 1 point, not positive on every seed)"
+
+
+def pair_differences(runs: dict[str, dict], base: str, mixed: str) -> dict[int, float]:
+    """``{seed: mixed - base}`` of the ``linear`` test top-1, for seeds where both arms finished."""
+    out = {}
+    for name, run in runs.items():
+        if name.startswith(f"{base}_seed") and run.get("method") == base:
+            partner = runs.get(name.replace(f"{base}_seed", f"{mixed}_seed"))
+            a, b = top1(run, "linear"), top1(partner or {}, "linear")
+            if a is not None and b is not None:
+                out[run["seed"]] = b - a
+    return dict(sorted(out.items()))
+
+
+def _floor_for(seed: int, mixco: dict[str, dict], rank: dict[str, dict]) -> dict:
+    """The untrained ``floor_noexit`` encoder of ``seed`` (seed 0: the ranking's, its ``linear`` result merged)."""
+    if seed == 0 and "floor_noexit" in rank:
+        floor = dict(rank["floor_noexit"])
+        linear = rank.get("linear_floor_noexit", {}).get("test", {}).get("linear")
+        if linear:
+            floor["test"] = {**floor["test"], "linear": linear}
+        return floor
+    return mixco.get(f"floor_noexit_seed{seed}", {})
+
+
+def partner_of(name: str, method: str) -> str | None:
+    """The other arm of a paired run's name (``moco_seed0`` <-> ``moco_mixco_seed0``), or None."""
+    for base, mixed in PAIRS.values():
+        if method == base:
+            return name.replace(f"{base}_seed", f"{mixed}_seed")
+        if method == mixed:
+            return name.replace(f"{mixed}_seed", f"{base}_seed")
+    return None
+
+
+def _paired(run: dict, partner: dict | None) -> str:
+    if partner is None:
+        return "-"
+    same = all(run.get("pairing", {}).get(k) == partner.get("pairing", {}).get(k) and run.get("pairing", {}).get(k)
+               for k in PAIRING_KEYS)
+    return "yes" if same else "**NO**"
+
+
+def render_mixco(mixco_dir: Path = MIXCO, rank_dir: Path = RANK, cost_path: Path = EQUAL / "cost.json") -> str:
+    runs, rank = _load(mixco_dir), _load(rank_dir)
+    lines = ["Measured here (ours): `benchmarks/experiments/experiments_queue.py`, `selfcon_resnet10_w16_cifar` with "
+             "`exit_stages=[]` (0.31M parameters), trained on CIFAR-10 train rows 0-44,999, batch 128, 20 epochs, fp32, "
+             "one CPU thread and one loader worker; MoCo v2 τ 0.2, mix τ 0.05, mix weight 1, queue 4,096, split-BN "
+             "keys, weight decay 1e-4, per-step cosine without warm-up (ours; the official schedule is per-epoch); "
+             "SimCLR τ 0.5, mix τ 0.5, mix weight 0.5 per view, lr 0.15, weight decay 1e-6. Deviations from the paper: "
+             "32 px CIFAR stem instead of 224 px, the small encoder, queue 4,096 instead of 65,536, 20 epochs instead "
+             "of 100-200, CIFAR-10 pretraining (the paper pretrains on Tiny-ImageNet)."]
+    trials = {n: r for n, r in runs.items() if r.get("kind") == "trial"}
+    if trials:
+        lines += ["", f"lr and key momentum of MoCo v2, chosen on the **validation** rows 45,000-49,999 "
+                  f"(`linear_fast`, backbone top-1 %) after {next(iter(trials.values()))['epochs']} epochs, MoCo v2 "
+                  "alone, seed 0; the winner is used unchanged for MoCo v2 + MixCo:", ""]
+        best = max(trials, key=lambda n: top1(trials[n], "linear_fast", "validation") or -1)
+        lines += _table([[name, run["recipe"]["lr"], key_momentum(run["recipe"]),
+                          _num(top1(run, "linear_fast", "validation")), "chosen" if name == best else ""]
+                         for name, run in trials.items()], ["trial", "lr", "key momentum", "validation top-1", ""])
+    trained = {n: r for n, r in runs.items() if r.get("kind") == "train"}
+    if not trained:
+        return "\n".join([*lines, "", "No paired run has finished yet."])
+    lines += ["", "Test split (10,000 images, read once per run at its end), backbone top-1 %: the papers' `linear` "
+              "protocol shortened to 10 epochs, `linear_fast` (cached features) and kNN (k=20); gains over the same "
+              "seed's untrained encoder; time and CPU time summed over all sittings of the run:", ""]
+    rows = []
+    for name, run in trained.items():
+        floor = _floor_for(run["seed"], runs, rank)
+        summary = run.get("train_summary", {})
+        rows.append([name, run["method"], run["seed"], _num(top1(run, "linear")),
+                     _gain(top1(run, "linear"), top1(floor, "linear")), _num(top1(run, "linear_fast")),
+                     _num(top1(run, "knn")), _hours(summary.get("train_seconds")), _hours(summary.get("cpu_seconds")),
+                     run.get("run_info", {}).get("torch_threads", "-"),
+                     _paired(run, runs.get(partner_of(name, run["method"])))])
+    lines += _table(rows, ["run", "method", "seed", "`linear`", "gain over floor", "`linear_fast`", "kNN",
+                           "train h (wall)", "CPU h", "threads", "paired"])
+    lines += ["", "\"paired\": the two arms of the seed started from the same initial encoder and saw the same first "
+              "batches (hashes in each run's `pairing`)."]
+    for label, (base, mixed) in PAIRS.items():
+        differences = pair_differences(trained, base, mixed)
+        if not differences:
+            continue
+        shown = ", ".join(f"seed {s}: {d:+.2f}" for s, d in differences.items())
+        lines += ["", f"{label} + MixCo minus {label}, `linear` test top-1: {shown} points"]
+        if label == "MoCo v2":
+            if len(differences) < 2:
+                lines[-1] += "; the decision waits for both seeds."
+            else:
+                values = list(differences.values())
+                lines[-1] += (f"; mean {statistics.fmean(values):+.2f}, spread (max - min) "
+                              f"{max(values) - min(values):.2f}. Decision rule (stated before the runs): "
+                              f"**{decide(values)}**.")
+        else:
+            lines[-1] += " (one seed: a difference under 1 point is not distinguishable)."
+    if cost_path.exists():
+        ratios = json.loads(cost_path.read_text())["ratios_cpu"]
+        extra = [f"MoCo v2 + MixCo costs {ratios['moco_mixco / moco']:.2f}x a MoCo v2 step"] if "moco_mixco / moco" in \
+            ratios else []
+        if "simclr_mixco / simclr" in ratios:
+            extra.append(f"SimCLR + MixCo {ratios['simclr_mixco / simclr']:.2f}x a SimCLR step")
+        if extra:
+            lines += ["", f"Extra cost (CPU time per step, measured side by side by `bench_method_cost.py`): "
+                      f"{'; '.join(extra)}."]
+    lines += ["", "Backbone `linear_fast` top-1 on the validation rows versus epoch: "
+              "`benchmarks/results/mixco_accuracy_vs_epoch.png` (per-epoch curves, validation split)."]
+    return "\n".join(lines)
+
+
+def _gain(value: float | None, floor: float | None) -> str:
+    return "-" if value is None or floor is None else f"{value - floor:+.2f}"
+
+
+def _cpu_seconds(run: dict, cost: dict | None) -> tuple[float | None, bool]:
+    """The run's training CPU seconds and whether it is estimated (ranking runs predate the CPU clock: their steps x
+    the measured CPU time per step of their method, from ``cost.json``)."""
+    measured = (run.get("train_summary") or {}).get("cpu_seconds")
+    if measured is not None:
+        return measured, False
+    if cost is None:
+        return None, True
+    key = _cost_key(run["recipe"])
+    per_step = cost["per_method"].get(key, {}).get("cpu_s_per_step")
+    steps = (run.get("train_summary") or {}).get("steps")
+    return (per_step * steps, True) if per_step and steps else (None, True)
+
+
+def _cost_key(recipe: dict) -> str:
+    head_bn = (recipe.get("method_kwargs") or {}).get("head_batchnorm")
+    method = recipe["method"]
+    return f"{method}_head_bn" if head_bn else method
+
+
+def equal_compute_runs(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> dict[str, dict]:
+    """The ranking's main runs (with their ``linear`` results merged) and the equal-compute runs, by name."""
+    rank = _load(rank_dir)
+    runs = {}
+    for name, run in rank.items():
+        if run.get("phase") == "main":
+            merged = dict(run)
+            linear = rank.get(f"linear_{name}", {}).get("test", {}).get("linear")
+            if linear:
+                merged["test"] = {**run["test"], "linear": linear}
+            runs[f"rank/{name}"] = merged
+    for name, run in _load(equal_dir).items():
+        if name != "cost" and run.get("kind") == "train":
+            runs[f"equal_compute/{name}"] = run
+    return runs
+
+
+def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
+    cost_path = equal_dir / "cost.json"
+    cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
+    lines = ["Measured here (ours): the ranking's recipe (`selfcon_resnet10_w16_cifar`, batch 256, lr 0.125, 1-epoch "
+             "warm-up, per-step cosine, fp32, one CPU thread), trained on CIFAR-10 train rows 0-44,999."]
+    if cost:
+        per = cost["per_method"]
+        lines += ["", f"Cost of one training step (`bench_method_cost.py`: the real `train()` loop, CPU time of the "
+                  f"training process and its loader worker, median of {cost['rounds']} rounds of {cost['steps']} steps, "
+                  f"{cost['threads']} thread(s), side by side in one run):", ""]
+        lines += _table([[name, m["batch"], f"{m['cpu_s_per_step']:.3f}", f"{m['wall_s_per_step']:.3f}"]
+                         for name, m in per.items()], ["method", "batch", "CPU s / step", "wall s / step"])
+        if "equal_compute_epochs" in cost:
+            lines += ["", f"SelfCon-S + head BatchNorm costs {cost['ratios_cpu']['selfcon_head_bn / supcon']:.2f}x a "
+                      f"SupCon step: **{cost['equal_compute_epochs']} epochs** of it cost what SupCon's 20 epochs cost."]
+    runs = equal_compute_runs(equal_dir, rank_dir)
+    rows, estimated = [], False
+    for name, run in runs.items():
+        cpu, approx = _cpu_seconds(run, cost)
+        estimated |= approx and cpu is not None
+        recipe = run["recipe"]
+        rows.append([name, recipe["method"], "yes" if (recipe.get("method_kwargs") or {}).get("head_batchnorm") else
+                     "no", recipe["epochs"], ("≈" if approx and cpu is not None else "") + _hours(cpu),
+                     _num(top1(run, "linear_fast")), _num(top1(run, "linear")), _num(top1(run, "knn"))])
+    if rows:
+        lines += ["", "Backbone top-1 % on the test split at each run's end (runs of different lengths are compared "
+                  "only at their ends); CPU-hours of training:", ""]
+        lines += _table(rows, ["run", "method", "head BN", "epochs", "CPU h", "`linear_fast`", "`linear` (10 ep)",
+                               "kNN"])
+        if estimated:
+            lines += ["", "≈: a ranking run from before runs recorded CPU time: its steps x its method's measured CPU "
+                      "time per step (above)."]
+    lines += ["", "Accuracy against CPU-hours: `benchmarks/results/equal_compute_accuracy_vs_cpu.png`."]
+    return "\n".join(lines)
+
+
+def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path = RANK,
+               out_dir: Path = RESULTS) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curves = {n: r["validation_linear_fast_per_epoch"] for n, r in _load(mixco_dir).items()
+              if r.get("kind") == "train" and r.get("validation_linear_fast_per_epoch")}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for index, (name, curve) in enumerate(curves.items()):
+            points = sorted((int(e), v["backbone"]) for e, v in curve.items())
+            ax.plot(*zip(*points, strict=True), "--" if "mixco" in name else "-", color=f"C{index // 2}", marker="o",
+                    label=name)
+        ax.set(xlabel="epoch", ylabel="linear_fast top-1 % (validation)", title="MixCo pairs, CIFAR-10, CPU (ours)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out_dir / "mixco_accuracy_vs_epoch.png")
+        with atomic_path(written[-1]) as tmp:
+            fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+    cost_path = equal_dir / "cost.json"
+    cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
+    points = []
+    for name, run in equal_compute_runs(equal_dir, rank_dir).items():
+        cpu, approx = _cpu_seconds(run, cost)
+        value = top1(run, "linear_fast")
+        if cpu is not None and value is not None:
+            points.append((name, cpu / 3600, value, approx))
+    if points:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, hours, value, approx in points:
+            ax.scatter(hours, value, marker="o" if not approx else "x")
+            ax.annotate(f"{name.split('/', 1)[1]} {value:.1f}", (hours, value), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set(xlabel="training CPU-hours (x: estimated)", ylabel="linear_fast top-1 % (test)",
+               title="Accuracy against compute, CIFAR-10, CPU (ours)")
+        fig.tight_layout()
+        written.append(out_dir / "equal_compute_accuracy_vs_cpu.png")
+        with atomic_path(written[-1]) as tmp:
+            fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+    return written
+
+
+BLOCKS = {"mixco": render_mixco, "equal_compute": render_equal_compute}
+
+
+def rendered(text: str) -> str:
+    """``text`` with every block of ``BLOCKS`` re-rendered between its markers (a missing marker is an error)."""
+    for name, render_block in BLOCKS.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin not in text or end not in text:
+            raise ValueError(f"{DOC} lacks the {begin} ... {end} markers")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{render_block()}\n{end}{tail}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the page differs")
+    args = parser.parse_args(argv)
+    text = DOC.read_text()
+    updated = rendered(text)
+    if args.check:
+        if updated != text:
+            print(f"{DOC.relative_to(ROOT)} differs from benchmarks/results/; "
+                  "run python -m benchmarks.report.report_experiments",
+                  file=sys.stderr)
+            return 1
+        return 0
+    write_text_atomic(DOC, updated)
+    draw_plots()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""docs/results.md says exactly what the experiments' JSON files say, and the MixCo decision rule reads them right."""
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import report_experiments
+
+
+def test_results_page_matches_the_json() -> None:
+    assert report_experiments.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize(("differences", "verdict"), [
+    ([1.5, 0.8], "MixCo helps here"),
+    ([0.4, 1.2], "no measurable effect"),
+    ([-0.9, -1.0], "no measurable effect"),
+    ([-2.0, -0.5], "hurts"),
+    ([3.0, -0.2], "inconsistent (mean above 1 point, not positive on every seed)"),
+])
+def test_decision_rule(differences: list[float], verdict: str) -> None:
+    assert report_experiments.decide(differences) == verdict
+
+
+def _probe(value: float, knn: float | None = None) -> dict:
+    result = {"results": {"backbone": {"last": {"top1": value}}}}
+    return {"results": {"backbone": {"k20": knn}}} if knn is not None else result
+
+
+def _run(method: str, seed: int, linear: float, encoder_hash: str = "a" * 64) -> dict:
+    return {"kind": "train", "method": method, "seed": seed, "epochs": 20,
+            "recipe": {"method": method, "epochs": 20, "lr": 0.06, "moco_momentum": 0.99},
+            "pairing": {"initial_encoder_sha256": encoder_hash, "first_batches_sha256": f"{seed}" * 64},
+            "run_info": {"torch_threads": 1}, "train_summary": {"train_seconds": 3600.0, "cpu_seconds": 7200.0},
+            "test": {"linear": _probe(linear), "linear_fast": _probe(linear + 1), "knn": _probe(0, knn=linear - 1)},
+            "validation_linear_fast_per_epoch": {"5": {"backbone": 40.0}, "20": {"backbone": linear}}}
+
+
+def test_paired_table_differences_verdict_and_plot(tmp_path: Path) -> None:
+    mixco, rank = tmp_path / "mixco", tmp_path / "rank"
+    mixco.mkdir()
+    rank.mkdir()
+    runs = {"moco_seed0": _run("moco", 0, 50.0), "moco_mixco_seed0": _run("moco_mixco", 0, 52.0),
+            "moco_seed1": _run("moco", 1, 49.0), "moco_mixco_seed1": _run("moco_mixco", 1, 49.5, encoder_hash="b" * 64),
+            "floor_noexit_seed1": {"kind": "floor", "seed": 1, "test": {"linear": _probe(30.0)}},
+            "trial_lr0.06_m0.99": {"kind": "trial", "epochs": 5, "recipe": {"lr": 0.06, "moco_momentum": 0.99},
+                                   "validation": {"linear_fast": _probe(41.0)}}}
+    for name, run in runs.items():
+        (mixco / f"{name}.json").write_text(json.dumps(run))
+    text = report_experiments.render_mixco(mixco, rank, tmp_path / "no_cost.json")
+    assert "| trial_lr0.06_m0.99 | 0.06 | 0.99 | 41.00 | chosen |" in text
+    # seed 1's floor is its own run; seed 0 has none here, so its gain is not shown
+    assert "| moco_seed1 | moco | 1 | 49.00 | +19.00 | 50.00 | 48.00 | 1.00 | 2.00 | 1 | **NO** |" in text
+    assert "| moco_seed0 | moco | 0 | 50.00 | - | 51.00 | 49.00 | 1.00 | 2.00 | 1 | yes |" in text
+    # seed 1's arms started from different encoders: flagged on both of its rows
+    assert text.count("| **NO** |") == 2
+    assert "seed 0: +2.00, seed 1: +0.50 points; mean +1.25, spread (max - min) 1.50" in text
+    assert "**inconsistent (mean above 1 point, not positive on every seed)**" not in text
+    assert "**no measurable effect**" not in text and "**MixCo helps here**" in text
+    assert report_experiments.draw_plots(mixco, tmp_path / "none", rank, tmp_path) == [
+        tmp_path / "mixco_accuracy_vs_epoch.png"]
+
+
+def test_one_seed_waits_for_the_decision(tmp_path: Path) -> None:
+    (tmp_path / "moco_seed0.json").write_text(json.dumps(_run("moco", 0, 50.0)))
+    (tmp_path / "moco_mixco_seed0.json").write_text(json.dumps(_run("moco_mixco", 0, 50.3)))
+    text = report_experiments.render_mixco(tmp_path, tmp_path / "none", tmp_path / "none.json")
+    assert "seed 0: +0.30 points; the decision waits for both seeds." in text
+
+
+def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
+    rank, equal = tmp_path / "rank", tmp_path / "equal"
+    rank.mkdir()
+    equal.mkdir()
+    old = {"phase": "main", "recipe": {"method": "supcon", "epochs": 20}, "train_summary": {"steps": 3600},
+           "test": {"linear_fast": _probe(77.0), "knn": _probe(0, knn=76.0)}}
+    (rank / "main_supcon.json").write_text(json.dumps(old))
+    (rank / "linear_main_supcon.json").write_text(json.dumps({"phase": "linear", "test": {"linear": _probe(75.0)}}))
+    new = dict(_run("selfcon", 0, 74.0), recipe={"method": "selfcon", "epochs": 41,
+                                                   "method_kwargs": {"head_batchnorm": True}})
+    (equal / "selfcon_head_bn_e41.json").write_text(json.dumps(new))
+    cost = {"rounds": 3, "steps": 30, "threads": 1, "equal_compute_epochs": 41,
+            "ratios_cpu": {"selfcon_head_bn / supcon": 0.49},
+            "per_method": {"supcon": {"batch": 256, "cpu_s_per_step": 1.0, "wall_s_per_step": 1.1}}}
+    (equal / "cost.json").write_text(json.dumps(cost))
+    text = report_experiments.render_equal_compute(equal, rank)
+    assert "| rank/main_supcon | supcon | no | 20 | ≈1.00 | 77.00 | 75.00 | 76.00 |" in text
+    assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 2.00 | 75.00 | 74.00 | 73.00 |" in text
+    assert "**41 epochs** of it cost what SupCon's 20 epochs cost" in text
