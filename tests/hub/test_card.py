@@ -88,6 +88,7 @@ METHOD_CASES = {
     "moco": ("SelfCon", ["selfcon", "self-supervised-learning"], None, True),
     "simclr_mixco": ("MixCo", ["mixco", "self-supervised-learning"], "SimCLR", True),
     "moco_mixco": ("MixCo", ["mixco", "self-supervised-learning"], "MoCo v2", True),
+    "byol": ("SelfCon", ["self-supervised-learning"], None, True),
     "finetune": ("SelfCon", ["selfcon", "fine-tuned"], None, False),
     "not_a_method": ("SelfCon", ["selfcon"], None, False),
 }

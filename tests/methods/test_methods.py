@@ -35,7 +35,7 @@ from timm_selfcon.methods import (
 BATCH = 8
 SIZE = 16
 LAYERS = (1, 1, 1, 1)
-RECIPE_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco")
+RECIPE_NAMES = ("ce", "supcon", "supcon_s", "selfcon", "selfcon_m", "simclr", "moco", "simclr_mixco", "moco_mixco", "byol")
 
 
 
@@ -90,7 +90,7 @@ def test_registry_names_and_interface() -> None:
     assert set(METHODS) == set(RECIPE_NAMES), "a new method: add its name here and its declaration below"
     expected = {  # (views_required, needs_labels)
         "ce": (1, True), "supcon": (2, True), "supcon_s": (1, True), "selfcon": (1, True), "selfcon_m": (2, True),
-        "simclr": (2, False), "moco": (2, False), "simclr_mixco": (2, False), "moco_mixco": (2, False),
+        "simclr": (2, False), "moco": (2, False), "simclr_mixco": (2, False), "moco_mixco": (2, False), "byol": (2, False),
     }
     for name, (views, needs_labels) in expected.items():
         model = make_model(name, num_classes=10 if name == "ce" else 0)

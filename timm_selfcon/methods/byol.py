@@ -20,16 +20,20 @@ solarized with p 0.2. Deviation: the jitter uses one strength (0.4) for brightne
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
 from ..augmentations import ViewSpec, register_augmentation
-from .base import TrainingMethod, check_positive_int, freeze_unused_exits
-from .momentum import check_momentum, frozen_copy, momentum_update_
+from ..typed import PositiveInt, UnitFloat
+from .base import MethodOptions, TrainingMethod, freeze_unused_exits
+from .momentum import frozen_copy, momentum_update_
 from .registry import register_method
 
-__all__ = ["BYOL", "byol_momentum"]
+__all__ = ["BYOL", "BYOLOptions", "byol_momentum"]
 
 register_augmentation("byol", (
     ViewSpec(jitter=(0.4, 0.1), grayscale_p=0.2, blur_p=1.0, solarize_p=0.0),
@@ -55,6 +59,14 @@ class _Projected(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.model.forward_head(self.model.forward_features(images), pre_logits=True))
 
+class BYOLOptions(MethodOptions):
+    """``byol`` options (defaults: the paper's)."""
+
+    out_dim: PositiveInt = Field(256, description="projection and prediction width")
+    hidden_dim: PositiveInt = Field(4096, description="hidden width of projector and predictor")
+    base_momentum: UnitFloat = Field(0.996, description="base of the target's cosine momentum schedule")
+
+
 @register_method
 class BYOL(TrainingMethod):
     """``byol``: BYOL with the paper's asymmetric views and cosine target momentum.
@@ -63,9 +75,7 @@ class BYOL(TrainingMethod):
 
     Args:
         model: a timm model (a plain backbone; a multi-exit model's exits are frozen).
-        out_dim: projection and prediction width (paper: 256).
-        hidden_dim: hidden width of projector and predictor (paper: 4096).
-        base_momentum: ``τ_base`` of the target's cosine momentum schedule, in [0, 1] (paper: 0.996).
+        **options: :class:`BYOLOptions`.
     """
 
     name = "byol"
@@ -75,17 +85,16 @@ class BYOL(TrainingMethod):
     supervised = False
     augmentation = "byol"
     card_tags = ("self-supervised-learning",)
+    Options = BYOLOptions
 
-    def __init__(self, model: nn.Module, out_dim: int = 256, hidden_dim: int = 4096,
-                 base_momentum: float = 0.996) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__(model, **options)
         freeze_unused_exits(model, self.name)
-        check_positive_int("out_dim", out_dim)
-        check_positive_int("hidden_dim", hidden_dim)
+        out_dim, hidden_dim = self.options.out_dim, self.options.hidden_dim
         self.online = _Projected(model, hidden_dim, out_dim)
         self.predictor = _mlp(out_dim, hidden_dim, out_dim)
         self.target = frozen_copy(self.online)
-        self.base_momentum = check_momentum(base_momentum)
+        self.base_momentum = self.options.base_momentum
         self.momentum = self.base_momentum
         self.needs_labels = False
 
