@@ -30,8 +30,9 @@ from timm_selfcon.config import TrainConfig, resolve_config
 from timm_selfcon.data import CorruptImageWarning
 from timm_selfcon.engine.accelerator import auto_precision, launcher_mismatch, resolve_precision
 from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
+from timm_selfcon.engine.run_records import drop_metrics_after, logged_loss
 from timm_selfcon.engine.schedule import lr_at
-from timm_selfcon.engine.train import _drop_metrics_after, _logged_loss, build_data, check_batch_layout, train
+from timm_selfcon.engine.train import build_data, check_batch_layout, train
 from timm_selfcon.methods import METHODS, build_method
 
 from .conftest import CORRUPT_ROW, NUM_CLASSES, TRAIN_ROWS
@@ -618,7 +619,7 @@ def test_resuming_drops_later_metrics_and_an_incomplete_last_line(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     records = [dict(step=s, loss=1.0 / s) for s in (1, 2, 3)]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "lo')
-    assert _logged_loss(metrics, 2) == 0.5 and _logged_loss(metrics, 4) != _logged_loss(metrics, 4)  # NaN
-    _drop_metrics_after(metrics, 2)
+    assert logged_loss(metrics, 2) == 0.5 and logged_loss(metrics, 4) != logged_loss(metrics, 4)  # NaN
+    drop_metrics_after(metrics, 2)
     assert [json.loads(line) for line in metrics.read_text().splitlines()] == records[:2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temporary left beside it

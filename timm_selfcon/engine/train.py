@@ -17,15 +17,12 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import yaml
 from accelerate import Accelerator
@@ -55,20 +52,18 @@ from ..errors import UserInputError
 from ..fileio import append_line, write_json_atomic, write_text_atomic
 from ..methods import TrainingMethod, build_method, method_class, options_from_recipe
 from ..models.factory import create_model
-from .accelerator import launcher_mismatch, make_accelerator, precision_source, resolve_precision, tracker_config
+from .accelerator import launcher_mismatch, make_accelerator, tracker_config
 from .checkpoint import TimmEncoder, accelerate_state_dir, read_trainer_state, save_checkpoint, weights_tag
 from .clock import (
     RunClock,
     busy_note,
-    format_duration,
-    indices_sha256,
     load_average_1m,
     machine_load,
-    state_dict_sha256,
 )
 from .evaluation import linear_fast
 from .probe import probe_trained_vs_random
 from .run_dir import RunDirPlan, plan_run_dir, prepare_run_dir
+from .run_records import drop_metrics_after, ending_lines, logged_loss, pairing_hashes, run_info
 from .schedule import lr_at
 
 
@@ -97,40 +92,6 @@ def check_batch_layout(config: TrainConfig, num_processes: int) -> int:
         raise UserInputError(f"method {config.method!r} needs a per-process batch that is a multiple of {multiple}, "
                              f"got batch_size={config.batch_size} over {num_processes} processes = {per_process}")
     return per_process
-
-
-def run_info(config: TrainConfig, accelerator: Accelerator, pairing: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a reader of the run needs to trust it: versions, commit, processes, threads, machine load, precision
-    actually used, and ``pairing`` (hashes of the initial weights and first batches, see :func:`pairing_hashes`)."""
-    import accelerate
-    import datasets
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    from .. import __version__
-
-    return dict(
-        num_processes=accelerator.num_processes, device=str(accelerator.device),
-        precision=config.precision, precision_used=resolve_precision(config.precision),
-        precision_from=precision_source(config.precision), mixed_precision=accelerator.mixed_precision,
-        num_workers_used=resolve_num_workers(config.num_workers),
-        versions=dict(timm_selfcon=__version__, torch=torch.__version__, timm=timm.__version__,
-                      accelerate=accelerate.__version__, datasets=datasets.__version__, python=platform.python_version()),
-        git_commit=commit, **machine_load(), **(pairing or {}),
-    )
-
-
-def pairing_hashes(method: torch.nn.Module, sampler: ResumableDistributedSampler, batches: int = 3) -> dict[str, str]:
-    """Hashes that show two runs are paired: same initial weights (of the encoder, and of every weight of the
-    method) and the same first ``batches`` global batches of dataset indices. Call before any checkpoint is loaded:
-    the freshly built method holds the run's initial weights, resumed or not."""
-    steps = range(min(batches, sampler.steps_per_epoch))
-    return dict(initial_encoder_sha256=state_dict_sha256(method.encoder),
-                initial_method_sha256=state_dict_sha256(method),
-                first_batches_sha256=indices_sha256(sampler.global_batch(step, epoch=0) for step in steps))
 
 
 @dataclasses.dataclass
@@ -254,7 +215,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     metrics_path = output_dir / "metrics.jsonl"
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     method.train()
-    last_loss = _logged_loss(metrics_path, step) if step else math.nan  # resumed: the loss logged at its checkpoint
+    last_loss = logged_loss(metrics_path, step) if step else math.nan  # resumed: the loss logged at its checkpoint
     # no host synchronisation per step: the first non-finite step is kept on the device and read (with the loss and
     # the images/s of the window) only every log_every_steps and before every checkpoint
     first_bad = torch.zeros(1, dtype=torch.long, device=accelerator.device)
@@ -385,7 +346,7 @@ def open_run_dir(config: TrainConfig, accelerator: Accelerator, plan: RunDirPlan
         accelerator.load_state(str(accelerate_state_dir(plan.resume_from)))
         accelerator.print(f"resumed from {plan.resume_from} at step {step}")
         if accelerator.is_main_process:
-            _drop_metrics_after(output_dir / "metrics.jsonl", step)
+            drop_metrics_after(output_dir / "metrics.jsonl", step)
     if accelerator.is_main_process:
         write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_json_atomic(output_dir / "run_info.json", run_info(config, accelerator, pairing))
@@ -432,24 +393,6 @@ def finish_run(config: TrainConfig, accelerator: Accelerator, method: TrainingMe
                                                              own_cores)):
             print(line)
     return summary
-
-
-def ending_lines(summary: dict[str, Any], elapsed: float | None, note: str | None = None) -> list[str]:
-    """The last lines a run prints: where it is, how long it took (``elapsed``: this sitting from data loading to
-    the probe; the training alone, over every sitting, from ``summary``) and ``note``, if any."""
-    output_dir = Path(summary["output_dir"])
-    last = output_dir / "last"
-    checkpoint = os.readlink(last) if last.is_symlink() else "none"
-    lines = [f"run: {output_dir} (last -> {checkpoint}; summary.json, metrics.jsonl, run_info.json); in Python: "
-             f"import timm, timm_selfcon; timm.create_model(\"local-dir:{last}\", pretrained=True)"]
-    training, sittings = format_duration(summary["train_seconds"]), summary.get("sittings", 1)
-    if elapsed is None:
-        lines.append(f"training took {training}" + (f" over {sittings} sittings" if sittings > 1 else ""))
-    elif sittings > 1:  # resumed: this command is one sitting, the training time counts them all
-        lines.append(f"this sitting took {format_duration(elapsed)}; training took {training} over {sittings} sittings")
-    else:
-        lines.append(f"took {format_duration(elapsed)} (training {training})")
-    return lines + ([note] if note else [])
 
 
 @contextlib.contextmanager
@@ -544,41 +487,6 @@ def _stop_if_not_finite(accelerator: Accelerator, first_bad: torch.Tensor) -> No
     if bad.numel():
         raise FloatingPointError(f"non-finite loss at step {int(bad.min())} (on at least one process); "
                                  "'last' still points at the last good checkpoint")
-
-
-def _metric_records(metrics_path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(line, record)`` of every complete record of ``metrics.jsonl`` (none when it is missing).
-
-    Records are appended line by line (:func:`~timm_selfcon.fileio.append_line`): a run killed while appending can
-    leave its last line incomplete, which is skipped.
-    """
-    if not metrics_path.is_file():
-        return []
-    records = []
-    for line in metrics_path.read_text().splitlines():
-        try:
-            records.append((line, json.loads(line)))
-        except json.JSONDecodeError:  # the incomplete last line of a killed run (or a blank line)
-            continue
-    return records
-
-
-def _logged_loss(metrics_path: Path, step: int) -> float:
-    """The loss that ``metrics.jsonl`` recorded at ``step`` (NaN when it holds no record of that step)."""
-    for _, record in reversed(_metric_records(metrics_path)):
-        if record.get("step") == step and "loss" in record:
-            return float(record["loss"])
-    return math.nan
-
-
-def _drop_metrics_after(metrics_path: Path, step: int) -> None:
-    """Keep the complete metric records of steps <= ``step`` (rewritten atomically): a killed run may have logged
-    steps it will now repeat, and an incomplete last line."""
-    if not metrics_path.is_file():
-        return
-    kept = [line for line, record in _metric_records(metrics_path) if record.get("step", 0) <= step]
-    if "".join(line + "\n" for line in kept) != metrics_path.read_text():
-        write_text_atomic(metrics_path, "".join(line + "\n" for line in kept))
 
 
 def method_kwargs(config: TrainConfig) -> dict[str, Any]:
