@@ -25,6 +25,8 @@ def random_image(height: int = 40, width: int = 48, seed: int = 0, mode: str = "
 @pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("views", [1, 2])
 def test_every_pipeline_returns_views_channels_height_width(pipeline: str, views: int) -> None:
+    if len(PIPELINES[pipeline]) > 1:  # a pipeline with one spec per view (BYOL's) has its own number of views
+        views = len(PIPELINES[pipeline])
     transform = build_transform(pipeline, 32, CIFAR10_MEAN, CIFAR10_STD, views=views)
     out = transform(random_image())
     assert out.shape == (views, 3, 32, 32)
@@ -97,8 +99,8 @@ def test_simclr_blur_kernel_at_224() -> None:
 
 
 def test_unknown_pipeline_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown augmentation pipeline 'byol'") as info:
-        build_transform("byol", 32, CIFAR10_MEAN, CIFAR10_STD)
+    with pytest.raises(ValueError, match="unknown augmentation pipeline 'not_a_pipeline'") as info:
+        build_transform("not_a_pipeline", 32, CIFAR10_MEAN, CIFAR10_STD)
     for name in PIPELINES:
         assert name in str(info.value)
 
