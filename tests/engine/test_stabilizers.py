@@ -73,5 +73,5 @@ def test_head_batchnorm_normalises_the_hidden_layer(method: str) -> None:
 
 def test_head_batchnorm_must_be_a_bool() -> None:
     model = timm.create_model("selfcon_resnet10_w16_cifar", num_classes=0)
-    with pytest.raises(ValueError, match="head_batchnorm must be true or false, got 'yes'"):
+    with pytest.raises(ValueError, match=r"head_batchnorm: Input should be a valid boolean \(got 'yes'\)"):
         build_method("selfcon", model, head_batchnorm="yes")
