@@ -121,9 +121,9 @@ def equal_compute_gap(results: Path, epochs: int) -> float | None:
     supcon = results / "rank" / "linear_main_supcon.json"
     if not selfcon.exists() or not supcon.exists():
         return None
-    def top1(run: dict) -> float:
-        return run["test"]["linear"]["results"]["backbone"]["last"]["top1"]
-    return top1(json.loads(selfcon.read_text())) - top1(json.loads(supcon.read_text()))
+    selfcon_top1, supcon_top1 = (json.loads(path.read_text())["test"]["linear"]["results"]["backbone"]["last"]["top1"]
+                                 for path in (selfcon, supcon))
+    return selfcon_top1 - supcon_top1
 
 
 def queue(results: Path):

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.harness import RESULTS, ROOT, format_table
+from benchmarks.report.make_report import rendered
 from timm_selfcon.fileio import atomic_path, write_text_atomic
 
 DOC = ROOT / "docs" / "results.md"
@@ -309,24 +310,12 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
 BLOCKS = {"mixco": render_mixco, "equal_compute": render_equal_compute}
 
 
-def rendered(text: str) -> str:
-    """``text`` with every block of ``BLOCKS`` re-rendered between its markers (a missing marker is an error)."""
-    for name, render_block in BLOCKS.items():
-        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-        if begin not in text or end not in text:
-            raise ValueError(f"{DOC} lacks the {begin} ... {end} markers")
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{render_block()}\n{end}{tail}"
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the page differs")
     args = parser.parse_args(argv)
     text = DOC.read_text()
-    updated = rendered(text)
+    updated = rendered(text, BLOCKS, DOC.name)  # the one block renderer, make_report's
     if args.check:
         if updated != text:
             print(f"{DOC.relative_to(ROOT)} differs from benchmarks/results/; "

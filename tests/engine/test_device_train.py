@@ -3,10 +3,7 @@ two processes against a one-process reference, bad input; and the loop's step-en
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +22,8 @@ from timm_selfcon.engine.train import build_data, train
 from timm_selfcon.methods import SelfCon, build_method
 
 from .conftest import CORRUPT_ROW, TRAIN_ROWS
+from .test_distributed_train import torchrun_train
 from .test_train import (
-    REPO_ROOT,
     assert_same_weights,
     kill_after_checkpoint,
     read_metrics,
@@ -92,12 +89,7 @@ def test_two_processes_on_the_device_pipeline_match_the_one_process_reference(ti
     world, steps = 2, 3
     settings = tiny_settings(tiny_data, tmp_path / "ddp", "selfcon", max_steps=steps, epochs=2, warmup_epochs=1,
                              lr=0.1, weight_decay=1e-3, **DEVICE)
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world),
-               "-m", "timm_selfcon.cli", "train", str(recipe)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    completed = torchrun_train(settings, tmp_path, world)
     assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
     assert json.loads((tmp_path / "ddp" / "run_info.json").read_text())["num_processes"] == world
     trained = load_file(str(accelerate_state_dir(tmp_path / "ddp" / f"ckpt-{steps}") / "model.safetensors"))

@@ -35,16 +35,25 @@ WORLD_SIZE = 2
 STEPS = 4
 
 
+def torchrun_train(settings: dict, tmp_path: Path, processes: int = WORLD_SIZE,
+                   show_warnings: bool = False) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node processes -m timm_selfcon.cli train`` on ``settings`` written as a recipe (CPU,
+    gloo, one thread per process); warnings silenced unless ``show_warnings``."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+    if show_warnings:
+        env.pop("PYTHONWARNINGS")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "timm_selfcon.cli", "train", str(recipe)]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+
+
 @pytest.mark.distributed
 def test_two_process_selfcon_matches_the_one_process_reference(tiny_data: Path, tmp_path: Path) -> None:
     settings = tiny_settings(tiny_data, tmp_path / "ddp", "selfcon", max_steps=STEPS, epochs=2, warmup_epochs=1,
                              lr=0.1, weight_decay=1e-3, save_every_steps=100)
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
-               "-m", "timm_selfcon.cli", "train", str(recipe)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    completed = torchrun_train(settings, tmp_path)
     assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
     output_dir = tmp_path / "ddp"
     info = json.loads((output_dir / "run_info.json").read_text())
@@ -101,12 +110,7 @@ def test_strict_data_refuses_on_every_process_before_any_work(tmp_path: Path) ->
 
     data = make_data_dir(tmp_path / "data", corrupt_rows=(5, 6))  # rank 1 reads the odd rows, rank 0 the even
     settings = tiny_settings(data, tmp_path / "ddp", "supcon_s", max_steps=2, strict_data=True, log_with="none")
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
-               "-m", "timm_selfcon.cli", "train", str(recipe)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    completed = torchrun_train(settings, tmp_path)
     output = completed.stdout + completed.stderr
     assert completed.returncode != 0, output[-3000:]
     refusals = [line for line in output.splitlines() if "timm-selfcon train: error: strict_data=true" in line]
@@ -121,13 +125,7 @@ def test_two_processes_print_each_warning_of_the_run_once(corrupt_data: Path, tm
     processes) and every process decoding the whole split (``data_pipeline=device``) warned about each image."""
     settings = tiny_settings(corrupt_data, tmp_path / "ddp", "selfcon", batch_size=TRAIN_ROWS, max_steps=1,
                              data_pipeline="device")
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    env.pop("PYTHONWARNINGS", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
-               "-m", "timm_selfcon.cli", "train", str(recipe)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    completed = torchrun_train(settings, tmp_path, show_warnings=True)
     assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
     err = completed.stderr
     assert err.count("1 undecodable image(s)") == 1, err[-4000:]
@@ -140,11 +138,6 @@ def test_two_processes_train_a_backbone_only_method_on_a_model_with_exits(tiny_d
     finished reduction ...") until the method froze them."""
     settings = tiny_settings(tiny_data, tmp_path / "ddp", "supcon", max_steps=2)
     settings["model_kwargs"].update(exit_stages=[2], sub_network="fc")
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
-               "-m", "timm_selfcon.cli", "train", str(recipe)]
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    completed = torchrun_train(settings, tmp_path, show_warnings=True)
     assert completed.returncode == 0, f"torchrun failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
     assert os.readlink(tmp_path / "ddp" / "last") == "ckpt-2"
