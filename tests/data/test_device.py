@@ -254,6 +254,25 @@ def test_decoded_split_is_cached_and_reused(tmp_path, monkeypatch: pytest.Monkey
     assert torch.equal(first.images[3], torch.from_numpy(np.array(expected)))
 
 
+def test_an_undecodable_image_is_warned_about_also_when_read_from_the_cache(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache hit warns as the decoding did: under torchrun every process decodes, and the main process (the one
+    whose warnings are shown) may find the file another process has just written (a CI failure, session 9)."""
+    from conftest import tiny_image_dataset
+
+    from timm_selfcon.data import CorruptImageWarning
+
+    monkeypatch.setenv("TIMM_SELFCON_DEVICE_CACHE", str(tmp_path / "cache"))
+    hf = load_image_dataset(str(tiny_image_dataset(tmp_path / "data", {"train": 6}, corrupt_rows=[4])), "train")
+    for reading in ("decoding", "cache hit"):
+        with pytest.warns(CorruptImageWarning) as caught:
+            decoded = decode_split(hf, "img", "label", 16)
+        messages = [str(w.message) for w in caught]
+        assert len(messages) == 1 and messages[0].startswith("sample 4: cannot decode image ("), (reading, messages)
+        assert decoded.substituted_indices == [4] and int(decoded.images[4].float().mean()) == 128, reading
+    assert "found when the split was decoded into" in messages[0]  # the cache hit says where it was found
+
+
 def test_the_cache_lives_in_the_datasets_cache_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 

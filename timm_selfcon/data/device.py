@@ -397,13 +397,20 @@ class DeviceData:
                           self.hf_dataset, self.label_column, self.image_column)
 
 
+def warn_substituted(index: int, error: Exception) -> None:
+    """The :class:`CorruptImageWarning` for row ``index`` of a decoded split, replaced by a mid-grey image."""
+    warnings.warn(f"sample {index}: cannot decode image ({type(error).__name__}: {error}); using a mid-grey "
+                  "substitute with the original label (strict_data=True to fail)", CorruptImageWarning, stacklevel=3)
+
+
 def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: str | None, image_size: int, *,
                  strict_data: bool = False, cache: bool = True, chunk: int = 1000,
                  where: str = "the split") -> DeviceData:
     """Decode every image of ``hf_dataset`` once to uint8 ``[N, S, S, 3]``, or read it from the cache.
 
     ``strict_data``: an undecodable image is a :class:`UserInputError` naming every such image (of ``where``, e.g.
-    ``"'data' [train]"``) instead of a mid-grey substitute.
+    ``"'data' [train]"``) instead of a mid-grey substitute; otherwise each substitute is a
+    :class:`CorruptImageWarning`, raised again on every cache hit.
 
     The cache file is named by ``hf_dataset._fingerprint`` (which changes with the data files and with any
     filter / map), the columns and ``image_size``; see :func:`device_cache_dir`.
@@ -419,11 +426,12 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
     if cache and path.is_file():
         tensors = load_file(str(path))
         substituted = tensors["substituted"].tolist()
+        found = ValueError(f"found when the split was decoded into {path}")
         if substituted and strict_data:
-            problems = [undecodable_description(index, plain[index][image_column],
-                                                ValueError(f"found when the split was decoded into {path}"))
-                        for index in substituted]
+            problems = [undecodable_description(index, plain[index][image_column], found) for index in substituted]
             raise UserInputError(strict_data_message(problems, where))
+        for index in substituted:  # the same warnings as when decoding: a cache hit (another process's) hides none
+            warn_substituted(index, found)
         return DeviceData(tensors["images"], tensors["labels"], substituted, plain, label_column, image_column)
     count = len(plain)
     images = np.empty((count, image_size, image_size, 3), dtype=np.uint8)
@@ -442,9 +450,7 @@ def decode_split(hf_dataset: datasets.Dataset, image_column: str, label_column: 
                     continue
                 images[index] = 128
                 substituted.append(index)
-                warnings.warn(f"sample {index}: cannot decode image ({type(error).__name__}: {error}); using a "
-                              "mid-grey substitute with the original label (strict_data=True to fail)",
-                              CorruptImageWarning, stacklevel=2)
+                warn_substituted(index, error)
         if label_column is not None:
             labels[start:start + len(rows[label_column])] = [-1 if v is None else int(v) for v in rows[label_column]]
     if problems:
