@@ -68,6 +68,26 @@ def test_committed_report_model_loads_with_local_dir() -> None:
     assert [t.shape for t in logits] == [torch.Size([2, 10])] * 2 and ensemble.shape == (2, 10)
 
 
+def test_committed_mixco_model_loads_with_local_dir_and_matches_its_run() -> None:
+    """The exported MoCo v2 + MixCo encoder (issue 22): a timm Hub folder under 5 MB, no exits, its card naming the
+    method and the paper, and ``exported_models.json`` recording the reload check of the run's own accuracy."""
+    import timm
+    import torch
+
+    import timm_selfcon  # noqa: F401
+
+    exported = json.loads((ROOT / "benchmarks" / "results" / "exported_models.json").read_text())["mixco"]
+    folder = ROOT / exported["folder"]
+    assert exported["run"] == "moco_mixco_seed0" and (folder / "model.safetensors").stat().st_size < 5_000_000
+    assert exported["max_difference_points"] <= 0.1 and exported["against_untrained"]["gain_points"] >= 15
+    card = (folder / "README.md").read_text()
+    assert "moco_mixco" in card and "arXiv 2010.06300" in card and "/work/" not in card
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert model.num_classes == 10 and model.num_exits == 0
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_epoch_zero_is_the_untrained_run_with_the_same_initial_encoder(tmp_path: Path) -> None:
 
     def run(name: str, method: str, model_kwargs: dict, top1: float, per_epoch: bool = True) -> None:
