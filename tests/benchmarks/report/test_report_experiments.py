@@ -47,7 +47,7 @@ def test_paired_table_differences_verdict_and_plot(tmp_path: Path) -> None:
                                    "validation": {"linear_fast": _probe(41.0)}}}
     for name, run in runs.items():
         (mixco / f"{name}.json").write_text(json.dumps(run))
-    text = report_experiments.render_mixco(mixco, rank, tmp_path / "no_cost.json")
+    text = report_experiments.render_mixco(mixco, rank, tmp_path / "no_cost.json", tmp_path / "no_terms.json")
     assert "| trial_lr0.06_m0.99 | 0.06 | 0.99 | 41.00 | chosen |" in text
     # seed 1's floor is its own run; seed 0 has none here, so its gain is not shown
     assert "| moco_seed1 | moco | 1 | 49.00 | +19.00 | 50.00 | 48.00 | 1.00 | 2.00 | 1 | **NO** |" in text
@@ -64,8 +64,33 @@ def test_paired_table_differences_verdict_and_plot(tmp_path: Path) -> None:
 def test_one_seed_waits_for_the_decision(tmp_path: Path) -> None:
     (tmp_path / "moco_seed0.json").write_text(json.dumps(_run("moco", 0, 50.0)))
     (tmp_path / "moco_mixco_seed0.json").write_text(json.dumps(_run("moco_mixco", 0, 50.3)))
-    text = report_experiments.render_mixco(tmp_path, tmp_path / "none", tmp_path / "none.json")
+    text = report_experiments.render_mixco(tmp_path, tmp_path / "none", tmp_path / "none.json",
+                                           tmp_path / "none_terms.json")
     assert "seed 0: +0.30 points; the decision waits for both seeds." in text
+
+
+def test_loss_terms_of_a_pair_are_rendered_from_their_json(tmp_path: Path) -> None:
+    from benchmarks.experiments.mixco_loss_terms import epoch_means
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in [
+        {"step": 50, "epoch": 0, "loss": 9.0, "loss_moco": 5.0, "loss_mix": 4.0, "acc1": 0.25},
+        {"step": 100, "epoch": 0, "loss": 8.0, "loss_moco": 4.0, "loss_mix": 4.0, "acc1": 0.5},
+        {"step": 150, "epoch": 1, "loss": 9.0, "loss_moco": 3.0, "loss_mix": 6.0, "acc1": 0.5}]) + "\n")
+    mixed = epoch_means(metrics)
+    assert mixed == {"loss_moco": {1: 4.5, 2: 3.0}, "loss_mix": {1: 4.0, 2: 6.0}, "acc1": {1: 0.375, 2: 0.5}}
+    alone = {"loss_moco": {"1": 4.0, "2": 2.5}, "acc1": {"1": 0.4, "2": 0.75}}
+    terms = {"moco_seed0": {"method": "moco", "seed": 0, "per_epoch": alone},
+             "moco_mixco_seed0": {"method": "moco_mixco", "seed": 0,
+                                  "per_epoch": json.loads(json.dumps(mixed))},  # keys become strings, as on disk
+             "moco_seed1": {"method": "moco", "seed": 1, "per_epoch": alone}}  # no partner: no line
+    (tmp_path / "terms.json").write_text(json.dumps(terms))
+    lines = [line for line in report_experiments.loss_terms_lines(tmp_path / "terms.json") if line]
+    assert len(lines) == 1 and lines[0].startswith("Training-loss terms, seed 0 ")
+    assert ("ends at 2.50 alone and 3.00 with MixCo, whose mix term (weight 1) ends at 6.00, 67% of the loss, after "
+            "its lowest 4.00 at epoch 1") in lines[0]
+    assert "top-1 among the queue ends at 0.75 alone and 0.50 with MixCo" in lines[0]
+    assert report_experiments.loss_terms_lines(tmp_path / "absent.json") == []
 
 
 def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
