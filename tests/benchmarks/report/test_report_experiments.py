@@ -92,6 +92,22 @@ def test_loss_terms_of_a_pair_are_rendered_from_their_json(tmp_path: Path) -> No
     assert "top-1 among the queue ends at 0.75 alone and 0.50 with MixCo" in lines[0]
     assert report_experiments.loss_terms_lines(tmp_path / "absent.json") == []
 
+    def checkpoint(own: float, refilled: float, mix: float | None = None) -> dict:
+        extra = {} if mix is None else {"loss_mix": mix}
+        return {"own_queue": {"loss_moco": own, "acc1": 0.5, **extra},
+                "refilled_queue": {"loss_moco": refilled, "acc1": 0.25, **extra}}
+
+    terms["moco_seed0"]["checkpoints"] = {"5": checkpoint(6.0, 6.0), "10": checkpoint(5.5, 5.5),
+                                          "20": checkpoint(5.0, 5.0)}
+    terms["moco_mixco_seed0"]["checkpoints"] = {"5": checkpoint(6.5, 7.5, 5.0), "10": checkpoint(6.4, 7.0, 6.0),
+                                                "20": checkpoint(6.2, 6.2, 7.0)}
+    (tmp_path / "terms.json").write_text(json.dumps(terms))
+    [line] = [line for line in report_experiments.loss_terms_lines(tmp_path / "terms.json") if line]
+    assert "MoCo v2 alone scores alike on both (epoch 5: MoCo term 6.00 / 6.00, top-1 0.50 / 0.25)" in line
+    assert "with MixCo its own queue flatters it (MoCo term 6.50 / 7.50" in line
+    assert "from epoch 10 to 20, MixCo's MoCo term goes 7.00 -> 6.20 and its mix term 6.00 -> 7.00" in line
+    assert "above MoCo v2 alone's at every checkpoint (epoch 20: 6.20 against 5.00)" in line
+
 
 def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
     rank, equal = tmp_path / "rank", tmp_path / "equal"
