@@ -45,7 +45,6 @@ Written to ``benchmarks/results/parity_mixco.json``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import importlib
@@ -63,7 +62,14 @@ import torch
 import torch.nn as nn
 
 from benchmarks.harness import RESULTS, environment, write_json
-from benchmarks.parity.parity_official import SHARED_CIFAR10, TOLERANCE_FACTOR, Side, cifar10_batches, compare, train_side
+from benchmarks.parity.parity_official import (
+    TOLERANCE_FACTOR,
+    Side,
+    cifar10_batches,
+    compare,
+    parity_parser,
+    train_side,
+)
 
 OUT = RESULTS / "parity_mixco.json"
 OUR_MODEL = "mixco_resnet18"
@@ -385,12 +391,7 @@ def split_bn_effect(make_official: Callable[[], Side], ours_initial: dict, setti
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("official_checkout", type=Path)
-    parser.add_argument("--data", type=Path, default=SHARED_CIFAR10, help="folder with CIFAR-10 train.parquet")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser = parity_parser(__doc__, list(CASES))
     parser.add_argument("--plant-mix-temperature-offset", type=float, default=0.0,
                         help="run ours with mix temperature + this offset: a planted difference the check must flag")
     parser.add_argument("--plant-lambda-shift", type=float, default=0.0,

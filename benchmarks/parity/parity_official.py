@@ -241,13 +241,19 @@ def run_case(name: str, ConResNet, ConLoss, batches, temperature: float = 0.1,
     return dict(case=name, sub_network=size, views=views, temperature=temperature, **result)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parity_parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
+    """The options every parity benchmark takes: the official checkout, the data, steps, batch size and cases."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("official_checkout", type=Path)
     parser.add_argument("--data", type=Path, default=SHARED_CIFAR10, help="folder with CIFAR-10 train.parquet")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=cases, choices=cases)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = parity_parser(__doc__, list(CASES))
     parser.add_argument("--plant-temperature-offset", type=float, default=0.0,
                         help="run ours with temperature + this offset: a planted difference the check must flag")
     parser.add_argument("--output", type=Path, default=OUT)

@@ -24,6 +24,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import RESULTS, ROOT, format_table
 from timm_selfcon.fileio import atomic_path, write_text_atomic
@@ -583,12 +584,7 @@ def draw_rank_plot(rank_dir: Path = RANK, out_dir: Path = RESULTS) -> Path | Non
     ax.set(xlabel="epoch (0: untrained)", ylabel="linear_fast top-1 % (test)",
            title="CIFAR-10, selfcon_resnet10_w16_cifar, one CPU thread (ours)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = out_dir / "rank_accuracy_vs_epoch.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / "rank_accuracy_vs_epoch.png")
 
 
 def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RESULTS) -> list[Path]:
@@ -612,11 +608,7 @@ def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RE
                title="CIFAR-10, CPU budget, seed 0 (ours)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out_dir / "accuracy_vs_epoch.png")
-        with atomic_path(written[-1]) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / "accuracy_vs_epoch.png"))
     if cost_path.exists():
         cost = json.loads(cost_path.read_text())
         batches = list(cost["method_steps"])
@@ -634,12 +626,19 @@ def draw_plots(runs_dir: Path = RUNS, cost_path: Path = COST, out_dir: Path = RE
             axis.set_title(title)
             axis.legend(fontsize=8)
         fig.suptitle(f"{cost['model']}, {cost['precision_label']}, this CPU (ours)")
-        fig.tight_layout()
-        written.append(out_dir / "cost.png")
-        with atomic_path(written[-1]) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / "cost.png"))
     return written
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig`` (a matplotlib Figure), write it to ``path`` atomically (120 dpi) and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def rendered(text: str, blocks: dict, where: str) -> str:

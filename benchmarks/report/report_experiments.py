@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.harness import RESULTS, ROOT, format_table
-from benchmarks.report.make_report import rendered
-from timm_selfcon.fileio import atomic_path, write_text_atomic
+from benchmarks.report.make_report import rendered, save_figure
+from timm_selfcon.fileio import write_text_atomic
 
 DOC = ROOT / "docs" / "results.md"
 MIXCO = RESULTS / "mixco"
@@ -323,21 +323,17 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
     import matplotlib.pyplot as plt
 
     written = []
-    curves = {n: r["validation_linear_fast_per_epoch"] for n, r in _load(mixco_dir).items()
+    curves = {n: (r["seed"], r["validation_linear_fast_per_epoch"]) for n, r in _load(mixco_dir).items()
               if r.get("kind") == "train" and r.get("validation_linear_fast_per_epoch")}
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for index, (name, curve) in enumerate(curves.items()):
-            points = sorted((int(e), v["backbone"]) for e, v in curve.items())
-            ax.plot(*zip(*points, strict=True), "--" if "mixco" in name else "-", color=f"C{index // 2}", marker="o",
+        for name, (seed, curve) in sorted(curves.items(), key=lambda item: (item[1][0], item[0])):
+            points = sorted((int(e), v["backbone"]) for e, v in curve.items())  # a colour per seed, a dash per arm
+            ax.plot(*zip(*points, strict=True), "--" if "mixco" in name else "-", color=f"C{seed}", marker="o",
                     label=name)
         ax.set(xlabel="epoch", ylabel="linear_fast top-1 % (validation)", title="MixCo pairs, CIFAR-10, CPU (ours)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out_dir / "mixco_accuracy_vs_epoch.png")
-        with atomic_path(written[-1]) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / "mixco_accuracy_vs_epoch.png"))
     cost_path = equal_dir / "cost.json"
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
     points = []
@@ -354,11 +350,7 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
                         textcoords="offset points")
         ax.set(xlabel="training CPU-hours (x: estimated)", ylabel="linear_fast top-1 % (test)",
                title="Accuracy against compute, CIFAR-10, CPU (ours)")
-        fig.tight_layout()
-        written.append(out_dir / "equal_compute_accuracy_vs_cpu.png")
-        with atomic_path(written[-1]) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / "equal_compute_accuracy_vs_cpu.png"))
     return written
 
 
