@@ -4,7 +4,8 @@ The queue's result JSONs keep the total loss only; each run folder's ``metrics.j
 has the terms: ``loss_moco`` (MoCo v2's InfoNCE on the clean queries), ``loss_mix`` (MixCo's soft-target term, the
 + MixCo arm only), ``acc1`` (top-1 of the positive key among the queue, on the logged batch). Their per-epoch means
 for every finished run whose folder is still on this machine go to ``benchmarks/results/mixco_loss_terms.json``
-(entries of runs whose folder is gone are kept), which ``report_experiments.py`` renders beside the paired table.
+(each run measured once; entries are kept when a folder is gone), which ``report_experiments.py`` renders beside
+the paired table.
 
 The logged terms are measured against the queue the step saw, whose keys come from up to 32 steps of older key
 encoders: while the lr is large those keys are stale (easy negatives), and as the lr decays to 0 they become
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(MIXCO.glob("*.json")):
         run = json.loads(path.read_text())
         metrics = args.work_dir / "mixco" / run["name"] / "metrics.jsonl"
-        if run.get("kind") != "train" or not metrics.is_file():
-            continue
+        if run.get("kind") != "train" or not metrics.is_file() or run["name"] in report:
+            continue  # a finished run's entry never changes: measured once
         report[run["name"]] = dict(method=run["method"], seed=run["seed"], per_epoch=epoch_means(metrics),
                                    source=f"{run['name']}/metrics.jsonl of the finished run (logged every "
                                           f"{run['recipe'].get('log_every_steps', 50)} steps)")
