@@ -3,12 +3,13 @@
 - ``<!-- mixco:begin/end -->``: does MixCo help (``results/mixco/*.json``): the MoCo lr / momentum trials (validation
   split), the paired table, the decision rule's verdict (stated in ``experiments_queue.py`` before the runs), MixCo's
   extra cost per step (``results/equal_compute/cost.json``), the SimCLR pair, and ``mixco_accuracy_vs_epoch.png``.
+- README.md's ``<!-- headline_experiments:begin/end -->``: the MixCo verdict and the equal-compute endpoints.
 - ``<!-- equal_compute:begin/end -->``: SelfCon at equal compute (``results/equal_compute/*.json`` beside the
   ranking's ``results/rank/main_*.json``): accuracy against measured training compute (CPU-hours) for every run,
   and ``equal_compute_accuracy_vs_cpu.png``.
 
-``python -m benchmarks.report.report_experiments`` rewrites both blocks and the plots; ``--check`` compares the text only
-and exits 1 when it differs (``make_report.py`` and the test suite run the same comparison).
+``python -m benchmarks.report.report_experiments`` rewrites the three blocks and the plots; ``--check`` compares the
+text only and exits 1 when it differs (the test suite runs the same comparison).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from benchmarks.report.make_report import rendered, save_figure
 from timm_selfcon.fileio import write_text_atomic
 
 DOC = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
 MIXCO = RESULTS / "mixco"
 EQUAL = RESULTS / "equal_compute"
 RANK = RESULTS / "rank"
@@ -311,8 +313,58 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
         if estimated:
             lines += ["", "≈: a ranking run from before runs recorded CPU time: its steps x its method's measured CPU "
                       "time per step (above)."]
+    lines += reading_lines(runs, cost["equal_compute_epochs"] if cost and "equal_compute_epochs" in cost else None)
     lines += ["", "Accuracy against CPU-hours: `benchmarks/results/equal_compute_accuracy_vs_cpu.png`."]
     return "\n".join(lines)
+
+
+def comparisons(equal_epochs: int | None) -> list[tuple[str, str, str]]:
+    """Issue 23's questions as (question, run A, run B): each is answered by A minus B."""
+    selfcon = f"equal_compute/selfcon_head_bn_e{equal_epochs}"
+    return [
+        (f"At equal compute ({equal_epochs} epochs of SelfCon-S + head BatchNorm against SupCon's 20), does SelfCon-S "
+         "match SupCon?", selfcon, "rank/main_supcon"),
+        ("Does head BatchNorm help SupCon (20 epochs each)?", "equal_compute/supcon_head_bn", "rank/main_supcon"),
+        ("At equal compute, does SelfCon-S match SupCon + head BatchNorm?", selfcon, "equal_compute/supcon_head_bn"),
+        ("Does the exit add anything over SupCon-S (one view each, both + head BatchNorm, 20 epochs)?",
+         "rank/main_selfcon_head_bn", "equal_compute/supcon_s_head_bn"),
+        ("Does a second view add to SelfCon (SelfCon-M against SelfCon-S, both + head BatchNorm, 20 epochs)?",
+         "equal_compute/selfcon_m_head_bn", "rank/main_selfcon_head_bn"),
+    ]
+
+
+def reading_lines(runs: dict[str, dict], equal_epochs: int | None) -> list[str]:
+    """The plain reading: one line per question whose two runs have finished, decided on the ``linear`` protocol's
+    test top-1. One seed: a difference under 1 point is "not distinguishable with one seed". Where the queue added a
+    second seed of both arms (``*_seed1``, the first question only), the mean of the two differences decides, and
+    differences of opposite signs are not distinguishable either."""
+    lines = []
+    for question, a, b in comparisons(equal_epochs):
+        seeds = [(a, b)]
+        second = (f"{a}_seed1", "equal_compute/supcon_seed1" if b == "rank/main_supcon" else f"{b}_seed1")
+        if all(n in runs for n in second):
+            seeds.append(second)
+        differences = [top1(runs[x], "linear") - top1(runs[y], "linear") for x, y in seeds
+                       if x in runs and y in runs and None not in (top1(runs[x], "linear"), top1(runs[y], "linear"))]
+        if not differences:
+            continue
+        mean = statistics.fmean(differences)
+        agree = all(d > 0 for d in differences) or all(d < 0 for d in differences)
+        if abs(mean) < ONE_SEED_MARGIN or not agree:
+            answer = f"not distinguishable with {'one seed' if len(differences) == 1 else 'two seeds'}"
+        else:
+            answer = f"{'yes' if mean > 0 else 'no'}, {(a if mean > 0 else b).split('/', 1)[1]} leads"
+        fast = [top1(runs[n], "linear_fast") for n in (a, b)]
+        line = (f"- {question} `linear`: {_num(top1(runs[a], 'linear'))} ({a.split('/', 1)[1]}) against "
+                f"{_num(top1(runs[b], 'linear'))} ({b.split('/', 1)[1]}), {differences[0]:+.2f} points")
+        if len(differences) > 1:
+            line += f"; seed 1: {differences[1]:+.2f}, mean {mean:+.2f}"
+        line += f": **{answer}**" + (f" (`linear_fast`, seed 0: {fast[0] - fast[1]:+.2f})." if None not in fast else ".")
+        lines.append(line)
+    if not lines:
+        return []
+    return ["", f"Reading (test split, backbone, seed 0 unless said; a difference under {ONE_SEED_MARGIN:g} point is "
+            "not distinguishable with one seed):", "", *lines]
 
 
 def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path = RANK,
@@ -354,23 +406,62 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
     return written
 
 
-BLOCKS = {"mixco": render_mixco, "equal_compute": render_equal_compute}
+METHOD_LABELS = {"ce": "CE", "supcon": "SupCon", "supcon_s": "SupCon-S", "selfcon": "SelfCon-S",
+                 "selfcon_m": "SelfCon-M"}
+
+
+def render_headline(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL) -> str:
+    """README's second headline table: the MixCo verdict and the endpoints of the equal-compute runs that finished."""
+    rows = []
+    mixco = {n: r for n, r in _load(mixco_dir).items() if r.get("kind") == "train"}
+    for label, (base, mixed) in PAIRS.items():
+        differences = pair_differences(mixco, base, mixed)
+        if not differences:
+            continue
+        values = list(differences.values())
+        if label == "MoCo v2":
+            verdict = decide(values) if len(values) > 1 else "the decision waits for both seeds"
+        else:
+            verdict = "one seed" if abs(values[0]) >= ONE_SEED_MARGIN else "not distinguishable with one seed"
+        shown = ", ".join(f"{d:+.2f}" for d in values)
+        mean = f", mean {statistics.fmean(values):+.2f}" if len(values) > 1 else ""
+        rows.append([f"CIFAR-10, `selfcon_resnet10_w16_cifar` without exit, 20 epochs: {label} + MixCo minus {label}, "
+                     f"`linear` top-1, seed{'s' if len(values) > 1 else ''} {', '.join(map(str, differences))}",
+                     f"{shown}{mean}: {verdict}", f"`{mixco_dir.relative_to(ROOT)}/`"])
+    for name, run in _load(equal_dir).items():
+        if name == "cost" or run.get("kind") != "train" or top1(run, "linear_fast") is None:
+            continue
+        recipe = run["recipe"]
+        head_bn = " + head BatchNorm" if (recipe.get("method_kwargs") or {}).get("head_batchnorm") else ""
+        cpu = (run.get("train_summary") or {}).get("cpu_seconds")
+        compute = f", {cpu / 3600:.2f} CPU-hours" if cpu is not None else ""
+        rows.append([f"CIFAR-10, `selfcon_resnet10_w16_cifar`, {METHOD_LABELS.get(recipe['method'], recipe['method'])}"
+                     f"{head_bn}, {recipe['epochs']} epochs{compute}, seed {run.get('seed', 0)}: `linear_fast` top-1",
+                     _num(top1(run, "linear_fast")), f"`{(equal_dir / name).relative_to(ROOT)}.json`"])
+    if not rows:
+        return "No experiment has finished yet."
+    return "\n".join(_table(rows, ["experiments (ours, one CPU thread)", "result", "source"]))
+
+
+BLOCKS = {"mixco": render_mixco, "equal_compute": render_equal_compute}  # docs/results.md marker -> renderer
+README_BLOCKS = {"headline_experiments": render_headline}  # README.md marker -> renderer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the page differs")
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a page differs")
     args = parser.parse_args(argv)
-    text = DOC.read_text()
-    updated = rendered(text, BLOCKS, DOC.name)  # the one block renderer, make_report's
+    updates = {path: (path.read_text(), rendered(path.read_text(), blocks, path.name))  # make_report's block renderer
+               for path, blocks in ((DOC, BLOCKS), (README, README_BLOCKS))}
     if args.check:
-        if updated != text:
-            print(f"{DOC.relative_to(ROOT)} differs from benchmarks/results/; "
-                  "run python -m benchmarks.report.report_experiments",
+        stale = [str(path.relative_to(ROOT)) for path, (text, updated) in updates.items() if updated != text]
+        if stale:
+            print(f"{', '.join(stale)} differ from benchmarks/results/; run python -m benchmarks.report.report_experiments",
                   file=sys.stderr)
             return 1
         return 0
-    write_text_atomic(DOC, updated)
+    for path, (_, updated) in updates.items():
+        write_text_atomic(path, updated)
     draw_plots()
     return 0
 

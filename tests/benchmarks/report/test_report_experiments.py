@@ -128,3 +128,55 @@ def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
     assert "| rank/main_supcon | supcon | no | 20 | ≈1.00 | 77.00 | 75.00 | 76.00 |" in text
     assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 2.00 | 75.00 | 74.00 | 73.00 |" in text
     assert "**41 epochs** of it cost what SupCon's 20 epochs cost" in text
+
+
+def _equal_run(method: str, epochs: int, linear: float, head_bn: bool = True, seed: int = 0) -> dict:
+    return dict(_run(method, seed, linear), recipe={"method": method, "epochs": epochs,
+                                                    "method_kwargs": {"head_batchnorm": head_bn}})
+
+
+def test_equal_compute_reading_answers_each_question_whose_runs_finished(tmp_path: Path) -> None:
+    rank, equal = tmp_path / "rank", tmp_path / "equal"
+    rank.mkdir()
+    equal.mkdir()
+    for name, linear in (("main_supcon", 76.0), ("main_selfcon_head_bn", 70.0)):
+        (rank / f"{name}.json").write_text(json.dumps({"phase": "main", "recipe": {"method": "x", "epochs": 20},
+                                                       "test": {"linear_fast": _probe(linear + 1)}}))
+        (rank / f"linear_{name}.json").write_text(json.dumps({"test": {"linear": _probe(linear)}}))
+    (equal / "cost.json").write_text(json.dumps({"rounds": 3, "steps": 30, "threads": 1, "equal_compute_epochs": 39,
+                                                 "ratios_cpu": {"selfcon_head_bn / supcon": 0.51},
+                                                 "per_method": {}}))
+    (equal / "selfcon_head_bn_e39.json").write_text(json.dumps(_equal_run("selfcon", 39, 75.5)))
+    (equal / "supcon_s_head_bn.json").write_text(json.dumps(_equal_run("supcon_s", 20, 72.0)))
+    text = report_experiments.render_equal_compute(equal, rank)
+    assert ("- At equal compute (39 epochs of SelfCon-S + head BatchNorm against SupCon's 20), does SelfCon-S match "
+            "SupCon? `linear`: 75.50 (selfcon_head_bn_e39) against 76.00 (main_supcon), -0.50 points: "
+            "**not distinguishable with one seed** (`linear_fast`, seed 0: -0.50).") in text
+    assert ("- Does the exit add anything over SupCon-S (one view each, both + head BatchNorm, 20 epochs)? `linear`: "
+            "70.00 (main_selfcon_head_bn) against 72.00 (supcon_s_head_bn), -2.00 points: **no, supcon_s_head_bn "
+            "leads**") in text
+    assert "Does head BatchNorm help SupCon" not in text  # its run has not finished: no line
+    # a second seed of both arms: the mean decides, and differences of opposite signs are not distinguishable
+    (equal / "selfcon_head_bn_e39_seed1.json").write_text(json.dumps(_equal_run("selfcon", 39, 77.0, seed=1)))
+    (equal / "supcon_seed1.json").write_text(json.dumps(_equal_run("supcon", 20, 74.0, head_bn=False, seed=1)))
+    text = report_experiments.render_equal_compute(equal, rank)
+    assert "-0.50 points; seed 1: +3.00, mean +1.25: **not distinguishable with two seeds**" in text
+
+
+def test_readme_headline_of_the_experiments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_experiments, "ROOT", tmp_path)
+    mixco, equal = tmp_path / "mixco", tmp_path / "equal"
+    assert report_experiments.render_headline(mixco, equal) == "No experiment has finished yet."
+    mixco.mkdir()
+    equal.mkdir()
+    for name, run in {"moco_seed0": _run("moco", 0, 50.0), "moco_mixco_seed0": _run("moco_mixco", 0, 47.0)}.items():
+        (mixco / f"{name}.json").write_text(json.dumps(run))
+    assert "| -3.00: the decision waits for both seeds | `mixco/` |" in report_experiments.render_headline(mixco, equal)
+    for name, run in {"moco_seed1": _run("moco", 1, 50.0), "moco_mixco_seed1": _run("moco_mixco", 1, 48.0)}.items():
+        (mixco / f"{name}.json").write_text(json.dumps(run))
+    (equal / "supcon_head_bn.json").write_text(json.dumps(_equal_run("supcon", 20, 76.0)))
+    text = report_experiments.render_headline(mixco, equal)
+    assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar` without exit, 20 epochs: MoCo v2 + MixCo minus MoCo v2, `linear` "
+            "top-1, seeds 0, 1 | -3.00, -2.00, mean -2.50: hurts | `mixco/` |") in text
+    assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar`, SupCon + head BatchNorm, 20 epochs, 2.00 CPU-hours, seed 0: "
+            "`linear_fast` top-1 | 77.00 | `equal/supcon_head_bn.json` |") in text
