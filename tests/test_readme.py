@@ -40,3 +40,10 @@ def test_the_readme_is_a_front_page_with_exactly_two_set_up_commands() -> None:
             assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
     for target in links:
         assert (ROOT / target).exists(), f"README.md: broken link {target}"
+
+
+def test_the_headline_results_are_at_most_15_table_lines() -> None:
+    blocks = re.findall(r"<!-- (headline\w*):begin -->\n(.*?)<!-- \1:end -->", README, re.S)
+    assert [name for name, _ in blocks] == ["headline", "headline_experiments"]
+    table_lines = [line for _, body in blocks for line in body.splitlines() if line.startswith("|")]
+    assert len(table_lines) <= 15, f"{len(table_lines)} table lines: move rows to docs/results.md"

@@ -175,7 +175,10 @@ def test_readme_headline_of_the_experiments(tmp_path: Path, monkeypatch: pytest.
     for name, run in {"moco_seed1": _run("moco", 1, 50.0), "moco_mixco_seed1": _run("moco_mixco", 1, 48.0)}.items():
         (mixco / f"{name}.json").write_text(json.dumps(run))
     (equal / "supcon_head_bn.json").write_text(json.dumps(_equal_run("supcon", 20, 76.0)))
+    (equal / "supcon_s_head_bn.json").write_text(json.dumps(_equal_run("supcon_s", 20, 70.0)))  # results page only
+    (equal / "cost.json").write_text(json.dumps({"equal_compute_epochs": 39}))
     text = report_experiments.render_headline(mixco, equal)
+    assert "SupCon-S" not in text
     assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar` without exit, 20 epochs: MoCo v2 + MixCo minus MoCo v2, `linear` "
             "top-1, seeds 0, 1 | -3.00, -2.00, mean -2.50: hurts | `mixco/` |") in text
     assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar`, SupCon + head BatchNorm, 20 epochs, 2.00 CPU-hours, seed 0: "
