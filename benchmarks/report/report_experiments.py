@@ -339,15 +339,17 @@ def reading_lines(runs: dict[str, dict], equal_epochs: int | None) -> list[str]:
     second seed of both arms (``*_seed1``, the first question only), the mean of the two differences decides, and
     differences of opposite signs are not distinguishable either."""
     lines = []
+    def finished(*names: str) -> bool:
+        return all(top1(runs.get(name, {}), "linear") is not None for name in names)
+
     for question, a, b in comparisons(equal_epochs):
+        if not finished(a, b):
+            continue
         seeds = [(a, b)]
         second = (f"{a}_seed1", "equal_compute/supcon_seed1" if b == "rank/main_supcon" else f"{b}_seed1")
-        if all(n in runs for n in second):
+        if finished(*second):
             seeds.append(second)
-        differences = [top1(runs[x], "linear") - top1(runs[y], "linear") for x, y in seeds
-                       if x in runs and y in runs and None not in (top1(runs[x], "linear"), top1(runs[y], "linear"))]
-        if not differences:
-            continue
+        differences = [top1(runs[x], "linear") - top1(runs[y], "linear") for x, y in seeds]
         mean = statistics.fmean(differences)
         agree = all(d > 0 for d in differences) or all(d < 0 for d in differences)
         if abs(mean) < ONE_SEED_MARGIN or not agree:
