@@ -47,3 +47,13 @@ def test_the_headline_results_are_at_most_15_table_lines() -> None:
     assert [name for name, _ in blocks] == ["headline", "headline_experiments"]
     table_lines = [line for _, body in blocks for line in body.splitlines() if line.startswith("|")]
     assert len(table_lines) <= 15, f"{len(table_lines)} table lines: move rows to docs/results.md"
+
+
+def test_the_quickstart_figures_are_those_of_the_committed_run() -> None:
+    import json
+
+    summary = json.loads((ROOT / "benchmarks" / "results" / "quickstart" / "summary.json").read_text())
+    top1 = summary["probe"]["top1"]
+    text = " ".join(README.split())  # the figures may wrap across lines
+    assert f"{summary['train_seconds']:.0f} s of training ({summary['cpu_seconds']:.0f} CPU-seconds" in text
+    assert f"**{top1['trained']:.2f}%** top-1 for the trained backbone against **{top1['random_init']:.2f}%**" in text
