@@ -313,7 +313,7 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
         if estimated:
             lines += ["", "≈: a ranking run from before runs recorded CPU time: its steps x its method's measured CPU "
                       "time per step (above)."]
-    lines += reading_lines(runs, cost["equal_compute_epochs"] if cost and "equal_compute_epochs" in cost else None)
+    lines += reading_lines(runs, cost)
     lines += ["", "Accuracy against CPU-hours: `benchmarks/results/equal_compute_accuracy_vs_cpu.png`."]
     return "\n".join(lines)
 
@@ -333,16 +333,16 @@ def comparisons(equal_epochs: int | None) -> list[tuple[str, str, str]]:
     ]
 
 
-def reading_lines(runs: dict[str, dict], equal_epochs: int | None) -> list[str]:
+def reading_lines(runs: dict[str, dict], cost: dict | None) -> list[str]:
     """The plain reading: one line per question whose two runs have finished, decided on the ``linear`` protocol's
     test top-1. One seed: a difference under 1 point is "not distinguishable with one seed". Where the queue added a
     second seed of both arms (``*_seed1``, the first question only), the mean of the two differences decides, and
     differences of opposite signs are not distinguishable either."""
-    lines = []
     def finished(*names: str) -> bool:
         return all(top1(runs.get(name, {}), "linear") is not None for name in names)
 
-    for question, a, b in comparisons(equal_epochs):
+    lines = []
+    for question, a, b in comparisons((cost or {}).get("equal_compute_epochs")):
         if not finished(a, b):
             continue
         seeds = [(a, b)]
@@ -361,8 +361,12 @@ def reading_lines(runs: dict[str, dict], equal_epochs: int | None) -> list[str]:
                 f"{_num(top1(runs[b], 'linear'))} ({b.split('/', 1)[1]}), {differences[0]:+.2f} points")
         if len(differences) > 1:
             line += f"; seed 1: {differences[1]:+.2f}, mean {mean:+.2f}"
-        line += f": **{answer}**" + (f" (`linear_fast`, seed 0: {fast[0] - fast[1]:+.2f})." if None not in fast else ".")
-        lines.append(line)
+        notes = [f"`linear_fast`, seed 0: {fast[0] - fast[1]:+.2f}"] if None not in fast else []
+        hours = [_cpu_seconds(runs[n], cost) for n in (a, b)]
+        if all(seconds is not None for seconds, _ in hours):
+            notes.append("training CPU h " + " against ".join(("≈" if approx else "") + _hours(seconds)
+                                                              for seconds, approx in hours))
+        lines.append(f"{line}: **{answer}**" + (f" ({'; '.join(notes)})." if notes else "."))
     if not lines:
         return []
     return ["", f"Reading (test split, backbone, seed 0 unless said; a difference under {ONE_SEED_MARGIN:g} point is "
