@@ -314,7 +314,10 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
             lines += ["", "≈: a ranking run from before runs recorded CPU time: its steps x its method's measured CPU "
                       "time per step (above)."]
     lines += reading_lines(runs, cost)
-    lines += ["", "Accuracy against CPU-hours: `benchmarks/results/equal_compute_accuracy_vs_cpu.png`."]
+    lines += ["", "Accuracy against CPU-hours: `benchmarks/results/equal_compute_accuracy_vs_cpu.png`. Backbone "
+              "`linear_fast` top-1 on the validation rows versus epoch, for the runs above that recorded it: "
+              "`benchmarks/results/equal_compute_accuracy_vs_epoch.png` (per-epoch curves of schedules of different "
+              "lengths, each decaying its lr to its own end: a point mid-schedule is not that run's endpoint)."]
     return "\n".join(lines)
 
 
@@ -409,6 +412,17 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
         ax.set(xlabel="training CPU-hours (x: estimated)", ylabel="linear_fast top-1 % (test)",
                title="Accuracy against compute, CIFAR-10, CPU (ours)")
         written.append(save_figure(fig, out_dir / "equal_compute_accuracy_vs_cpu.png"))
+    curves = {n: r for n, r in _load(equal_dir).items()
+              if r.get("kind") == "train" and r.get("validation_linear_fast_per_epoch")}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, run in curves.items():
+            points = sorted((int(e), v["backbone"]) for e, v in run["validation_linear_fast_per_epoch"].items())
+            ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} ({run['epochs']} epochs)")
+        ax.set(xlabel="epoch", ylabel="linear_fast top-1 % (validation)",
+               title="Per-epoch curves; schedules differ, compare only the ends (ours)")
+        ax.legend(fontsize=7)
+        written.append(save_figure(fig, out_dir / "equal_compute_accuracy_vs_epoch.png"))
     return written
 
 

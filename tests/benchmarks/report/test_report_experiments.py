@@ -161,6 +161,8 @@ def test_equal_compute_reading_answers_each_question_whose_runs_finished(tmp_pat
     (equal / "supcon_seed1.json").write_text(json.dumps(_equal_run("supcon", 20, 74.0, head_bn=False, seed=1)))
     text = report_experiments.render_equal_compute(equal, rank)
     assert "-0.50 points; seed 1: +3.00, mean +1.25: **not distinguishable with two seeds**" in text
+    assert report_experiments.draw_plots(tmp_path / "none", equal, rank, tmp_path) == [
+        tmp_path / "equal_compute_accuracy_vs_cpu.png", tmp_path / "equal_compute_accuracy_vs_epoch.png"]
 
 
 def test_readme_headline_of_the_experiments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
