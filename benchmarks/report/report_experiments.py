@@ -443,7 +443,8 @@ def render_headline(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL) -> str:
         if label == "MoCo v2":
             verdict = decide(values) if len(values) > 1 else "the decision waits for both seeds"
         else:
-            verdict = "one seed" if abs(values[0]) >= ONE_SEED_MARGIN else "not distinguishable with one seed"
+            verdict = ("not distinguishable with one seed" if abs(values[0]) < ONE_SEED_MARGIN else
+                       f"{'higher' if values[0] > 0 else 'lower'} with MixCo, one seed")
         shown = ", ".join(f"{d:+.2f}" for d in values)
         mean = f", mean {statistics.fmean(values):+.2f}" if len(values) > 1 else ""
         rows.append([f"CIFAR-10, `selfcon_resnet10_w16_cifar` without exit, 20 epochs: {label} + MixCo minus {label}, "
