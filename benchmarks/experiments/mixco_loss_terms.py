@@ -79,6 +79,10 @@ def terms_with_both_queues(run_dir: Path, steps: list[int], refill: int = REFILL
             logs.append(step_logs)
         return {term: round(statistics.fmean(float(log[term]) for log in logs), 4) for term in logs[0]}
 
+    missing = [step for step in steps if not (run_dir / f"ckpt-{step}" / "accelerate" / "model.safetensors").is_file()]
+    if missing:  # before any model is built: a pruned run folder cannot be measured
+        raise SystemExit(f"error: {run_dir} lacks the checkpoints of steps {missing} (ckpt-<step>/accelerate/"
+                         "model.safetensors); its checkpoints every 5 epochs are measured")
     measured = {}
     for step in steps:
         torch.manual_seed(config.seed)  # the mixing draws
@@ -99,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "experiments",
                         help="the queue's work dir (its mixco/<run>/metrics.jsonl)")
     args = parser.parse_args(argv)
+    if not (args.work_dir / "mixco").is_dir():
+        parser.error(f"--work-dir {args.work_dir} has no mixco/ folder: expected the experiments queue's work dir "
+                     "(its mixco/<run>/metrics.jsonl)")
     report = json.loads(OUT.read_text()) if OUT.exists() else {}
     for path in sorted(MIXCO.glob("*.json")):
         run = json.loads(path.read_text())

@@ -77,6 +77,16 @@ def decide(differences: list[float]) -> str:
     return "hurts" if mean < -DECISION_MARGIN else "inconsistent (mean above 1 point, not positive on every seed)"
 
 
+def pair_verdict(label: str, differences: list[float]) -> str:
+    """What the per-seed paired differences of one pair say: the decision rule for the MoCo v2 pair (once both seeds
+    finished), the one-seed rule for the SimCLR pair (seed 0 only)."""
+    if label == "MoCo v2":
+        return decide(differences) if len(differences) > 1 else "the decision waits for both seeds"
+    if abs(differences[0]) < ONE_SEED_MARGIN:
+        return "not distinguishable with one seed"
+    return f"{'higher' if differences[0] > 0 else 'lower'} with MixCo, one seed"
+
+
 def pair_differences(runs: dict[str, dict], base: str, mixed: str) -> dict[int, float]:
     """``{seed: mixed - base}`` of the ``linear`` test top-1, for seeds where both arms finished."""
     out = {}
@@ -215,16 +225,13 @@ def render_mixco(mixco_dir: Path = MIXCO, rank_dir: Path = RANK, cost_path: Path
             continue
         shown = ", ".join(f"seed {s}: {d:+.2f}" for s, d in differences.items())
         lines += ["", f"{label} + MixCo minus {label}, `linear` test top-1: {shown} points"]
-        if label == "MoCo v2":
-            if len(differences) < 2:
-                lines[-1] += "; the decision waits for both seeds."
-            else:
-                values = list(differences.values())
-                lines[-1] += (f"; mean {statistics.fmean(values):+.2f}, spread (max - min) "
-                              f"{max(values) - min(values):.2f}. Decision rule (stated before the runs): "
-                              f"**{decide(values)}**.")
+        values = list(differences.values())
+        if label == "MoCo v2" and len(values) > 1:
+            lines[-1] += (f"; mean {statistics.fmean(values):+.2f}, spread (max - min) "
+                          f"{max(values) - min(values):.2f}. Decision rule (stated before the runs): "
+                          f"**{pair_verdict(label, values)}**.")
         else:
-            lines[-1] += " (one seed: a difference under 1 point is not distinguishable)."
+            lines[-1] += f"; {pair_verdict(label, values)}."
     lines += loss_terms_lines(loss_terms_path)
     if cost_path.exists():
         ratios = json.loads(cost_path.read_text())["ratios_cpu"]
@@ -440,11 +447,7 @@ def render_headline(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL) -> str:
         if not differences:
             continue
         values = list(differences.values())
-        if label == "MoCo v2":
-            verdict = decide(values) if len(values) > 1 else "the decision waits for both seeds"
-        else:
-            verdict = ("not distinguishable with one seed" if abs(values[0]) < ONE_SEED_MARGIN else
-                       f"{'higher' if values[0] > 0 else 'lower'} with MixCo, one seed")
+        verdict = pair_verdict(label, values)
         shown = ", ".join(f"{d:+.2f}" for d in values)
         mean = f", mean {statistics.fmean(values):+.2f}" if len(values) > 1 else ""
         rows.append([f"CIFAR-10, `selfcon_resnet10_w16_cifar` without exit, 20 epochs: {label} + MixCo minus {label}, "

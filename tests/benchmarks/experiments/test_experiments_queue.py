@@ -17,7 +17,7 @@ def test_a_close_equal_compute_result_queues_its_second_seed_before_selfcon_m(tm
     (tmp_path / "mixco").mkdir()
     (tmp_path / "equal_compute").mkdir()
     (tmp_path / "rank").mkdir()
-    for name in experiments_queue.MOCO_TRIALS:
+    for name in experiments_queue.MOCO_TRIALS:  # any validation scores: the trials only have to be finished
         validation = {"validation": {"linear_fast": {"results": {"backbone": {"last": {"top1": len(name)}}}}}}
         (tmp_path / "mixco" / f"{name}.json").write_text(json.dumps(validation))
     (tmp_path / "equal_compute" / "cost.json").write_text(json.dumps({"equal_compute_epochs": 39}))

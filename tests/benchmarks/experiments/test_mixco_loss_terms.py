@@ -1,9 +1,10 @@
 """benchmarks/experiments/mixco_loss_terms.py on a tiny MoCo v2 + MixCo run trained here."""
 from pathlib import Path
 
+import pytest
 from conftest import tiny_image_dataset
 
-from benchmarks.experiments.mixco_loss_terms import epoch_means, terms_with_both_queues
+from benchmarks.experiments.mixco_loss_terms import epoch_means, main, terms_with_both_queues
 from timm_selfcon.config import resolve_config
 from timm_selfcon.engine.train import train
 
@@ -25,3 +26,12 @@ def test_checkpoints_are_measured_with_their_own_and_a_refilled_queue(tmp_path: 
         own, refilled = measured[step]["own_queue"], measured[step]["refilled_queue"]
         assert set(own) == set(refilled) == {"loss_moco", "loss_mix", "acc1"}
         assert own != refilled  # the saved queue holds keys of older key encoders (and the random initial ones)
+    with pytest.raises(SystemExit, match=r"lacks the checkpoints of steps \[18\]"):
+        terms_with_both_queues(run_dir, [12, 18], refill=2, measured_batches=2)
+
+
+def test_a_work_dir_without_the_queue_runs_is_refused_before_any_work(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--work-dir", str(tmp_path / "nowhere")])
+    assert stopped.value.code == 2 and "has no mixco/ folder" in capsys.readouterr().err
