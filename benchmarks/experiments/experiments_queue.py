@@ -38,6 +38,11 @@ seed"; if the equal-compute comparison lands within 1.5 points, a second seed of
 
 ``python -m benchmarks.experiments.experiments_queue --commit`` from a git worktree at a fixed commit, with ``--results``
 pointing into the main checkout (each finished run's JSON is committed there on its own); one thread.
+
+A session's machine does not outlive it: before a session ends, ``--save-progress --commit`` (beside the running
+queue, same ``--work-dir`` and ``--results``) packs every unfinished run's newest checkpoint into
+``<folder>/progress/<name>.tar.gz`` under ``--results`` and commits it; the next session's queue resumes from it
+(``restore_progress``) and deletes it when the run's JSON lands.
 """
 from __future__ import annotations
 
@@ -45,8 +50,12 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import sys
+import tarfile
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +66,13 @@ from benchmarks.experiments.rank_methods import (
     SELFCON_EXITS,
     SHARED_CIFAR10,
     TRAIN_IMAGES,
+    commit_paths,
     prepare_data,
     probe,
     write_and_commit,
 )
 from benchmarks.harness import RESULTS, ROOT
+from timm_selfcon.engine.checkpoint import RECIPE, STATE_DIR, TRAINER_STATE
 
 MOCO_BATCH = 128
 LINEAR_EPOCHS = 10
@@ -188,12 +199,123 @@ def run_floor(run: Run, args: argparse.Namespace) -> dict:
                 test=test_probes(run.spec["model"], args, out_dir, exits=False, **extra))
 
 
+# Carrying an unfinished run from one machine to the next, through git. A session's machine is fresh: the run
+# folders do not outlive it, so a run longer than what is left of a session would start over every session.
+# What travels: the run folder's config.yaml, run_info.json and metrics.jsonl; its newest checkpoint, whole
+# (weights, optimizer, RNG states, trainer_state.json with the time and CPU of every sitting), from which training
+# resumes exactly as after a kill on the same machine; of the earlier checkpoints probed on the validation split,
+# only what evaluation reads (about 1.4 MB each for the 0.31M-parameter encoder). 3.5-8 MB per run.
+RUN_FILES = (RECIPE, "run_info.json", "metrics.jsonl")
+#: what evaluation reads from a checkpoint: enough for the validation curve of an earlier epoch
+PROBE_FILES = (RECIPE, TRAINER_STATE, f"{STATE_DIR}/model.safetensors")
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of ``ckpt-<step>`` (``-1`` for a name that is not one)."""
+    prefix, _, step = path.name.partition("-")
+    return int(step) if prefix == "ckpt" and step.isdigit() else -1
+
+
+def newest_step(run_dir: Path) -> int:
+    """The step ``run_dir/last`` points at; ``-1`` when the run has no complete checkpoint."""
+    last = run_dir / "last"
+    return checkpoint_step(last.resolve()) if (last / TRAINER_STATE).is_file() else -1
+
+
+def archive_step(archive: Path) -> int:
+    """The newest checkpoint's step inside an archive written by :func:`save_progress`."""
+    with tarfile.open(archive) as tar:
+        return max(checkpoint_step(Path(name.split("/", 1)[0])) for name in tar.getnames())
+
+
+def save_progress(run_dir: Path, archive: Path, curve_steps: Iterable[int]) -> int | None:
+    """Pack ``run_dir``'s newest checkpoint (whole), the probe files of its checkpoints at ``curve_steps`` before it
+    and its run files into ``archive`` (written atomically); the newest step, or None when there is no checkpoint
+    yet (nothing is written)."""
+    step = newest_step(run_dir)
+    if step < 0:
+        return None
+    newest = f"ckpt-{step}"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name in RUN_FILES:
+                if (run_dir / name).is_file():
+                    tar.add(run_dir / name, arcname=name)
+            tar.add(run_dir / newest, arcname=newest)
+            for earlier in sorted(s for s in set(curve_steps) if 0 < s < step):
+                for name in PROBE_FILES:
+                    if (run_dir / f"ckpt-{earlier}" / name).is_file():
+                        tar.add(run_dir / f"ckpt-{earlier}" / name, arcname=f"ckpt-{earlier}/{name}")
+        os.replace(tmp, archive)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return step
+
+
+def restore_progress(archive: Path, run_dir: Path) -> int | None:
+    """Unpack ``archive`` into ``run_dir`` when it holds a newer checkpoint than ``run_dir`` has; the restored step,
+    or None when ``run_dir`` was as far already (left as it is). A ``run_dir`` that is behind is kept beside it as
+    ``<name>.superseded-<time>``, never deleted."""
+    step = archive_step(archive)
+    if newest_step(run_dir) >= step:
+        return None
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.restore-"))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        os.symlink(f"ckpt-{step}", staging / "last")
+    except BaseException:
+        shutil.rmtree(staging)
+        raise
+    if run_dir.exists():
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}"))
+    staging.rename(run_dir)
+    return step
+
+
+def progress_archive(results: Path, run: Run) -> Path:
+    """Where an unfinished run's progress travels between machines (see ``queue_progress.py``)."""
+    return results / run.folder / "progress" / f"{run.name}.tar.gz"
+
+
+def curve_steps(run: Run, curve_every: int) -> list[int]:
+    """The steps of the checkpoints probed on the validation split after training (every ``curve_every`` epochs)."""
+    steps_per_epoch = TRAIN_IMAGES // run.spec["batch_size"]
+    return [epoch * steps_per_epoch for epoch in range(curve_every, run.epochs + 1, curve_every)]
+
+
+def save_all_progress(args: argparse.Namespace, results: Path) -> list[Path]:
+    """Pack every unfinished run that has a checkpoint (``--save-progress``); the archives written."""
+    written = []
+    for run in queue(results):
+        run_dir = Path(args.work_dir) / run.folder / run.name
+        if run.kind == "floor" or (results / run.folder / f"{run.name}.json").exists() or not run_dir.is_dir():
+            continue
+        archive = progress_archive(results, run)
+        step = save_progress(run_dir, archive, curve_steps(run, args.curve_every) if run.kind == "train" else [])
+        if step is not None:
+            print(f"saved {run.folder}/{run.name} at step {step}: {archive} ({archive.stat().st_size / 2**20:.1f} MB)")
+            written.append(archive)
+    return written
+
+
 def run_training(run: Run, args: argparse.Namespace) -> dict:
-    """Train ``run`` (resuming a killed sitting), then probe it; the result's dict."""
+    """Train ``run`` (resuming a killed sitting, here or, from its progress archive, on another machine), then
+    probe it; the result's dict."""
     from timm_selfcon.config import resolve_config
     from timm_selfcon.engine.train import train
 
     out_dir = Path(args.work_dir) / run.folder / run.name
+    archive = progress_archive(Path(args.results), run)
+    if archive.exists():
+        restored = restore_progress(archive, out_dir)
+        if restored is not None:
+            print(f"restored {run.folder}/{run.name} at step {restored} from {archive}", flush=True)
     steps_per_epoch = TRAIN_IMAGES // run.spec["batch_size"]
     values = dict(run.spec, data=str(args.data_dir), epochs=run.epochs, output_dir=str(out_dir),
                   save_every_steps=steps_per_epoch, resume="auto",
@@ -231,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, and stop")
     parser.add_argument("--commit", action="store_true", help="commit each finished run's JSON where it is written")
+    parser.add_argument("--save-progress", action="store_true",
+                        help="pack every unfinished run's newest checkpoint under --results for the next machine "
+                             "(committed with --commit), and stop")
     args = parser.parse_args(argv)
     for option in ("trial_epochs", "curve_every", "linear_epochs"):
         if getattr(args, option) < 1:
@@ -244,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             done = (results / run.folder / f"{run.name}.json").exists()
             print(f"{'done' if done else 'todo'} {run.folder}/{run.name} ({run.kind}, {run.epochs or args.trial_epochs} "
                   f"epochs)")
+        return 0
+    if args.save_progress:
+        written = save_all_progress(args, results)
+        if args.commit and written:
+            commit_paths(written, f"Queue progress: {', '.join(p.name for p in written)} (experiments_queue.py "
+                         "--save-progress; the next session resumes them)")
         return 0
     args.data_dir = prepare_data(source, Path(args.work_dir) / "cifar10")
     for run in queue(results):
@@ -261,7 +392,13 @@ def main(argv: list[str] | None = None) -> int:
                       data=dict(source=str(source), train=TRAIN_IMAGES))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_and_commit(path, result, args.commit, label=f"Experiment run ({run.folder})")
+        archive = progress_archive(results, run)
+        if archive.exists():  # landed: its carried progress is no longer needed
+            archive.unlink()
+            if args.commit:
+                commit_paths([archive], f"Queue progress of {run.folder}/{run.name} removed: its JSON landed")
     return 0
+
 
 
 if __name__ == "__main__":

@@ -202,18 +202,23 @@ def sweep_winner(results_dir: Path) -> str | None:
 
 def write_and_commit(path: Path, results: dict, commit: bool, label: str = "Method-ranking run") -> None:
     write_json(path, results, default=str)
-    if not commit:
-        return
-    repo = path.parent
-    for attempt in range(20):  # another git command in the same checkout may hold index.lock for a moment
-        add = subprocess.run(["git", "add", str(path)], cwd=repo, capture_output=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", f"{label} {path.stem} ({Path(sys.argv[0]).as_posix()})", "--",
-             str(path)], cwd=repo, capture_output=True).returncode == 0
-        if done:
+    if commit:
+        commit_paths([path], f"{label} {path.stem} ({Path(sys.argv[0]).as_posix()})")
+
+
+def commit_paths(paths: list[Path], message: str) -> None:
+    """Commit exactly ``paths`` (added, changed or deleted) in the checkout that holds them, retrying while another
+    git command holds the index lock."""
+    repo = paths[0].parent
+    while not repo.exists():
+        repo = repo.parent
+    for attempt in range(20):
+        add = subprocess.run(["git", "add", "-A", "--", *map(str, paths)], cwd=repo, capture_output=True)
+        if add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", *map(str, paths)],
+                                                  cwd=repo, capture_output=True).returncode == 0:
             return
         time.sleep(3 + attempt)
-    print(f"could not commit {path}", file=sys.stderr)
+    print(f"could not commit {', '.join(map(str, paths))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import torch
 from timm_selfcon.engine.clock import (
     RunClock,
     busy_note,
+    cpu_description,
     cpu_seconds,
     format_duration,
     indices_sha256,
@@ -38,6 +39,23 @@ def test_clock_continues_the_previous_sittings() -> None:
     clock = RunClock({"train_seconds": 100.0, "cpu_seconds": 50.0, "sittings": 2, "step": 7})
     totals = clock.totals()
     assert totals["sittings"] == 3 and 100.0 <= totals["train_seconds"] < 110 and 50.0 <= totals["cpu_seconds"] < 60
+    # sittings from before the log are unknown: only this one is logged, from the step it resumed at
+    assert [(s["sitting"], s["start_step"]) for s in totals["sitting_log"]] == [(3, 7)]
+
+
+def test_the_sitting_log_carries_each_sittings_cpu_and_times() -> None:
+    first = RunClock({}).totals()
+    second = RunClock(dict(first, step=5)).totals()
+    log = second["sitting_log"]
+    assert [(s["sitting"], s["start_step"]) for s in log] == [(1, 0), (2, 5)]
+    assert log[0] == first["sitting_log"][0]  # the earlier sitting travels unchanged
+    assert log[1]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and log[1]["cpu_model"]
+    assert sum(s["cpu_seconds"] for s in log) == pytest.approx(second["cpu_seconds"])
+
+
+def test_cpu_description_names_the_model_and_the_vector_instructions() -> None:
+    description = cpu_description()
+    assert set(description) == {"cpu_model", "cpu_capability"} and all(description.values())
 
 
 def test_hashes_tell_weights_and_batches_apart() -> None:

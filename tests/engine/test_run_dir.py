@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from timm_selfcon.cli import main
@@ -61,6 +62,12 @@ def test_resume_auto_resumes_when_a_checkpoint_exists(tiny_data: Path, tmp_path:
     # the run's cost is summed over both sittings; its pairing hashes are those of its initial weights and batches
     assert summary["sittings"] == 2 and summary["train_seconds"] > first["train_seconds"]
     assert summary["cpu_seconds"] > first["cpu_seconds"]
+    # each sitting says where it started and on which CPU: CPU seconds of different CPUs are not comparable
+    log = summary["sitting_log"]
+    assert [(s["sitting"], s["start_step"]) for s in log] == [(1, 0), (2, 1)]
+    assert all(s["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and s["cpu_model"] for s in log)
+    assert sum(s["cpu_seconds"] for s in log) == pytest.approx(summary["cpu_seconds"])
+    assert summary["cpu_capability"] == log[-1]["cpu_capability"]
     resumed_info = json.loads((tmp_path / "run_info.json").read_text())
     assert all(resumed_info[k] == info[k] for k in ("initial_encoder_sha256", "first_batches_sha256"))
 

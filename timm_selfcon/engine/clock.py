@@ -4,6 +4,9 @@ A run killed and resumed is several *sittings*; the totals travel inside every c
 ``trainer_state.json`` so the run's cost survives any number of them. CPU time counts the training process
 (all its threads) and its data-loader workers (live ones read from ``/proc``, finished ones from
 ``getrusage(RUSAGE_CHILDREN)``): on a shared machine it is a steadier measure of a method's cost than wall time.
+It is not steady across machines: the same step costs about twice the CPU seconds on a CPU without AVX-512 as on one
+with it, so every sitting also records the CPU it ran on (``sitting_log``), and CPU times of runs on different CPUs
+are not compared.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["RunClock", "busy_note", "cpu_seconds", "format_duration", "indices_sha256", "load_average_1m",
-           "machine_load", "state_dict_sha256"]
+__all__ = ["RunClock", "busy_note", "cpu_description", "cpu_seconds", "format_duration", "indices_sha256",
+           "load_average_1m", "machine_load", "state_dict_sha256"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -47,10 +50,35 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime + _live_children_cpu_seconds()
 
 
+def cpu_description() -> dict[str, str]:
+    """The CPU this process runs on: ``cpu_model`` (``/proc/cpuinfo``'s model name, family and model; ``platform``
+    elsewhere) and ``cpu_capability`` (the widest vector instructions torch uses: ``AVX512``, ``AVX2``, ...)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor's block is enough
+    except OSError:
+        pass
+    if "model name" in fields:
+        model = f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    else:
+        import platform
+
+        model = platform.processor() or platform.machine()
+    return dict(cpu_model=model, cpu_capability=torch.backends.cpu.get_cpu_capability())
+
+
 def machine_load() -> dict[str, Any]:
-    """Threads this process computes with and how busy the machine is (a run's speed depends on both)."""
+    """The CPU, the threads this process computes with and how busy the machine is (a run's speed depends on all
+    three)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return dict(torch_threads=torch.get_num_threads(), torch_interop_threads=torch.get_num_interop_threads(),
+    return dict(**cpu_description(), torch_threads=torch.get_num_threads(),
+                torch_interop_threads=torch.get_num_interop_threads(),
                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"), cpu_count=os.cpu_count(),
                 load_average=[round(value, 2) for value in load])
 
@@ -89,13 +117,18 @@ def format_duration(seconds: float) -> str:
 
 
 class RunClock:
-    """Wall and CPU seconds of the training loop, continued from the totals of the checkpoint resumed from."""
+    """Wall and CPU seconds of the training loop, continued from the totals of the checkpoint resumed from
+    (``previous``: its ``trainer_state.json``, whose ``step`` is where this sitting starts)."""
 
     def __init__(self, previous: Mapping[str, Any] | None = None) -> None:
         previous = previous or {}
         self.previous_train_seconds = float(previous.get("train_seconds", 0.0))
         self.previous_cpu_seconds = float(previous.get("cpu_seconds", 0.0))
         self.sittings = int(previous.get("sittings", 0)) + 1
+        # checkpoints written before sittings were logged have none: their sittings' CPU is unknown
+        self.previous_log = list(previous.get("sitting_log", []))
+        self.sitting = dict(sitting=self.sittings, start_step=int(previous.get("step", 0)), **cpu_description(),
+                            torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count())
         self.start_wall = time.perf_counter()
         self.start_cpu = cpu_seconds()
 
@@ -110,9 +143,12 @@ class RunClock:
         return self.previous_train_seconds + time.perf_counter() - self.start_wall
 
     def totals(self) -> dict[str, Any]:
-        """``train_seconds`` and ``cpu_seconds`` over every sitting so far, and the number of ``sittings``."""
-        return dict(train_seconds=self.train_seconds(),
-                    cpu_seconds=self.previous_cpu_seconds + cpu_seconds() - self.start_cpu, sittings=self.sittings)
+        """``train_seconds`` and ``cpu_seconds`` over every sitting so far, the number of ``sittings`` and the
+        ``sitting_log``: per sitting, the step it started from, the CPU it ran on and its own wall and CPU seconds."""
+        wall, cpu = time.perf_counter() - self.start_wall, cpu_seconds() - self.start_cpu
+        this = dict(self.sitting, train_seconds=wall, cpu_seconds=cpu)
+        return dict(train_seconds=self.previous_train_seconds + wall, cpu_seconds=self.previous_cpu_seconds + cpu,
+                    sittings=self.sittings, sitting_log=[*self.previous_log, this])
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
