@@ -117,6 +117,12 @@ def _torch() -> Any:
     return torch
 
 
+def _cpu_model() -> str:
+    from timm_selfcon.engine.clock import cpu_description
+
+    return cpu_description()["cpu_model"]
+
+
 #: key -> how to read it; :func:`environment` reads only the keys asked for (``git_commit`` runs git, ``timm`` imports it)
 ENVIRONMENT: dict[str, Callable[[], Any]] = {
     "python": platform.python_version,
@@ -129,6 +135,7 @@ ENVIRONMENT: dict[str, Callable[[], Any]] = {
     "device": _device_name,
     "cpu": lambda: platform.processor() or platform.machine(),
     "cpu_capability": lambda: _torch().backends.cpu.get_cpu_capability(),
+    "cpu_model": _cpu_model,
     "cpu_count": os.cpu_count,
     "threads": lambda: _torch().get_num_threads(),
     "git_commit": _git_commit,

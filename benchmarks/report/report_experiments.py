@@ -265,6 +265,37 @@ def _cpu_seconds(run: dict, cost: dict | None) -> tuple[float | None, bool]:
     return (per_step * steps, True) if per_step and steps else (None, True)
 
 
+def cpu_of(run: dict) -> str | None:
+    """The torch CPU capability (``AVX512``, ``AVX2``) the run trained on, ``+``-joined over its sittings; None
+    where the run predates that record (its CPU time cannot be placed on any machine)."""
+    summary = run.get("train_summary") or {}
+    found = [s["cpu_capability"] for s in summary.get("sitting_log", []) if s.get("cpu_capability")]
+    if summary.get("sitting_log") and summary.get("sittings", 1) > len(summary["sitting_log"]):
+        found.append("?")  # sittings before the log was kept
+    if not found:
+        found = [c for c in (summary.get("cpu_capability"), (run.get("run_info") or {}).get("cpu_capability")) if c][:1]
+    return "+".join(dict.fromkeys(found)) or None
+
+
+def cpu_label(run: dict, cost: dict | None) -> str | None:
+    """:func:`cpu_of`, or for a CPU time estimated from the cost benchmark, that benchmark's CPU."""
+    if cpu_of(run) is not None or (run.get("train_summary") or {}).get("cpu_seconds") is not None:
+        return cpu_of(run)
+    machine = ((cost or {}).get("environment") or {}).get("cpu_capability")
+    return f"{machine} (the cost benchmark's)" if machine else None
+
+
+def supcon_epochs(run: dict, cost: dict | None) -> float | None:
+    """The run's compute in SupCon epochs: its epochs x its method's CPU time per step over SupCon's, both from the
+    side-by-side cost benchmark (one machine, one run): comparable across runs whatever CPU each trained on (all
+    the equal-compute runs take 175 steps per epoch, batch 256)."""
+    per = (cost or {}).get("per_method", {})
+    mine, supcon = per.get(_cost_key(run["recipe"]), {}), per.get("supcon", {})
+    if not mine.get("cpu_s_per_step") or not supcon.get("cpu_s_per_step"):
+        return None
+    return run["recipe"]["epochs"] * mine["cpu_s_per_step"] / supcon["cpu_s_per_step"]
+
+
 def _cost_key(recipe: dict) -> str:
     head_bn = (recipe.get("method_kwargs") or {}).get("head_batchnorm")
     method = recipe["method"]
@@ -303,29 +334,63 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
         if "equal_compute_epochs" in cost:
             lines += ["", f"SelfCon-S + head BatchNorm costs {cost['ratios_cpu']['selfcon_head_bn / supcon']:.2f}x a "
                       f"SupCon step: **{cost['equal_compute_epochs']} epochs** of it cost what SupCon's 20 epochs cost."]
+        lines += other_cpu_lines(cost, sorted(equal_dir.glob("cost_*.json")))
     runs = equal_compute_runs(equal_dir, rank_dir)
     rows, estimated = [], False
     for name, run in runs.items():
         cpu, approx = _cpu_seconds(run, cost)
         estimated |= approx and cpu is not None
         recipe = run["recipe"]
+        compute = supcon_epochs(run, cost)
         rows.append([name, recipe["method"], "yes" if (recipe.get("method_kwargs") or {}).get("head_batchnorm") else
-                     "no", recipe["epochs"], ("≈" if approx and cpu is not None else "") + _hours(cpu),
+                     "no", recipe["epochs"], "-" if compute is None else f"{compute:.1f}",
+                     ("≈" if approx and cpu is not None else "") + _hours(cpu),
+                     (cpu_label(run, cost) or "not recorded") if cpu is not None else "-",
                      _num(top1(run, "linear_fast")), _num(top1(run, "linear")), _num(top1(run, "knn"))])
     if rows:
         lines += ["", "Backbone top-1 % on the test split at each run's end (runs of different lengths are compared "
-                  "only at their ends); CPU-hours of training:", ""]
-        lines += _table(rows, ["run", "method", "head BN", "epochs", "CPU h", "`linear_fast`", "`linear` (10 ep)",
-                               "kNN"])
+                  "only at their ends). Compute: *SupCon epochs*, the run's epochs x its method's CPU time per step "
+                  "over SupCon's in the side-by-side cost benchmark above (comparable between runs); *CPU h*: the "
+                  "training CPU time the run measured, on the CPU named beside it (comparable only between runs on "
+                  "the same CPU):", ""]
+        lines += _table(rows, ["run", "method", "head BN", "epochs", "SupCon epochs", "CPU h", "CPU", "`linear_fast`",
+                               "`linear` (10 ep)", "kNN"])
         if estimated:
             lines += ["", "≈: a ranking run from before runs recorded CPU time: its steps x its method's measured CPU "
-                      "time per step (above)."]
+                      "time per step (above). *not recorded*: a run from before runs recorded their CPU."]
     lines += reading_lines(runs, cost)
     lines += ["", "Accuracy against CPU-hours: `benchmarks/results/equal_compute_accuracy_vs_cpu.png`. Backbone "
               "`linear_fast` top-1 on the validation rows versus epoch, for the runs above that recorded it: "
               "`benchmarks/results/equal_compute_accuracy_vs_epoch.png` (per-epoch curves of schedules of different "
               "lengths, each decaying its lr to its own end: a point mid-schedule is not that run's endpoint)."]
     return "\n".join(lines)
+
+
+def other_cpu_lines(cost: dict, others: list[Path]) -> list[str]:
+    """The cost benchmark repeated on other CPUs (``cost_*.json``): what a step costs there against ``cost.json``'s
+    CPU, and the epochs equal compute would take there. ``cost.json`` alone sets the queue's epochs."""
+    lines = []
+    machine = cost.get("environment", {}).get("cpu_capability", "?")
+    for path in others:
+        other = json.loads(path.read_text())
+        there = other.get("environment", {}).get("cpu_capability", "?")
+        shared = [name for name in other["per_method"] if name in cost["per_method"]]
+        rows = [[name, f"{other['per_method'][name]['cpu_s_per_step']:.3f}",
+                 f"{cost['per_method'][name]['cpu_s_per_step']:.3f}",
+                 f"{other['per_method'][name]['cpu_s_per_step'] / cost['per_method'][name]['cpu_s_per_step']:.2f}"]
+                for name in shared]
+        load, cores = other.get("load_average_before", [float("nan")])[0], other["environment"].get("cpu_count")
+        lines += ["", f"The same benchmark on another CPU (`{path.name}`: {there}, {other['rounds']} rounds of "
+                  f"{other['steps']} steps, 1-minute load {load:.1f} at its start on {cores} cores) against "
+                  f"`cost.json`'s ({machine}):", ""]
+        lines += _table(rows, ["method", f"CPU s / step, {there}", f"CPU s / step, {machine}", "ratio"])
+        ratio = other.get("ratios_cpu", {}).get("selfcon_head_bn / supcon")
+        if ratio is not None and "equal_compute_epochs" in cost:
+            lines += ["", f"There SelfCon-S + head BatchNorm costs {ratio:.2f}x a SupCon step: equal compute would be "
+                      f"{other.get('equal_compute_epochs')} epochs, against the {cost['equal_compute_epochs']} the queue "
+                      f"trains (set by `cost.json`). CPU seconds measured on different CPUs are therefore not "
+                      "compared below; compute is compared in *SupCon epochs*, from one machine's side-by-side ratios."]
+    return lines
 
 
 def comparisons(equal_epochs: int | None) -> list[tuple[str, str, str]]:
@@ -372,10 +437,16 @@ def reading_lines(runs: dict[str, dict], cost: dict | None) -> list[str]:
         if len(differences) > 1:
             line += f"; seed 1: {differences[1]:+.2f}, mean {mean:+.2f}"
         notes = [f"`linear_fast`, seed 0: {fast[0] - fast[1]:+.2f}"] if None not in fast else []
+        compute = [supcon_epochs(runs[n], cost) for n in (a, b)]
+        if None not in compute:
+            notes.append(f"compute {compute[0]:.1f} against {compute[1]:.1f} SupCon epochs")
         hours = [_cpu_seconds(runs[n], cost) for n in (a, b)]
+        cpus = [cpu_label(runs[n], cost) for n in (a, b)]
         if all(seconds is not None for seconds, _ in hours):
+            same = cpus[0] is not None and cpus[0] == cpus[1] and "+" not in cpus[0]
             notes.append("training CPU h " + " against ".join(("≈" if approx else "") + _hours(seconds)
-                                                              for seconds, approx in hours))
+                                                              for seconds, approx in hours)
+                         + ("" if same else f", not comparable: CPUs {' and '.join(c or 'not recorded' for c in cpus)}"))
         lines.append(f"{line}: **{answer}**" + (f" ({'; '.join(notes)})." if notes else "."))
     if not lines:
         return []
@@ -408,16 +479,32 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
     for name, run in equal_compute_runs(equal_dir, rank_dir).items():
         cpu, approx = _cpu_seconds(run, cost)
         value = top1(run, "linear_fast")
-        if cpu is not None and value is not None:
-            points.append((name, cpu / 3600, value, approx))
+        if value is not None and (cpu is not None or supcon_epochs(run, cost) is not None):
+            points.append((name.split("/", 1)[1], supcon_epochs(run, cost), cpu, approx, cpu_label(run, cost),
+                           value))
     if points:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, hours, value, approx in points:
-            ax.scatter(hours, value, marker="o" if not approx else "x")
-            ax.annotate(f"{name.split('/', 1)[1]} {value:.1f}", (hours, value), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.set(xlabel="training CPU-hours (x: estimated)", ylabel="linear_fast top-1 % (test)",
-               title="Accuracy against compute, CIFAR-10, CPU (ours)")
+        fig, (by_cost, by_cpu) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        markers = {}
+        for name, compute, cpu, approx, machine, value in points:
+            label = f"{name} {value:.1f}"
+            if compute is not None:
+                by_cost.scatter(compute, value, color="C0")
+                by_cost.annotate(label, (compute, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if cpu is not None:
+                key = ("estimated: " if approx else "") + (machine or "CPU not recorded")
+                first = key not in markers
+                index = markers.setdefault(key, len(markers))  # a marker and a colour per CPU
+                by_cpu.scatter(cpu / 3600, value, marker="osx^D"[index % 5], color=f"C{index}",
+                               label=key if first else None)
+                by_cpu.annotate(label, (cpu / 3600, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        by_cost.set(xlabel="compute: SupCon epochs (side-by-side cost per step)", ylabel="linear_fast top-1 % (test)",
+                    title="Against compute, comparable across runs")
+        by_cpu.set(xlabel="training CPU-hours as measured (compare within one CPU only)",
+                   title="Against measured CPU time, by CPU")
+        by_cpu.legend(fontsize=7)
+        for ax in (by_cost, by_cpu):
+            ax.margins(x=0.25)  # room for the labels right of the last points
+        fig.suptitle("Accuracy against compute, CIFAR-10, CPU (ours)")
         written.append(save_figure(fig, out_dir / "equal_compute_accuracy_vs_cpu.png"))
     curves = {n: r for n, r in _load(equal_dir).items()
               if r.get("kind") == "train" and r.get("validation_linear_fast_per_epoch")}

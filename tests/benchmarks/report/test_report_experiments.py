@@ -109,7 +109,9 @@ def test_loss_terms_of_a_pair_are_rendered_from_their_json(tmp_path: Path) -> No
     assert "above MoCo v2 alone's at every checkpoint (epoch 20: 6.20 against 5.00)" in line
 
 
-def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
+def test_equal_compute_estimates_cpu_of_runs_without_it_and_names_each_runs_cpu(tmp_path: Path) -> None:
+    """CPU seconds of different CPUs are not comparable (a step costs about twice as much without AVX-512): each run
+    says which CPU it measured on, and compute is compared in SupCon epochs from the side-by-side cost benchmark."""
     rank, equal = tmp_path / "rank", tmp_path / "equal"
     rank.mkdir()
     equal.mkdir()
@@ -119,15 +121,37 @@ def test_equal_compute_estimates_cpu_of_runs_without_it(tmp_path: Path) -> None:
     (rank / "linear_main_supcon.json").write_text(json.dumps({"phase": "linear", "test": {"linear": _probe(75.0)}}))
     new = dict(_run("selfcon", 0, 74.0), recipe={"method": "selfcon", "epochs": 41,
                                                    "method_kwargs": {"head_batchnorm": True}})
+    new["train_summary"].update(sittings=2, sitting_log=[{"cpu_capability": "AVX2"}, {"cpu_capability": "AVX2"}])
     (equal / "selfcon_head_bn_e41.json").write_text(json.dumps(new))
     cost = {"rounds": 3, "steps": 30, "threads": 1, "equal_compute_epochs": 41,
             "ratios_cpu": {"selfcon_head_bn / supcon": 0.49},
-            "per_method": {"supcon": {"batch": 256, "cpu_s_per_step": 1.0, "wall_s_per_step": 1.1}}}
+            "per_method": {"supcon": {"batch": 256, "cpu_s_per_step": 1.0, "wall_s_per_step": 1.1},
+                           "selfcon_head_bn": {"batch": 256, "cpu_s_per_step": 0.49, "wall_s_per_step": 0.5}}}
     (equal / "cost.json").write_text(json.dumps(cost))
     text = report_experiments.render_equal_compute(equal, rank)
-    assert "| rank/main_supcon | supcon | no | 20 | ≈1.00 | 77.00 | 75.00 | 76.00 |" in text
-    assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 2.00 | 75.00 | 74.00 | 73.00 |" in text
+    assert "| rank/main_supcon | supcon | no | 20 | 20.0 | ≈1.00 | not recorded | 77.00 | 75.00 | 76.00 |" in text
+    cost["environment"] = {"cpu_capability": "AVX512"}  # an estimate is on the cost benchmark's CPU
+    (equal / "cost.json").write_text(json.dumps(cost))
+    text = report_experiments.render_equal_compute(equal, rank)
+    assert "| rank/main_supcon | supcon | no | 20 | 20.0 | ≈1.00 | AVX512 (the cost benchmark's) | 77.00 |" in text
+    assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 20.1 | 2.00 | AVX2 | 75.00 | 74.00 | 73.00 |" \
+        in text
     assert "**41 epochs** of it cost what SupCon's 20 epochs cost" in text
+    assert ("(`linear_fast`, seed 0: -2.00; compute 20.1 against 20.0 SupCon epochs; training CPU h 2.00 against "
+            "≈1.00, not comparable: CPUs AVX2 and AVX512 (the cost benchmark's)).") in text
+    # the cost benchmark repeated on another CPU: its costs beside cost.json's, and its own equal-compute epochs
+    other = {"rounds": 3, "steps": 30, "load_average_before": [3.2, 3.0, 2.9], "equal_compute_epochs": 38,
+             "environment": {"cpu_capability": "AVX2", "cpu_count": 2}, "ratios_cpu": {"selfcon_head_bn / supcon": 0.53},
+             "per_method": {"supcon": {"cpu_s_per_step": 2.0}, "selfcon_head_bn": {"cpu_s_per_step": 1.06}}}
+    (equal / "cost_avx2.json").write_text(json.dumps(other))
+    text = report_experiments.render_equal_compute(equal, rank)
+    assert ("The same benchmark on another CPU (`cost_avx2.json`: AVX2, 3 rounds of 30 steps, 1-minute load 3.2 at "
+            "its start on 2 cores) against `cost.json`'s (AVX512):") in text
+    assert "| supcon | 2.000 | 1.000 | 2.00 |" in text and "| selfcon_head_bn | 1.060 | 0.490 | 2.16 |" in text
+    assert "equal compute would be 38 epochs, against the 41 the queue trains (set by `cost.json`)" in text
+    # a run resumed on another CPU, or with sittings from before the log, names them all
+    new["train_summary"].update(sittings=3, sitting_log=[{"cpu_capability": "AVX2"}, {"cpu_capability": "AVX512"}])
+    assert report_experiments.cpu_of(new) == "AVX2+AVX512+?"
 
 
 def _equal_run(method: str, epochs: int, linear: float, head_bn: bool = True, seed: int = 0) -> dict:
