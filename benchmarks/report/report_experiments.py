@@ -548,8 +548,9 @@ def render_headline(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL) -> str:
             continue
         recipe = run["recipe"]
         head_bn = " + head BatchNorm" if (recipe.get("method_kwargs") or {}).get("head_batchnorm") else ""
-        cpu = (run.get("train_summary") or {}).get("cpu_seconds")
-        compute = f", {cpu / 3600:.2f} CPU-hours" if cpu is not None else ""
+        # compute in SupCon epochs: CPU-hours of runs on different CPUs would not compare (docs/results.md)
+        supcon = supcon_epochs(run, equal.get("cost"))
+        compute = f" (the compute of {supcon:.1f} SupCon epochs)" if supcon is not None else ""
         rows.append([f"CIFAR-10, `selfcon_resnet10_w16_cifar`, {METHOD_LABELS.get(recipe['method'], recipe['method'])}"
                      f"{head_bn}, {recipe['epochs']} epochs{compute}, seed {run.get('seed', 0)}: `linear_fast` top-1",
                      _num(top1(run, "linear_fast")), f"`{(equal_dir / name).relative_to(ROOT)}.json`"])

@@ -202,7 +202,8 @@ def test_readme_headline_of_the_experiments(tmp_path: Path, monkeypatch: pytest.
         (mixco / f"{name}.json").write_text(json.dumps(run))
     (equal / "supcon_head_bn.json").write_text(json.dumps(_equal_run("supcon", 20, 76.0)))
     (equal / "supcon_s_head_bn.json").write_text(json.dumps(_equal_run("supcon_s", 20, 70.0)))  # results page only
-    (equal / "cost.json").write_text(json.dumps({"equal_compute_epochs": 39}))
+    (equal / "cost.json").write_text(json.dumps({"equal_compute_epochs": 39, "per_method": {
+        "supcon": {"cpu_s_per_step": 1.0}, "supcon_head_bn": {"cpu_s_per_step": 0.99}}}))
     text = report_experiments.render_headline(mixco, equal)
     assert "SupCon-S" not in text
     for name, run in {"simclr_seed0": _run("simclr", 0, 45.0), "simclr_mixco_seed0": _run("simclr_mixco", 0, 43.5)}.items():
@@ -210,5 +211,5 @@ def test_readme_headline_of_the_experiments(tmp_path: Path, monkeypatch: pytest.
     assert "| -1.50: lower with MixCo, one seed |" in report_experiments.render_headline(mixco, equal)
     assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar` without exit, 20 epochs: MoCo v2 + MixCo minus MoCo v2, `linear` "
             "top-1, seeds 0, 1 | -3.00, -2.00, mean -2.50: hurts | `mixco/` |") in text
-    assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar`, SupCon + head BatchNorm, 20 epochs, 2.00 CPU-hours, seed 0: "
-            "`linear_fast` top-1 | 77.00 | `equal/supcon_head_bn.json` |") in text
+    assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar`, SupCon + head BatchNorm, 20 epochs (the compute of 19.8 SupCon "
+            "epochs), seed 0: `linear_fast` top-1 | 77.00 | `equal/supcon_head_bn.json` |") in text
