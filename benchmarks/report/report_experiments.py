@@ -328,7 +328,8 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
         per = cost["per_method"]
         lines += ["", f"Cost of one training step (`bench_method_cost.py`: the real `train()` loop, CPU time of the "
                   f"training process and its loader worker, median of {cost['rounds']} rounds of {cost['steps']} steps, "
-                  f"{cost['threads']} thread(s), side by side in one run):", ""]
+                  f"{cost['threads']} thread(s), side by side in one run, on an "
+                  f"{cost.get('environment', {}).get('cpu_capability', 'unrecorded')} CPU):", ""]
         lines += _table([[name, m["batch"], f"{m['cpu_s_per_step']:.3f}", f"{m['wall_s_per_step']:.3f}"]
                          for name, m in per.items()], ["method", "batch", "CPU s / step", "wall s / step"])
         if "equal_compute_epochs" in cost:
