@@ -367,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for run in queue(results):
             done = (results / run.folder / f"{run.name}.json").exists()
+            archive = progress_archive(results, run)
+            carried = f", carried to step {archive_step(archive)}" if not done and archive.exists() else ""
             print(f"{'done' if done else 'todo'} {run.folder}/{run.name} ({run.kind}, {run.epochs or args.trial_epochs} "
-                  f"epochs)")
+                  f"epochs{carried})")
         return 0
     if args.save_progress:
         written = save_all_progress(args, results)

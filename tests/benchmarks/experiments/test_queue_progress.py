@@ -7,6 +7,7 @@ from pathlib import Path
 from conftest import tiny_image_dataset
 from safetensors.torch import load_file
 
+from benchmarks.experiments import experiments_queue
 from benchmarks.experiments.experiments_queue import archive_step, newest_step, restore_progress, save_progress
 from timm_selfcon.config import resolve_config
 from timm_selfcon.engine.checkpoint import STATE_DIR, TRAINER_STATE
@@ -87,3 +88,20 @@ def test_newest_step_needs_a_complete_checkpoint(tmp_path: Path) -> None:
     assert newest_step(tmp_path) == -1  # no trainer_state.json: not a checkpoint yet
     (tmp_path / "ckpt-12" / TRAINER_STATE).write_text("{}")
     assert newest_step(tmp_path) == 12
+
+
+def test_the_dry_run_shows_where_a_carried_run_stands(tmp_path: Path, capsys) -> None:
+    data = tiny_image_dataset(tmp_path / "data", {"train": 48})
+    train(_config(data, tmp_path / "run", max_steps=STEPS_PER_EPOCH))
+    results = tmp_path / "results"
+    (results / "mixco").mkdir(parents=True)
+    for name in experiments_queue.MOCO_TRIALS:  # finished trials: the queue goes on to the equal-compute runs
+        validation = {"validation": {"linear_fast": {"results": {"backbone": {"last": {"top1": 50.0}}}}}}
+        (results / "mixco" / f"{name}.json").write_text(json.dumps(validation))
+    save_progress(tmp_path / "run", results / "equal_compute" / "progress" / "supcon_head_bn.tar.gz", curve_steps=[])
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    for split in ("train", "test"):
+        (cifar / f"{split}.parquet").write_bytes(b"")
+    assert experiments_queue.main(["--dry-run", "--data", str(cifar), "--results", str(results)]) == 0
+    assert "todo equal_compute/supcon_head_bn (train, 20 epochs, carried to step 6)" in capsys.readouterr().out
