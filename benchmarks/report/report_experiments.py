@@ -266,12 +266,12 @@ def _cpu_seconds(run: dict, cost: dict | None) -> tuple[float | None, bool]:
 
 
 def cpu_of(run: dict) -> str | None:
-    """The torch CPU capability (``AVX512``, ``AVX2``) the run trained on, ``+``-joined over its sittings; None
-    where the run predates that record (its CPU time cannot be placed on any machine)."""
+    """The torch CPU capability (``AVX512``, ``AVX2``) the run trained on, ``+``-joined over its sittings
+    (``unrecorded`` for sittings from before the log); None where the run predates that record altogether."""
     summary = run.get("train_summary") or {}
     found = [s["cpu_capability"] for s in summary.get("sitting_log", []) if s.get("cpu_capability")]
     if summary.get("sitting_log") and summary.get("sittings", 1) > len(summary["sitting_log"]):
-        found.append("?")  # sittings before the log was kept
+        found.append("unrecorded")  # sittings before the log was kept
     if not found:
         found = [c for c in (summary.get("cpu_capability"), (run.get("run_info") or {}).get("cpu_capability")) if c][:1]
     return "+".join(dict.fromkeys(found)) or None
@@ -504,7 +504,7 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
                    title="Against measured CPU time, by CPU")
         by_cpu.legend(fontsize=7)
         for ax in (by_cost, by_cpu):
-            ax.margins(x=0.25)  # room for the labels right of the last points
+            ax.margins(x=0.25, y=0.1)  # room for the labels right of and above the last points
         fig.suptitle("Accuracy against compute, CIFAR-10, CPU (ours)")
         written.append(save_figure(fig, out_dir / "equal_compute_accuracy_vs_cpu.png"))
     curves = {n: r for n, r in _load(equal_dir).items()

@@ -151,7 +151,7 @@ def test_equal_compute_estimates_cpu_of_runs_without_it_and_names_each_runs_cpu(
     assert "equal compute would be 38 epochs, against the 41 the queue trains (set by `cost.json`)" in text
     # a run resumed on another CPU, or with sittings from before the log, names them all
     new["train_summary"].update(sittings=3, sitting_log=[{"cpu_capability": "AVX2"}, {"cpu_capability": "AVX512"}])
-    assert report_experiments.cpu_of(new) == "AVX2+AVX512+?"
+    assert report_experiments.cpu_of(new) == "AVX2+AVX512+unrecorded"
 
 
 def _equal_run(method: str, epochs: int, linear: float, head_bn: bool = True, seed: int = 0) -> dict:
