@@ -279,7 +279,7 @@ def restore_progress(archive: Path, run_dir: Path) -> int | None:
 
 
 def progress_archive(results: Path, run: Run) -> Path:
-    """Where an unfinished run's progress travels between machines (see ``queue_progress.py``)."""
+    """Where an unfinished run's progress travels between machines (see :func:`save_progress`)."""
     return results / run.folder / "progress" / f"{run.name}.tar.gz"
 
 
