@@ -72,7 +72,7 @@ from benchmarks.experiments.rank_methods import (
     write_and_commit,
 )
 from benchmarks.harness import RESULTS, ROOT
-from timm_selfcon.engine.checkpoint import RECIPE, STATE_DIR, TRAINER_STATE
+from timm_selfcon.engine.checkpoint import RECIPE, STATE_DIR, TRAINER_STATE, checkpoint_steps
 
 MOCO_BATCH = 128
 LINEAR_EPOCHS = 10
@@ -211,15 +211,15 @@ PROBE_FILES = (RECIPE, TRAINER_STATE, f"{STATE_DIR}/model.safetensors")
 
 
 def checkpoint_step(path: Path) -> int:
-    """The step of ``ckpt-<step>`` (``-1`` for a name that is not one)."""
+    """The step of a ``ckpt-<step>`` name inside an archive (``-1`` for a name that is not one)."""
     prefix, _, step = path.name.partition("-")
     return int(step) if prefix == "ckpt" and step.isdigit() else -1
 
 
 def newest_step(run_dir: Path) -> int:
-    """The step ``run_dir/last`` points at; ``-1`` when the run has no complete checkpoint."""
-    last = run_dir / "last"
-    return checkpoint_step(last.resolve()) if (last / TRAINER_STATE).is_file() else -1
+    """The step of the run's newest complete checkpoint; ``-1`` when it has none."""
+    found = checkpoint_steps(run_dir)
+    return found[-1][0] if found else -1
 
 
 def archive_step(archive: Path) -> int:

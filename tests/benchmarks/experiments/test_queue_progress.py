@@ -82,9 +82,9 @@ def test_a_run_without_a_checkpoint_writes_no_archive(tmp_path: Path) -> None:
 
 
 def test_newest_step_needs_a_complete_checkpoint(tmp_path: Path) -> None:
-    assert newest_step(tmp_path) == -1  # no last
+    assert newest_step(tmp_path) == -1  # no checkpoint
     (tmp_path / "ckpt-12").mkdir()
-    (tmp_path / "last").symlink_to("ckpt-12")
+    (tmp_path / "ckpt-12.tmp").mkdir()  # a checkpoint being written
     assert newest_step(tmp_path) == -1  # no trainer_state.json: not a checkpoint yet
     (tmp_path / "ckpt-12" / TRAINER_STATE).write_text("{}")
     assert newest_step(tmp_path) == 12
