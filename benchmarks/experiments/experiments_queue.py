@@ -19,8 +19,8 @@ Queue, in order (a run whose JSON exists is skipped; a killed run resumes from i
 4. ``equal_compute/*``: SelfCon-S + head BatchNorm for the epochs at which it costs what SupCon's 20 epochs cost
    (read from ``equal_compute/cost.json``, written by ``bench_method_cost.py``; the run waits for it), SupCon +
    head BatchNorm and SupCon-S + head BatchNorm, 20 epochs each, on the ranking's recipe.
-5. ``equal_compute/*_seed1``: when SelfCon-S + head BN at equal compute lands within 1.5 points of SupCon (``linear``
-   protocol, test top-1), a second seed of both arms (issue 23).
+5. ``equal_compute/*_seed1``: when SelfCon-S + head BN at equal compute lands within 1.5 points of SupCon, or of
+   SupCon + head BN (``linear`` protocol, test top-1), a second seed of both arms of that comparison (issue 23).
 6. ``equal_compute/selfcon_m_head_bn``: SelfCon-M + head BatchNorm, 20 epochs (issue 23: if the budget allows).
 7. ``mixco/simclr_seed0``, ``mixco/simclr_mixco_seed0``: the SimCLR pair.
 
@@ -34,7 +34,8 @@ with d_s = (MoCo v2 + MixCo) - (MoCo v2) of seed s, test top-1 of the backbone u
 "MixCo helps here" if d_0 > 0 and d_1 > 0 and mean(d) > 1 point; "no measurable effect" if |mean(d)| <= 1 point;
 otherwise "hurts" (a mean below -1 point, or above 1 point without both seeds positive: "inconsistent").
 SelfCon at equal compute (issue 23): with one seed, a difference under 1 point is "not distinguishable with one
-seed"; if the equal-compute comparison lands within 1.5 points, a second seed of both arms is queued.
+seed"; if an equal-compute comparison (against SupCon or SupCon + head BN) lands within 1.5 points, a second seed
+of both its arms is queued.
 
 ``python -m benchmarks.experiments.experiments_queue --commit`` from a git worktree at a fixed commit, with ``--results``
 pointing into the main checkout (each finished run's JSON is committed there on its own); one thread.
@@ -126,16 +127,21 @@ def equal_compute_epochs(results: Path) -> int | None:
 SECOND_SEED_GAP = 1.5  # points of `linear` test top-1 (issue 23)
 
 
-def equal_compute_gap(results: Path, epochs: int) -> float | None:
-    """SelfCon-S + head BN at equal compute minus SupCon's 20 epochs (the ranking's run), ``linear`` protocol test
-    top-1 of the backbone; None until both exist."""
-    selfcon = results / "equal_compute" / f"selfcon_head_bn_e{epochs}.json"
-    supcon = results / "rank" / "linear_main_supcon.json"
-    if not selfcon.exists() or not supcon.exists():
-        return None
-    selfcon_top1, supcon_top1 = (json.loads(path.read_text())["test"]["linear"]["results"]["backbone"]["last"]["top1"]
-                                 for path in (selfcon, supcon))
-    return selfcon_top1 - supcon_top1
+def equal_compute_gaps(results: Path, epochs: int) -> dict[str, float]:
+    """SelfCon-S + head BN at equal compute minus each 20-epoch SupCon baseline that has finished, ``linear``
+    protocol test top-1 of the backbone: ``{"supcon": ..., "supcon_head_bn": ...}``. SupCon is the ranking's run;
+    SupCon + head BN is the fair baseline (the same stabilizer as SelfCon's), issue 23's second question."""
+    def linear_top1(path: Path) -> float | None:
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())["test"]["linear"]["results"]["backbone"]["last"]["top1"]
+
+    selfcon = linear_top1(results / "equal_compute" / f"selfcon_head_bn_e{epochs}.json")
+    baselines = {"supcon": results / "rank" / "linear_main_supcon.json",
+                 "supcon_head_bn": results / "equal_compute" / "supcon_head_bn.json"}
+    if selfcon is None:
+        return {}
+    return {name: selfcon - top1 for name, path in baselines.items() if (top1 := linear_top1(path)) is not None}
 
 
 def queue(results: Path):
@@ -164,12 +170,17 @@ def queue(results: Path):
               dict(COMMON, method="supcon_s", model_kwargs=NO_EXITS, seed=0, **HEAD_BN), RANKING_EPOCHS)
     if epochs is None:
         return
-    gap = equal_compute_gap(results, epochs)
-    if gap is not None and abs(gap) < SECOND_SEED_GAP:  # too close for one seed: a second seed of both arms
+    # too close for one seed: a second seed of both arms of each equal-compute comparison within the margin
+    close = [name for name, gap in equal_compute_gaps(results, epochs).items() if abs(gap) < SECOND_SEED_GAP]
+    if close:
         yield Run("equal_compute", f"selfcon_head_bn_e{epochs}_seed1", "train",
                   dict(COMMON, method="selfcon", model_kwargs=SELFCON_EXITS, seed=1, **HEAD_BN), epochs)
+    if "supcon" in close:
         yield Run("equal_compute", "supcon_seed1", "train",
                   dict(COMMON, method="supcon", model_kwargs=NO_EXITS, seed=1), RANKING_EPOCHS)
+    if "supcon_head_bn" in close:
+        yield Run("equal_compute", "supcon_head_bn_seed1", "train",
+                  dict(COMMON, method="supcon", model_kwargs=NO_EXITS, seed=1, **HEAD_BN), RANKING_EPOCHS)
     # issue 23 asks for SelfCon-M only "if the queue's budget allows": after what it requires
     yield Run("equal_compute", "selfcon_m_head_bn", "train",
               dict(COMMON, method="selfcon_m", model_kwargs=SELFCON_EXITS, seed=0, **HEAD_BN), RANKING_EPOCHS)

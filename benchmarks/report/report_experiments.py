@@ -30,7 +30,6 @@ EQUAL = RESULTS / "equal_compute"
 RANK = RESULTS / "rank"
 DECISION_MARGIN = 1.0  # points: the decision rule's threshold on the mean paired difference
 ONE_SEED_MARGIN = 1.0  # points: below it, two single-seed runs are "not distinguishable with one seed"
-SECOND_SEED_MARGIN = 1.5  # points: the equal-compute comparison within it gets a second seed of both arms
 PAIRS = {"MoCo v2": ("moco", "moco_mixco"), "SimCLR": ("simclr", "simclr_mixco")}
 PAIRING_KEYS = ("initial_encoder_sha256", "first_batches_sha256")
 
@@ -411,9 +410,9 @@ def comparisons(equal_epochs: int | None) -> list[tuple[str, str, str]]:
 
 def reading_lines(runs: dict[str, dict], cost: dict | None) -> list[str]:
     """The plain reading: one line per question whose two runs have finished, decided on the ``linear`` protocol's
-    test top-1. One seed: a difference under 1 point is "not distinguishable with one seed". Where the queue added a
-    second seed of both arms (``*_seed1``, the first question only), the mean of the two differences decides, and
-    differences of opposite signs are not distinguishable either."""
+    test top-1. One seed: a difference under 1 point is "not distinguishable with one seed". Where both arms have a
+    second seed (``<run>_seed1``; the ranking's SupCon's is ``equal_compute/supcon_seed1``), the mean of the two
+    differences decides, and differences of opposite signs are not distinguishable either."""
     def finished(*names: str) -> bool:
         return all(top1(runs.get(name, {}), "linear") is not None for name in names)
 

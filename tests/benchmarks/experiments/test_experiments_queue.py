@@ -29,5 +29,17 @@ def test_a_close_equal_compute_result_queues_its_second_seed_before_selfcon_m(tm
     assert names.index("equal_compute/supcon_s_head_bn") < names.index("equal_compute/selfcon_head_bn_e39_seed1") \
         < names.index("equal_compute/supcon_seed1") < names.index("equal_compute/selfcon_m_head_bn") \
         < names.index("mixco/simclr_seed0")
+    assert "equal_compute/supcon_head_bn_seed1" not in names  # SupCon + head BN has not finished
     (tmp_path / "rank" / "linear_main_supcon.json").write_text(json.dumps(_linear(74.0)))  # 3.3 points apart
     assert "equal_compute/supcon_seed1" not in _names(tmp_path)
+    assert "equal_compute/selfcon_head_bn_e39_seed1" not in _names(tmp_path)
+    # SupCon + head BN (the same stabilizer) lands within 1.5 points: its comparison gets the second seed instead
+    (tmp_path / "equal_compute" / "supcon_head_bn.json").write_text(json.dumps(_linear(77.9)))
+    names = _names(tmp_path)
+    assert "equal_compute/supcon_seed1" not in names
+    assert names.index("equal_compute/selfcon_head_bn_e39_seed1") < names.index("equal_compute/supcon_head_bn_seed1") \
+        < names.index("equal_compute/selfcon_m_head_bn")
+    (tmp_path / "rank" / "linear_main_supcon.json").write_text(json.dumps(_linear(76.6)))  # both close: all three
+    names = _names(tmp_path)
+    assert names.index("equal_compute/selfcon_head_bn_e39_seed1") < names.index("equal_compute/supcon_seed1") \
+        < names.index("equal_compute/supcon_head_bn_seed1") < names.index("equal_compute/selfcon_m_head_bn")

@@ -185,6 +185,14 @@ def test_equal_compute_reading_answers_each_question_whose_runs_finished(tmp_pat
     (equal / "supcon_seed1.json").write_text(json.dumps(_equal_run("supcon", 20, 74.0, head_bn=False, seed=1)))
     text = report_experiments.render_equal_compute(equal, rank)
     assert "-0.50 points; seed 1: +3.00, mean +1.25: **not distinguishable with two seeds**" in text
+    # SupCon + head BN and its second seed: both comparisons it is an arm of take the two seeds' mean
+    (equal / "supcon_head_bn.json").write_text(json.dumps(_equal_run("supcon", 20, 77.3)))
+    (equal / "supcon_head_bn_seed1.json").write_text(json.dumps(_equal_run("supcon", 20, 75.0, seed=1)))
+    text = report_experiments.render_equal_compute(equal, rank)
+    assert ("does SelfCon-S match SupCon + head BatchNorm? `linear`: 75.50 (selfcon_head_bn_e39) against 77.30 "
+            "(supcon_head_bn), -1.80 points; seed 1: +2.00, mean +0.10: **not distinguishable with two seeds**") in text
+    assert ("Does head BatchNorm help SupCon (20 epochs each)? `linear`: 77.30 (supcon_head_bn) against 76.00 "
+            "(main_supcon), +1.30 points; seed 1: +1.00, mean +1.15: **yes, supcon_head_bn leads**") in text
     assert report_experiments.draw_plots(tmp_path / "none", equal, rank, tmp_path) == [
         tmp_path / "equal_compute_accuracy_vs_cpu.png", tmp_path / "equal_compute_accuracy_vs_epoch.png"]
 
