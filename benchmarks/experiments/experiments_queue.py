@@ -106,14 +106,19 @@ class Run:
     epochs: int = 0
 
 
+def backbone_top1(path: Path, split: str, protocol: str) -> float | None:
+    """The backbone's last-epoch top-1 of a run's JSON under ``split`` / ``protocol``; None until the run landed."""
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())[split][protocol]["results"]["backbone"]["last"]["top1"]
+
+
 def trial_winner(results: Path) -> dict | None:
     """lr and key momentum of the MoCo trial with the best validation backbone top-1 (None until both ran)."""
-    scores = {}
-    for name in MOCO_TRIALS:
-        path = results / "mixco" / f"{name}.json"
-        if not path.exists():
-            return None
-        scores[name] = json.loads(path.read_text())["validation"]["linear_fast"]["results"]["backbone"]["last"]["top1"]
+    scores = {name: backbone_top1(results / "mixco" / f"{name}.json", "validation", "linear_fast")
+              for name in MOCO_TRIALS}
+    if None in scores.values():
+        return None
     best = max(scores, key=scores.get)
     return dict(MOCO_TRIALS[best], chosen_by=best, validation_top1=scores)
 
@@ -131,17 +136,13 @@ def equal_compute_gaps(results: Path, epochs: int) -> dict[str, float]:
     """SelfCon-S + head BN at equal compute minus each 20-epoch SupCon baseline that has finished, ``linear``
     protocol test top-1 of the backbone: ``{"supcon": ..., "supcon_head_bn": ...}``. SupCon is the ranking's run;
     SupCon + head BN is the fair baseline (the same stabilizer as SelfCon's), issue 23's second question."""
-    def linear_top1(path: Path) -> float | None:
-        if not path.exists():
-            return None
-        return json.loads(path.read_text())["test"]["linear"]["results"]["backbone"]["last"]["top1"]
-
-    selfcon = linear_top1(results / "equal_compute" / f"selfcon_head_bn_e{epochs}.json")
+    selfcon = backbone_top1(results / "equal_compute" / f"selfcon_head_bn_e{epochs}.json", "test", "linear")
     baselines = {"supcon": results / "rank" / "linear_main_supcon.json",
                  "supcon_head_bn": results / "equal_compute" / "supcon_head_bn.json"}
     if selfcon is None:
         return {}
-    return {name: selfcon - top1 for name, path in baselines.items() if (top1 := linear_top1(path)) is not None}
+    return {name: selfcon - top1 for name, path in baselines.items()
+            if (top1 := backbone_top1(path, "test", "linear")) is not None}
 
 
 def queue(results: Path):
