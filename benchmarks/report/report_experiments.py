@@ -212,7 +212,7 @@ def render_mixco(mixco_dir: Path = MIXCO, rank_dir: Path = RANK, cost_path: Path
         rows.append([name, run["method"], run["seed"], _num(top1(run, "linear")),
                      _gain(top1(run, "linear"), top1(floor, "linear")), _num(top1(run, "linear_fast")),
                      _num(top1(run, "knn")), _hours(summary.get("train_seconds")), _hours(summary.get("cpu_seconds")),
-                     run.get("run_info", {}).get("torch_threads", "-"),
+                     threads_of(run),
                      _paired(run, runs.get(partner_of(name, run["method"])))])
     lines += _table(rows, ["run", "method", "seed", "`linear`", "gain over floor", "`linear_fast`", "kNN",
                            "train h (wall)", "CPU h", "threads", "paired"])
@@ -264,16 +264,26 @@ def _cpu_seconds(run: dict, cost: dict | None) -> tuple[float | None, bool]:
     return (per_step * steps, True) if per_step and steps else (None, True)
 
 
-def cpu_of(run: dict) -> str | None:
-    """The torch CPU capability (``AVX512``, ``AVX2``) the run trained on, ``+``-joined over its sittings
+def _over_sittings(run: dict, key: str) -> str | None:
+    """The run's ``key`` (``cpu_capability``, ``torch_threads``) over its sittings, ``+``-joined without repeats
     (``unrecorded`` for sittings from before the log); None where the run predates that record altogether."""
     summary = run.get("train_summary") or {}
-    found = [s["cpu_capability"] for s in summary.get("sitting_log", []) if s.get("cpu_capability")]
+    found = [str(s[key]) for s in summary.get("sitting_log", []) if s.get(key) is not None]
     if summary.get("sitting_log") and summary.get("sittings", 1) > len(summary["sitting_log"]):
         found.append("unrecorded")  # sittings before the log was kept
     if not found:
-        found = [c for c in (summary.get("cpu_capability"), (run.get("run_info") or {}).get("cpu_capability")) if c][:1]
+        found = [str(c) for c in (summary.get(key), (run.get("run_info") or {}).get(key)) if c is not None][:1]
     return "+".join(dict.fromkeys(found)) or None
+
+
+def cpu_of(run: dict) -> str | None:
+    """The torch CPU capability (``AVX512``, ``AVX2``) the run trained on, over its sittings (:func:`_over_sittings`)."""
+    return _over_sittings(run, "cpu_capability")
+
+
+def threads_of(run: dict) -> str:
+    """The torch thread count(s) the run trained with, over its sittings (:func:`_over_sittings`); ``-`` if unknown."""
+    return _over_sittings(run, "torch_threads") or "-"
 
 
 def cpu_label(run: dict, cost: dict | None) -> str | None:
@@ -322,7 +332,8 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
     cost_path = equal_dir / "cost.json"
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
     lines = ["Measured here (ours): the ranking's recipe (`selfcon_resnet10_w16_cifar`, batch 256, lr 0.125, 1-epoch "
-             "warm-up, per-step cosine, fp32, one CPU thread), trained on CIFAR-10 train rows 0-44,999."]
+             "warm-up, per-step cosine, fp32, one CPU thread unless the table's *threads* says otherwise), trained on "
+             "CIFAR-10 train rows 0-44,999."]
     if cost:
         per = cost["per_method"]
         lines += ["", f"Cost of one training step (`bench_method_cost.py`: the real `train()` loop, CPU time of the "
@@ -345,16 +356,16 @@ def render_equal_compute(equal_dir: Path = EQUAL, rank_dir: Path = RANK) -> str:
         rows.append([name, recipe["method"], "yes" if (recipe.get("method_kwargs") or {}).get("head_batchnorm") else
                      "no", recipe["epochs"], "-" if compute is None else f"{compute:.1f}",
                      ("≈" if approx and cpu is not None else "") + _hours(cpu),
-                     (cpu_label(run, cost) or "not recorded") if cpu is not None else "-",
+                     (cpu_label(run, cost) or "not recorded") if cpu is not None else "-", threads_of(run),
                      _num(top1(run, "linear_fast")), _num(top1(run, "linear")), _num(top1(run, "knn"))])
     if rows:
         lines += ["", "Backbone top-1 % on the test split at each run's end (runs of different lengths are compared "
                   "only at their ends). Compute: *SupCon epochs*, the run's epochs x its method's CPU time per step "
                   "over SupCon's in the side-by-side cost benchmark above (comparable between runs); *CPU h*: the "
                   "training CPU time the run measured, on the CPU named beside it (comparable only between runs on "
-                  "the same CPU):", ""]
-        lines += _table(rows, ["run", "method", "head BN", "epochs", "SupCon epochs", "CPU h", "CPU", "`linear_fast`",
-                               "`linear` (10 ep)", "kNN"])
+                  "the same CPU); *threads*: torch threads of its training process (`+` joins sittings that differed):", ""]
+        lines += _table(rows, ["run", "method", "head BN", "epochs", "SupCon epochs", "CPU h", "CPU", "threads",
+                               "`linear_fast`", "`linear` (10 ep)", "kNN"])
         if estimated:
             lines += ["", "≈: a ranking run from before runs recorded CPU time: its steps x its method's measured CPU "
                       "time per step (above). *not recorded*: a run from before runs recorded their CPU."]

@@ -129,12 +129,12 @@ def test_equal_compute_estimates_cpu_of_runs_without_it_and_names_each_runs_cpu(
                            "selfcon_head_bn": {"batch": 256, "cpu_s_per_step": 0.49, "wall_s_per_step": 0.5}}}
     (equal / "cost.json").write_text(json.dumps(cost))
     text = report_experiments.render_equal_compute(equal, rank)
-    assert "| rank/main_supcon | supcon | no | 20 | 20.0 | ≈1.00 | not recorded | 77.00 | 75.00 | 76.00 |" in text
+    assert "| rank/main_supcon | supcon | no | 20 | 20.0 | ≈1.00 | not recorded | - | 77.00 | 75.00 | 76.00 |" in text
     cost["environment"] = {"cpu_capability": "AVX512"}  # an estimate is on the cost benchmark's CPU
     (equal / "cost.json").write_text(json.dumps(cost))
     text = report_experiments.render_equal_compute(equal, rank)
-    assert "| rank/main_supcon | supcon | no | 20 | 20.0 | ≈1.00 | AVX512 (the cost benchmark's) | 77.00 |" in text
-    assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 20.1 | 2.00 | AVX2 | 75.00 | 74.00 | 73.00 |" \
+    assert "| rank/main_supcon | supcon | no | 20 | 20.0 | ≈1.00 | AVX512 (the cost benchmark's) | - | 77.00 |" in text
+    assert "| equal_compute/selfcon_head_bn_e41 | selfcon | yes | 41 | 20.1 | 2.00 | AVX2 | 1 | 75.00 | 74.00 | 73.00 |" \
         in text
     assert "**41 epochs** of it cost what SupCon's 20 epochs cost" in text
     assert ("(`linear_fast`, seed 0: -2.00; compute 20.1 against 20.0 SupCon epochs; training CPU h 2.00 against "
@@ -152,6 +152,12 @@ def test_equal_compute_estimates_cpu_of_runs_without_it_and_names_each_runs_cpu(
     # a run resumed on another CPU, or with sittings from before the log, names them all
     new["train_summary"].update(sittings=3, sitting_log=[{"cpu_capability": "AVX2"}, {"cpu_capability": "AVX512"}])
     assert report_experiments.cpu_of(new) == "AVX2+AVX512+unrecorded"
+    # so do the thread counts of a run whose sittings used different ones, in the table too
+    new["train_summary"].update(sittings=2, sitting_log=[{"cpu_capability": "AVX2", "torch_threads": 1},
+                                                         {"cpu_capability": "AVX2", "torch_threads": 2}])
+    (equal / "selfcon_head_bn_e41.json").write_text(json.dumps(new))
+    assert report_experiments.threads_of(new) == "1+2"
+    assert "| 2.00 | AVX2 | 1+2 | 75.00 |" in report_experiments.render_equal_compute(equal, rank)
 
 
 def _equal_run(method: str, epochs: int, linear: float, head_bn: bool = True, seed: int = 0) -> dict:
