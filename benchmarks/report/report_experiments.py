@@ -465,6 +465,29 @@ def reading_lines(runs: dict[str, dict], cost: dict | None) -> list[str]:
             "not distinguishable with one seed):", "", *lines]
 
 
+def annotate_apart(ax, labelled: list[tuple[float, float, str]], gap_pt: float = 9.5,
+                   width_pt: float = 130.0) -> None:
+    """Label scatter points so that labels of nearby points do not overlap.
+
+    Labels go right of their points; a label whose place is taken by one below it (within ``width_pt`` to
+    the side) moves up by ``gap_pt`` steps and gets a thin leader line to its point. Call after the axis
+    limits are final (the points are placed in display space).
+    """
+    ax.autoscale_view()
+    per_pt = ax.figure.dpi / 72  # display pixels per typographic point
+    placed: list[tuple[float, float]] = []  # (x, label y) in display pixels
+    for x, y, text in sorted(labelled, key=lambda item: (item[1], item[0])):
+        px, py = ax.transData.transform((x, y))
+        label_y = py
+        for other_x, other_y in placed:
+            if abs(other_x - px) < width_pt * per_pt and label_y < other_y + gap_pt * per_pt:
+                label_y = other_y + gap_pt * per_pt
+        placed.append((px, label_y))
+        lift = (label_y - py) / per_pt
+        ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3 + lift), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"} if lift else None)
+
+
 def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path = RANK,
                out_dir: Path = RESULTS) -> list[Path]:
     import matplotlib
@@ -494,27 +517,28 @@ def draw_plots(mixco_dir: Path = MIXCO, equal_dir: Path = EQUAL, rank_dir: Path 
             points.append((name.split("/", 1)[1], supcon_epochs(run, cost), cpu, approx, cpu_label(run, cost),
                            value))
     if points:
-        fig, (by_cost, by_cpu) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        markers = {}
+        fig, (by_cost, by_cpu) = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+        markers, by_cost_labels, by_cpu_labels = {}, [], []
         for name, compute, cpu, approx, machine, value in points:
             label = f"{name} {value:.1f}"
             if compute is not None:
                 by_cost.scatter(compute, value, color="C0")
-                by_cost.annotate(label, (compute, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                by_cost_labels.append((compute, value, label))
             if cpu is not None:
                 key = ("estimated: " if approx else "") + (machine or "CPU not recorded")
                 first = key not in markers
                 index = markers.setdefault(key, len(markers))  # a marker and a colour per CPU
                 by_cpu.scatter(cpu / 3600, value, marker="osx^D"[index % 5], color=f"C{index}",
                                label=key if first else None)
-                by_cpu.annotate(label, (cpu / 3600, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                by_cpu_labels.append((cpu / 3600, value, label))
         by_cost.set(xlabel="compute: SupCon epochs (side-by-side cost per step)", ylabel="linear_fast top-1 % (test)",
                     title="Against compute, comparable across runs")
         by_cpu.set(xlabel="training CPU-hours as measured (compare within one CPU only)",
                    title="Against measured CPU time, by CPU")
-        by_cpu.legend(fontsize=7)
-        for ax in (by_cost, by_cpu):
-            ax.margins(x=0.25, y=0.1)  # room for the labels right of and above the last points
+        by_cpu.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: points fill the axes
+        for ax, labelled in ((by_cost, by_cost_labels), (by_cpu, by_cpu_labels)):
+            ax.margins(x=0.25, y=0.15)  # room for the labels right of and above the last points
+            annotate_apart(ax, labelled)
         fig.suptitle("Accuracy against compute, CIFAR-10, CPU (ours)")
         written.append(save_figure(fig, out_dir / "equal_compute_accuracy_vs_cpu.png"))
     curves = {n: r for n, r in _load(equal_dir).items()

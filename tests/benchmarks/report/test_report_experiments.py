@@ -227,3 +227,21 @@ def test_readme_headline_of_the_experiments(tmp_path: Path, monkeypatch: pytest.
             "top-1, seeds 0, 1 | -3.00, -2.00, mean -2.50: hurts | `mixco/` |") in text
     assert ("| CIFAR-10, `selfcon_resnet10_w16_cifar`, SupCon + head BatchNorm, 20 epochs (the compute of 19.8 SupCon "
             "epochs), seed 0: `linear_fast` top-1 | 77.00 | `equal/supcon_head_bn.json` |") in text
+
+
+def test_labels_of_nearby_points_are_spread_apart() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    points = [(20.0, 78.0, "a"), (20.1, 78.05, "b"), (5.0, 78.0, "far"), (12.0, 73.0, "low")]
+    ax.scatter([x for x, _, _ in points], [y for _, y, _ in points])
+    report_experiments.annotate_apart(ax, points, gap_pt=9.0, width_pt=100.0)
+    per_pt = fig.dpi / 72
+    label_y = {text.get_text(): ax.transData.transform(text.xy)[1] / per_pt + text.xyann[1] for text in ax.texts}
+    lifted = {text.get_text() for text in ax.texts if text.xyann[1] != 3}
+    plt.close(fig)
+    assert lifted == {"b"}  # only the upper of the close pair moves; a distant point at the same height does not
+    assert label_y["b"] - label_y["a"] >= 9.0 - 1e-6  # its label clears the lower one's by the gap
