@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import RESULTS, ROOT, format_table
 from benchmarks.report.make_report import rendered, save_figure
@@ -462,12 +463,13 @@ def reading_lines(runs: dict[str, dict], cost: dict | None) -> list[str]:
     if not lines:
         return []
     return ["", f"Reading (test split, backbone, seed 0 unless said; a difference under {ONE_SEED_MARGIN:g} point is "
-            "not distinguishable with one seed):", "", *lines]
+            f"not distinguishable with one seed; with two, a mean under {ONE_SEED_MARGIN:g} point or differences of "
+            "opposite signs):", "", *lines]
 
 
-def annotate_apart(ax, labelled: list[tuple[float, float, str]], gap_pt: float = 9.5,
+def annotate_apart(ax: Any, labelled: list[tuple[float, float, str]], gap_pt: float = 9.5,
                    width_pt: float = 130.0) -> None:
-    """Label scatter points so that labels of nearby points do not overlap.
+    """Label scatter points on ``ax`` (a matplotlib Axes) so that labels of nearby points do not overlap.
 
     Labels go right of their points; a label whose place is taken by one below it (within ``width_pt`` to
     the side) moves up by ``gap_pt`` steps and gets a thin leader line to its point. Call after the axis

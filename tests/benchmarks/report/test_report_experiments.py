@@ -191,6 +191,7 @@ def test_equal_compute_reading_answers_each_question_whose_runs_finished(tmp_pat
     (equal / "supcon_seed1.json").write_text(json.dumps(_equal_run("supcon", 20, 74.0, head_bn=False, seed=1)))
     text = report_experiments.render_equal_compute(equal, rank)
     assert "-0.50 points; seed 1: +3.00, mean +1.25: **not distinguishable with two seeds**" in text
+    assert "with two, a mean under 1 point or differences of opposite signs):" in text  # the header says the rule
     # SupCon + head BN and its second seed: both comparisons it is an arm of take the two seeds' mean
     (equal / "supcon_head_bn.json").write_text(json.dumps(_equal_run("supcon", 20, 77.3)))
     (equal / "supcon_head_bn_seed1.json").write_text(json.dumps(_equal_run("supcon", 20, 75.0, seed=1)))
